@@ -1,0 +1,814 @@
+"""The CEK machine: Control (a node), Environment (slot vectors), Kontinuation (frames).
+
+Machine state is plain data:
+
+- an environment is a Python list ``[parent, slot1, slot2, ...]``;
+- a frame is a tuple ``(owner, next, env, *data)`` whose owner is a node (or one of the
+  named FrameKinds below) that knows how to resume it; the continuation is the chain of
+  frames through ``next``, ending in ``None``;
+- the dynamic-wind list is a chain of tuples ``(before, after, parent, depth)``.
+
+``run(fuel)`` loops over transitions.  A transition is ``node.exec(env, k, m)`` (evaluate a
+node) or ``frame[0].resume(frame, value, m)`` (return a value to a frame); both give the
+next ``(node, env, k, value)``, with ``node`` None meaning "return ``value`` to ``k``".
+Nothing here recurses in Python in proportion to the running program: simple expressions
+(see ``link``) are evaluated by direct Python calls, but their depth is bounded by the
+analyzer (``MAX_SIMPLE_DEPTH``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import nodes as N
+from .procedures import CONTROL, MACHINE, Closure, Continuation, Primitive
+from .values import (
+    EMPTY,
+    FALSE,
+    Boolean,
+    FlowmetalError,
+    Keyword,
+    Map,
+    Pair,
+    Set,
+    Span,
+    Symbol,
+    Vector,
+    kw,
+    make_list,
+)
+
+MAX_SIMPLE_DEPTH = 48
+BACKTRACE_LIMIT = 64
+
+
+class Unset:
+    """The value of a slot whose ``def``/``letrec`` binding has not run yet."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "#<unset>"
+
+
+UNSET = Unset()
+
+
+class FrameKind:
+    """A frame owner that is not a node (dynamic-wind, winding steps); known by name."""
+
+    __slots__ = ("name", "resume", "exec", "span", "proc")
+    KINDS: dict[str, FrameKind] = {}
+
+    def __init__(self, name: str):
+        self.name = name
+        self.resume = None
+        self.exec = None
+        self.span = None
+        self.proc = None
+        FrameKind.KINDS[name] = self
+
+    def __repr__(self) -> str:
+        return f"<frame {self.name}>"
+
+
+K_TYPE = kw("type")
+K_MESSAGE = kw("message")
+K_DATA = kw("data")
+K_BACKTRACE = kw("backtrace")
+K_PROC = kw("proc")
+K_FILE = kw("file")
+K_LINE = kw("line")
+K_COL = kw("col")
+
+
+# ---------------------------------------------------------------------------------------
+# Errors and backtraces
+
+
+def backtrace(span: Span | None, proc: str | None, k: Any) -> Vector:
+    """The Flowmetal backtrace at a point: innermost first, then each waiting frame."""
+    entries: list[Map] = []
+
+    def add(span: Span | None, proc: str | None) -> None:
+        if span is None:
+            return
+        entry = Map({K_PROC: proc or "<toplevel>", K_FILE: span[0], K_LINE: span[1],
+                     K_COL: span[2]})
+        if entries and entries[-1] == entry:
+            return
+        entries.append(entry)
+
+    add(span, proc)
+    frame = k
+    while frame is not None and len(entries) < BACKTRACE_LIMIT:
+        owner = frame[0]
+        add(owner.span, owner.proc)
+        frame = frame[1]
+    return Vector(entries)
+
+
+def error_value(kind: str, message: str, data: Any, bt: Vector) -> Map:
+    """A Flowmetal error: a map with :type :message :data :backtrace."""
+    return Map({K_TYPE: kw(kind), K_MESSAGE: message, K_DATA: data, K_BACKTRACE: bt})
+
+
+def python_error(exc: BaseException) -> FlowmetalError:
+    """A FlowmetalError describing a Python exception raised inside a primitive."""
+    if isinstance(exc, FlowmetalError):
+        return exc
+    if isinstance(exc, ZeroDivisionError):
+        return FlowmetalError("division by zero", "arithmetic-error")
+    if isinstance(exc, OverflowError):
+        return FlowmetalError(f"numeric overflow: {exc}", "arithmetic-error")
+    if isinstance(exc, RecursionError):
+        return FlowmetalError("value nested too deeply", "limit-error")
+    if isinstance(exc, MemoryError):
+        return FlowmetalError("out of memory", "limit-error")
+    if isinstance(exc, (TypeError, ValueError, IndexError, KeyError)):
+        return FlowmetalError(str(exc), "type-error")
+    return FlowmetalError(f"internal error: {type(exc).__name__}: {exc}", "internal-error")
+
+
+def _located(exc: BaseException, span: Span | None) -> FlowmetalError:
+    err = python_error(exc)
+    if err.span is None:
+        err.span = span
+    return err
+
+
+# ---------------------------------------------------------------------------------------
+# Applying procedures
+
+
+def arity_error(name: str, expected: str, got: int) -> FlowmetalError:
+    """The error for a call with the wrong number of arguments."""
+    plural = "" if expected == "1" else "s"
+    return FlowmetalError(f"{name}: expected {expected} argument{plural}, got {got}",
+                          "arity-error")
+
+
+def _clause_arity(code: N.Lambda) -> str:
+    parts = []
+    for cl in code.clauses:
+        parts.append(f"{cl.nreq}+" if cl.rest else str(cl.nreq))
+    return " or ".join(parts)
+
+
+def closure_env(f: Closure, args: tuple | list) -> tuple[N.Clause, list]:
+    """Pick the clause of ``f`` for ``args`` and build its fresh environment."""
+    code = f.code
+    n = len(args)
+    cl = code.single
+    if cl is None:
+        for c in code.clauses:
+            if n == c.nreq or (c.rest and n >= c.nreq):
+                cl = c
+                break
+        else:
+            raise arity_error(code.name or "fn", _clause_arity(code), n)
+    nreq = cl.nreq
+    if cl.rest:
+        if n < nreq:
+            raise arity_error(code.name or "fn", f"at least {nreq}", n)
+        env = [f.env, *args[:nreq], make_list(args[nreq:]) if n > nreq else None]
+    else:
+        if n != nreq:
+            raise arity_error(code.name or "fn", str(nreq), n)
+        env = [f.env, *args]
+    if cl.extra:
+        env.extend([UNSET] * cl.extra)
+    return cl, env
+
+
+def apply_procedure(f: Any, args: tuple | list, k: Any, m: Machine) -> tuple:
+    """The state that calls ``f`` with ``args`` and returns to ``k``."""
+    t = type(f)
+    if t is Closure:
+        cl = f.code.single
+        if cl is not None and not cl.rest and len(args) == cl.nreq:
+            env = [f.env, *args]
+            if cl.extra:
+                env.extend([UNSET] * cl.extra)
+            return cl.body, env, k, None
+        cl, env = closure_env(f, args)
+        return cl.body, env, k, None
+    if t is Primitive:
+        if not f.accepts(len(args)):
+            hi = f.max_args
+            expected = (str(f.min_args) if hi == f.min_args else
+                        f"at least {f.min_args}" if hi is None else f"{f.min_args} to {hi}")
+            raise arity_error(f.name, expected, len(args))
+        kind = f.kind
+        if kind is CONTROL:
+            return f.fn(m, args, k)
+        if kind is MACHINE:
+            return None, None, k, f.fn(m, *args)
+        return None, None, k, f.fn(*args)
+    if t is Continuation:
+        value = args[0] if len(args) == 1 else (None if not args else make_list(args))
+        return transition(m, f.winders, (None, None, f.k, value))
+    if t is Keyword or t is Map or t is Set or t is Vector:
+        return None, None, k, lookup_call(f, args)
+    from .printer import to_string
+
+    raise FlowmetalError(f"not a procedure: {to_string(f)}", "not-a-procedure")
+
+
+def lookup_call(f: Any, args: tuple | list) -> Any:
+    """Maps, vectors, sets and keywords used as procedures, as in Clojure."""
+    n = len(args)
+    if n not in (1, 2):
+        raise arity_error("collection lookup", "1 or 2", n)
+    default = args[1] if n == 2 else None
+    t = type(f)
+    if t is Keyword:
+        target = args[0]
+        if type(target) is Map:
+            return target.get(f, default)
+        if type(target) is Set:
+            return f if f in target else default
+        return default
+    key = args[0]
+    if t is Map:
+        return f.get(key, default)
+    if t is Set:
+        return key if key in f else default
+    if type(key) is int and 0 <= key < len(f):
+        return f[key]
+    if n == 2:
+        return default
+    raise FlowmetalError(f"index {key} out of range for a vector of {len(f)}", "index-error")
+
+
+# ---------------------------------------------------------------------------------------
+# dynamic-wind: moving between wind lists runs after-thunks out and before-thunks in
+
+
+WINDER = FrameKind("winder")
+DW_BEFORE = FrameKind("dw-before")
+DW_BODY = FrameKind("dw-body")
+DW_AFTER = FrameKind("dw-after")
+HALT = FrameKind("halt")
+
+
+def _depth(w: Any) -> int:
+    return 0 if w is None else w[3]
+
+
+def transition(m: Machine, target: Any, state: tuple) -> tuple:
+    """Run the wind thunks between ``m.winders`` and ``target``, then go to ``state``."""
+    cur = m.winders
+    if cur is target:
+        return state
+    outs, ins = [], []
+    a, b = cur, target
+    while _depth(a) > _depth(b):
+        outs.append(a)
+        a = a[2]
+    while _depth(b) > _depth(a):
+        ins.append(b)
+        b = b[2]
+    while a is not b:
+        outs.append(a)
+        a = a[2]
+        ins.append(b)
+        b = b[2]
+    steps = tuple((w[1], w[2]) for w in outs) + tuple((w[0], w[2]) for w in reversed(ins))
+    return _wind_steps(m, steps, 0, target, state)
+
+
+def _wind_steps(m: Machine, steps: tuple, i: int, target: Any, state: tuple) -> tuple:
+    if i >= len(steps):
+        m.winders = target
+        return state
+    thunk, during = steps[i]
+    m.winders = during
+    frame = (WINDER, state[2], None, steps, i + 1, target, state)
+    return apply_procedure(thunk, (), frame, m)
+
+
+def _winder_resume(frame: tuple, value: Any, m: Machine) -> tuple:
+    return _wind_steps(m, frame[3], frame[4], frame[5], frame[6])
+
+
+def dynamic_wind(m: Machine, args: tuple, k: Any) -> tuple:
+    """``(dynamic-wind before thunk after)``."""
+    before, thunk, after = args
+    return apply_procedure(before, (), (DW_BEFORE, k, None, before, thunk, after), m)
+
+
+def _dw_before_resume(frame: tuple, value: Any, m: Machine) -> tuple:
+    entry = (frame[3], frame[5], m.winders, _depth(m.winders) + 1)
+    m.winders = entry
+    return apply_procedure(frame[4], (), (DW_BODY, frame[1], None, entry), m)
+
+
+def _dw_body_resume(frame: tuple, value: Any, m: Machine) -> tuple:
+    entry = frame[3]
+    m.winders = entry[2]
+    return apply_procedure(entry[1], (), (DW_AFTER, frame[1], None, value), m)
+
+
+def _dw_after_resume(frame: tuple, value: Any, m: Machine) -> tuple:
+    return None, None, frame[1], frame[3]
+
+
+def _halt_exec(env: Any, k: Any, m: Machine) -> tuple:
+    m.status = "error"
+    return None, None, None, m.error
+
+
+WINDER.resume = _winder_resume
+DW_BEFORE.resume = _dw_before_resume
+DW_BODY.resume = _dw_body_resume
+DW_AFTER.resume = _dw_after_resume
+HALT.exec = _halt_exec
+
+
+def call_cc(m: Machine, args: tuple, k: Any) -> tuple:
+    """``(call/cc f)``: call f with the current continuation (an O(1) capture)."""
+    return apply_procedure(args[0], (Continuation(k, m.winders),), k, m)
+
+
+def apply_(m: Machine, args: tuple, k: Any) -> tuple:
+    """``(apply f a b ... coll)``: call f with a, b, ... and the items of coll."""
+    if len(args) < 2:
+        raise arity_error("apply", "at least 2", len(args))
+    f, spread = args[0], args[-1]
+    if spread is None:
+        spread = ()
+    elif type(spread) is Map:
+        spread = [Vector(item) for item in spread.items()]
+    elif not isinstance(spread, (Pair, Vector, Set, tuple, list)) and spread is not EMPTY:
+        raise FlowmetalError("apply: the last argument must be a collection", "type-error")
+    return apply_procedure(f, (*args[1:-1], *spread), k, m)
+
+
+def throw(m: Machine, args: tuple, k: Any) -> tuple:
+    """``(throw value)``: raise any value; an error map gets a backtrace if it has none."""
+    value = args[0]
+    if type(value) is Map and K_TYPE in value and value.get(K_BACKTRACE) is None:
+        value = value.assoc(K_BACKTRACE, backtrace(None, None, k))
+    return m.throw(value, k)
+
+
+# ---------------------------------------------------------------------------------------
+# Linking: give each node its evaluation functions
+
+
+def link(node: N.Node) -> None:
+    """Attach ``ev`` (for simple nodes), ``exec`` and ``resume`` to ``node``."""
+    LINKERS[type(node)](node)
+
+
+def _simple_exec(ev):
+    def exec_(env, k, m):
+        return None, env, k, ev(env, m.globals)
+
+    return exec_
+
+
+def _link_const(node: N.Const) -> None:
+    value = node.value
+
+    def ev(e, g):
+        return value
+
+    def exec_(env, k, m):
+        return None, env, k, value
+
+    node.ev, node.exec = ev, exec_
+
+
+def _unset_error(name: Symbol, span: Span | None) -> FlowmetalError:
+    return FlowmetalError(f"{name.name} is used before its definition ran", "unbound", span=span)
+
+
+def _link_local(node: N.LocalRef) -> None:
+    depth, slot, span, name = node.depth, node.slot, node.span, node.name
+    if node.checked:
+        def ev(e, g):
+            for _ in range(depth):
+                e = e[0]
+            value = e[slot]
+            if value is UNSET:
+                raise _unset_error(name, span)
+            return value
+    elif depth == 0:
+        def ev(e, g):
+            return e[slot]
+    elif depth == 1:
+        def ev(e, g):
+            return e[0][slot]
+    elif depth == 2:
+        def ev(e, g):
+            return e[0][0][slot]
+    else:
+        def ev(e, g):
+            for _ in range(depth):
+                e = e[0]
+            return e[slot]
+    node.ev, node.exec = ev, _simple_exec(ev)
+
+
+def _link_global(node: N.GlobalRef) -> None:
+    name, span = node.name, node.span
+
+    def ev(e, g):
+        try:
+            return g[name]
+        except KeyError:
+            raise FlowmetalError(f"unbound symbol: {name.name}", "unbound", span=span) from None
+
+    node.ev, node.exec = ev, _simple_exec(ev)
+
+
+def _link_set_local(node: N.SetLocal) -> None:
+    depth, slot, value_node = node.depth, node.slot, node.value
+    result_is_name = node.is_def
+
+    def store(env, value):
+        target = env
+        for _ in range(depth):
+            target = target[0]
+        target[slot] = value
+        return node.name if result_is_name else value
+
+    def exec_(env, k, m):
+        ev = value_node.ev
+        if ev is not None:
+            return None, env, k, store(env, ev(env, m.globals))
+        return value_node, env, (node, k, env), None
+
+    def resume(frame, value, m):
+        return None, frame[2], frame[1], store(frame[2], value)
+
+    node.exec, node.resume = exec_, resume
+
+
+def _link_set_global(node: N.SetGlobal) -> None:
+    name, value_node, is_def, span = node.name, node.value, node.is_def, node.span
+
+    def store(g, value):
+        if is_def:
+            g[name] = value
+            return name
+        if name not in g:
+            raise FlowmetalError(f"set!: {name.name} is not defined", "unbound", span=span)
+        g[name] = value
+        return value
+
+    def exec_(env, k, m):
+        ev = value_node.ev
+        if ev is not None:
+            return None, env, k, store(m.globals, ev(env, m.globals))
+        return value_node, env, (node, k, env), None
+
+    def resume(frame, value, m):
+        return None, frame[2], frame[1], store(m.globals, value)
+
+    node.exec, node.resume = exec_, resume
+
+
+def _link_if(node: N.If) -> None:
+    test, then, else_ = node.test, node.then, node.else_
+
+    def choose(env, k, m, flag):
+        branch = else_ if flag is FALSE or flag is None else then
+        ev = branch.ev
+        if ev is not None:
+            return None, env, k, ev(env, m.globals)
+        return branch, env, k, None
+
+    if test.ev is not None and then.ev is not None and else_.ev is not None:
+        t_ev, a_ev, b_ev = test.ev, then.ev, else_.ev
+
+        def ev(e, g):
+            flag = t_ev(e, g)
+            return b_ev(e, g) if flag is FALSE or flag is None else a_ev(e, g)
+
+        node.ev, node.exec = ev, _simple_exec(ev)
+        return
+
+    if test.ev is not None:
+        t_ev = test.ev
+
+        def exec_(env, k, m):
+            return choose(env, k, m, t_ev(env, m.globals))
+    else:
+        def exec_(env, k, m):
+            return test, env, (node, k, env), None
+
+    def resume(frame, value, m):
+        return choose(frame[2], frame[1], m, value)
+
+    node.exec, node.resume = exec_, resume
+
+
+def _link_do(node: N.Do) -> None:
+    body = node.body
+    last = len(body) - 1
+
+    if all(b.ev is not None for b in body):
+        evs = tuple(b.ev for b in body)
+
+        def ev(e, g):
+            for f in evs[:-1]:
+                f(e, g)
+            return evs[-1](e, g)
+
+        node.ev, node.exec = ev, _simple_exec(ev)
+        return
+
+    def run_from(env, k, m, i):
+        g = m.globals
+        while i < last:
+            b = body[i]
+            if b.ev is None:
+                return b, env, (node, k, env, i), None
+            b.ev(env, g)
+            i += 1
+        b = body[last]
+        if b.ev is not None:
+            return None, env, k, b.ev(env, g)
+        return b, env, k, None
+
+    def exec_(env, k, m):
+        return run_from(env, k, m, 0)
+
+    def resume(frame, value, m):
+        return run_from(frame[2], frame[1], m, frame[3] + 1)
+
+    node.exec, node.resume = exec_, resume
+
+
+def _link_lambda(node: N.Lambda) -> None:
+    node.single = node.clauses[0] if len(node.clauses) == 1 else None
+
+    def ev(e, g):
+        return Closure(node, e)
+
+    node.ev, node.exec = ev, _simple_exec(ev)
+
+
+def _link_clause(node: N.Clause) -> None:
+    node.extra = node.nslots - len(node.params)
+
+
+def _link_let(node: N.Let) -> None:
+    inits, nslots, body = node.inits, node.nslots, node.body
+    count = len(inits)
+
+    if all(init.ev is not None for _, init in inits) and body.ev is not None:
+        evs = tuple((slot, init.ev) for slot, init in inits)
+        body_ev = body.ev
+
+        def ev(e, g):
+            frame = [e]
+            frame.extend([UNSET] * nslots)
+            for slot, f in evs:
+                frame[slot] = f(frame, g)
+            return body_ev(frame, g)
+
+        node.ev, node.exec = ev, _simple_exec(ev)
+        return
+
+    def run_from(frame_env, k, m, i):
+        g = m.globals
+        while i < count:
+            slot, init = inits[i]
+            if init.ev is None:
+                return init, frame_env, (node, k, frame_env, i), None
+            frame_env[slot] = init.ev(frame_env, g)
+            i += 1
+        if body.ev is not None:
+            return None, frame_env, k, body.ev(frame_env, g)
+        return body, frame_env, k, None
+
+    def exec_(env, k, m):
+        frame_env = [env]
+        frame_env.extend([UNSET] * nslots)
+        return run_from(frame_env, k, m, 0)
+
+    def resume(frame, value, m):
+        i = frame[3]
+        slot = inits[i][0]
+        frame_env = frame[2]
+        if frame_env[slot] is not UNSET:
+            # Re-entered through a continuation: this entry gets bindings of its own.
+            frame_env = list(frame_env)
+        frame_env[slot] = value
+        return run_from(frame_env, frame[1], m, i + 1)
+
+    node.exec, node.resume = exec_, resume
+
+
+def _link_app(node: N.App) -> None:
+    parts = (node.fn, *node.args)
+    nparts = len(parts)
+
+    def run_from(env, k, m, i, vals):
+        g = m.globals
+        while i < nparts:
+            p = parts[i]
+            if p.ev is None:
+                return p, env, (node, k, env, i, vals), None
+            vals = (*vals, p.ev(env, g))
+            i += 1
+        return apply_procedure(vals[0], vals[1:], k, m)
+
+    def resume(frame, value, m):
+        return run_from(frame[2], frame[1], m, frame[3] + 1, (*frame[4], value))
+
+    node.resume = resume
+    if not all(p.ev is not None for p in parts):
+        def exec_(env, k, m):
+            return run_from(env, k, m, 0, ())
+        node.exec = exec_
+        return
+
+    f_ev = node.fn.ev
+    arg_evs = tuple(a.ev for a in node.args)
+    if len(arg_evs) == 0:
+        def exec_(env, k, m):
+            return apply_procedure(f_ev(env, m.globals), (), k, m)
+    elif len(arg_evs) == 1:
+        a0 = arg_evs[0]
+
+        def exec_(env, k, m):
+            g = m.globals
+            return apply_procedure(f_ev(env, g), (a0(env, g),), k, m)
+    elif len(arg_evs) == 2:
+        a0, a1 = arg_evs
+
+        def exec_(env, k, m):
+            g = m.globals
+            return apply_procedure(f_ev(env, g), (a0(env, g), a1(env, g)), k, m)
+    else:
+        def exec_(env, k, m):
+            g = m.globals
+            return apply_procedure(f_ev(env, g), tuple(a(env, g) for a in arg_evs), k, m)
+    node.exec = exec_
+
+
+def _link_primcall(node: N.PrimCall) -> None:
+    fn, span = node.prim.fn, node.span
+    evs = tuple(a.ev for a in node.args)
+    if len(evs) == 1:
+        a0 = evs[0]
+
+        def ev(e, g):
+            try:
+                return fn(a0(e, g))
+            except Exception as exc:
+                raise _located(exc, span) from None
+    elif len(evs) == 2:
+        a0, a1 = evs
+
+        def ev(e, g):
+            try:
+                return fn(a0(e, g), a1(e, g))
+            except Exception as exc:
+                raise _located(exc, span) from None
+    else:
+        def ev(e, g):
+            try:
+                return fn(*[a(e, g) for a in evs])
+            except Exception as exc:
+                raise _located(exc, span) from None
+    node.ev, node.exec = ev, _simple_exec(ev)
+
+
+def _link_try(node: N.Try) -> None:
+    body = node.body
+
+    def exec_(env, k, m):
+        return body, env, (node, k, env, m.winders), None
+
+    def resume(frame, value, m):
+        return None, frame[2], frame[1], value
+
+    node.exec, node.resume = exec_, resume
+
+
+def _link_nothing(node: N.Node) -> None:
+    pass
+
+
+LINKERS = {
+    N.Const: _link_const,
+    N.LocalRef: _link_local,
+    N.GlobalRef: _link_global,
+    N.SetLocal: _link_set_local,
+    N.SetGlobal: _link_set_global,
+    N.If: _link_if,
+    N.Do: _link_do,
+    N.Lambda: _link_lambda,
+    N.Clause: _link_clause,
+    N.Let: _link_let,
+    N.App: _link_app,
+    N.PrimCall: _link_primcall,
+    N.Try: _link_try,
+    N.Catch: _link_nothing,
+}
+
+
+def catch_matches(catch: N.Catch, value: Any) -> bool:
+    """True if ``catch`` handles the raised ``value``."""
+    if catch.match is None:
+        return True
+    return type(value) is Map and value.get(K_TYPE) is catch.match
+
+
+# ---------------------------------------------------------------------------------------
+# The machine
+
+
+class Machine:
+    """One running program: registers, globals, dynamic-wind list, status."""
+
+    def __init__(self, globals_: dict, node: Any = None, env: Any = None, k: Any = None):
+        self.globals = globals_
+        self.node = node
+        self.env = env
+        self.k = k
+        self.val = None
+        self.winders = None
+        self.status = "running"
+        self.error: Any = None
+        self.reductions = 0
+        self.gensym_counter = 0
+        self.output: list[str] = []
+        self.write = self.output.append
+
+    @property
+    def value(self) -> Any:
+        """The result once ``status == "done"``."""
+        return self.val
+
+    def run(self, fuel: int) -> str:
+        """Make at most ``fuel`` transitions; return the status afterwards."""
+        node, env, k, val = self.node, self.env, self.k, self.val
+        done = 0
+        try:
+            while done < fuel:
+                done += 1
+                try:
+                    if node is not None:
+                        node, env, k, val = node.exec(env, k, self)
+                    elif k is not None:
+                        node, env, k, val = k[0].resume(k, val, self)
+                    else:
+                        done -= 1
+                        break
+                except FlowmetalError as exc:
+                    node, env, k, val = self._raise_error(exc, node, k)
+                except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                    raise
+                except Exception as exc:
+                    node, env, k, val = self._raise_error(python_error(exc), node, k)
+        finally:
+            self.node, self.env, self.k, self.val = node, env, k, val
+            self.reductions += done
+        if node is None and k is None and self.status == "running":
+            self.status = "done"
+        return self.status
+
+    def run_to_end(self, slice_size: int = 1_000_000) -> str:
+        """Run until done or failed."""
+        while self.status == "running":
+            self.run(slice_size)
+        return self.status
+
+    def _raise_error(self, exc: FlowmetalError, node: Any, k: Any) -> tuple:
+        where = node if node is not None else (k[0] if k is not None else None)
+        span = exc.span or (where.span if where is not None else None)
+        proc = where.proc if where is not None else None
+        value = error_value(exc.kind, exc.message, exc.data, backtrace(span, proc, k))
+        return self.throw(value, k)
+
+    def throw(self, value: Any, k: Any) -> tuple:
+        """The state that delivers raised ``value`` to the nearest matching catch."""
+        frame = k
+        while frame is not None:
+            owner = frame[0]
+            if type(owner) is N.Try:
+                for catch in owner.catches:
+                    if catch_matches(catch, value):
+                        env = [frame[2], value]
+                        if catch.nslots > 1:
+                            env.extend([UNSET] * (catch.nslots - 1))
+                        return transition(self, frame[3], (catch.body, env, frame[1], None))
+            frame = frame[1]
+        self.error = value
+        return transition(self, None, (HALT, None, None, None))
+
+    def gensym(self, prefix: str = "G__") -> Symbol:
+        """A fresh symbol (the counter is machine state, so it survives resumption)."""
+        self.gensym_counter += 1
+        return Symbol(f"{prefix}{self.gensym_counter}")
+
+
+__all__ = ["Machine", "apply_procedure", "link", "UNSET", "FrameKind", "transition",
+           "Boolean", "EMPTY"]

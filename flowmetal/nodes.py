@@ -1,0 +1,152 @@
+"""Code nodes: the analyzer's output and the machine's Control.
+
+A node is plain data: its kind, its fields (values, child nodes, slot numbers), its
+source span and the name of the procedure it belongs to.  Every node of a program has an
+``id`` (its index in ``Program.nodes``), so ``(program hash, node id)`` names it in the
+store.  The machine attaches three derived callables to each node when a program is
+linked (``ev``, ``exec``, ``resume``); they are a cache of the node's meaning, rebuilt from
+the fields after decoding, and are never part of the stored state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .values import Span
+
+
+class Node:
+    """Base of all code nodes; ``FIELDS`` lists the data fields in order."""
+
+    FIELDS: tuple[str, ...] = ()
+    __slots__ = ("id", "span", "proc", "program", "ev", "exec", "resume")
+
+    def __init__(self, *args: Any):
+        for name, value in zip(self.FIELDS, args, strict=True):
+            setattr(self, name, value)
+        self.id = -1
+        self.span: Span | None = None
+        self.proc = "<toplevel>"
+        self.program = None
+        self.ev = None
+        self.exec = None
+        self.resume = None
+
+    def children(self) -> list[Node]:
+        """The child nodes, in evaluation order."""
+        out: list[Node] = []
+        for name in self.FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, Node):
+                out.append(value)
+            elif isinstance(value, tuple):
+                out.extend(v for v in value if isinstance(v, Node))
+        return out
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} #{self.id} {self.span!r}>"
+
+
+class Const(Node):
+    """A literal or quoted value."""
+
+    FIELDS = ("value",)
+    __slots__ = FIELDS
+
+
+class LocalRef(Node):
+    """A lexical variable at (depth, slot); ``checked`` if it may be read before set."""
+
+    FIELDS = ("name", "depth", "slot", "checked")
+    __slots__ = FIELDS
+
+
+class GlobalRef(Node):
+    """A global variable, looked up by symbol at run time."""
+
+    FIELDS = ("name",)
+    __slots__ = FIELDS
+
+
+class SetLocal(Node):
+    """``set!`` of, or internal ``def`` of, a lexical variable."""
+
+    FIELDS = ("name", "depth", "slot", "value", "is_def")
+    __slots__ = FIELDS
+
+
+class SetGlobal(Node):
+    """``def`` (is_def) or ``set!`` of a global variable."""
+
+    FIELDS = ("name", "value", "is_def")
+    __slots__ = FIELDS
+
+
+class If(Node):
+    """``(if test then else)``."""
+
+    FIELDS = ("test", "then", "else_")
+    __slots__ = FIELDS
+
+
+class Do(Node):
+    """``(do a b c)``: evaluate in order, the last in tail position."""
+
+    FIELDS = ("body",)
+    __slots__ = FIELDS
+
+
+class Clause(Node):
+    """One arity of a procedure: ``nreq`` required params, optional rest, frame size."""
+
+    FIELDS = ("params", "nreq", "rest", "nslots", "body")
+    __slots__ = (*FIELDS, "extra")
+
+
+class Lambda(Node):
+    """``(fn name? [params] body)`` or multi-arity ``(fn ([a] ..) ([a b] ..))``."""
+
+    FIELDS = ("name", "clauses")
+    __slots__ = (*FIELDS, "single")
+
+
+class Let(Node):
+    """A new frame of ``nslots`` slots; ``inits`` are (slot, node) pairs run in order."""
+
+    FIELDS = ("names", "inits", "nslots", "body")
+    __slots__ = FIELDS
+
+
+class App(Node):
+    """A procedure call ``(f a b)``."""
+
+    FIELDS = ("fn", "args")
+    __slots__ = FIELDS
+
+
+class PrimCall(Node):
+    """A call to a pure primitive linked at analysis time (see NOTES.md, direct linking)."""
+
+    FIELDS = ("prim", "args")
+    __slots__ = FIELDS
+
+
+class Try(Node):
+    """``(try body (catch :type? e handler)*)``; each handler runs in a 1-slot frame."""
+
+    FIELDS = ("body", "catches")
+    __slots__ = FIELDS
+
+
+class Catch(Node):
+    """One catch clause: ``match`` is a keyword (the error's :type) or None for all."""
+
+    FIELDS = ("match", "name", "nslots", "body")
+    __slots__ = FIELDS
+
+
+NODE_TYPES: dict[str, type[Node]] = {
+    cls.__name__: cls
+    for cls in (Const, LocalRef, GlobalRef, SetLocal, SetGlobal, If, Do, Clause, Lambda,
+                Let, App, PrimCall, Try, Catch)
+}

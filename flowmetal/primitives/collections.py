@@ -1,0 +1,496 @@
+"""Lists, vectors, maps and sets: construction, access and the seq functions.
+
+Every collection is immutable: ``conj``, ``assoc`` and friends return new values.
+A *seqable* is a list, vector, map (a seq of [key value] vectors), set, string (a seq of
+one-character strings) or nil.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..printer import to_string
+from ..procedures import define
+from ..values import (
+    EMPTY,
+    FALSE,
+    TRUE,
+    Boolean,
+    FlowmetalError,
+    Keyword,
+    Map,
+    Pair,
+    Set,
+    Symbol,
+    Vector,
+    boolean,
+    make_list,
+)
+
+
+def _type_error(op: str, what: str, x: Any) -> FlowmetalError:
+    return FlowmetalError(f"{op}: expected {what}, got {to_string(x)}", "type-error")
+
+
+def items(op: str, coll: Any) -> Iterator[Any]:
+    """Iterate the elements of any seqable (a type error otherwise)."""
+    t = type(coll)
+    if t is Pair or t is Vector or t is Set or coll is EMPTY or t is str:
+        return iter(coll)
+    if coll is None:
+        return iter(())
+    if t is Map:
+        return (Vector(kv) for kv in coll.items())
+    raise _type_error(op, "a collection", coll)
+
+
+def seq_list(op: str, coll: Any) -> Any:
+    """The seqable as a list (Pair chain or EMPTY)."""
+    if type(coll) is Pair or coll is EMPTY:
+        return coll
+    return make_list(list(items(op, coll)))
+
+
+@define("list", min_args=0, max_args=None)
+def list_(*xs: Any) -> Any:
+    """A list of the arguments."""
+    return make_list(xs)
+
+
+@define("vector", min_args=0, max_args=None)
+def vector(*xs: Any) -> Vector:
+    """A vector of the arguments."""
+    return Vector(xs)
+
+
+@define("hash-map", min_args=0, max_args=None)
+def hash_map(*kvs: Any) -> Map:
+    """A map of alternating keys and values."""
+    if len(kvs) % 2:
+        raise FlowmetalError("hash-map: needs an even number of arguments", "arity-error")
+    return Map(zip(kvs[::2], kvs[1::2]))
+
+
+@define("hash-set", min_args=0, max_args=None)
+def hash_set(*xs: Any) -> Set:
+    """A set of the arguments."""
+    return Set(xs)
+
+
+@define("vec", min_args=1)
+def vec(coll: Any) -> Vector:
+    """A vector of the items of a seqable."""
+    return coll if type(coll) is Vector else Vector(items("vec", coll))
+
+
+@define("set", min_args=1)
+def set_(coll: Any) -> Set:
+    """A set of the items of a seqable."""
+    return coll if type(coll) is Set else Set(items("set", coll))
+
+
+@define("%map-from-seq", min_args=1)
+def map_from_seq(coll: Any) -> Map:
+    """A map from a flat seq of alternating keys and values (quasiquoted maps)."""
+    return hash_map(*items("map", coll))
+
+
+@define("concat", min_args=0, max_args=None)
+def concat(*colls: Any) -> Any:
+    """A list of the items of each seqable in turn."""
+    out: list[Any] = []
+    for c in colls:
+        out.extend(items("concat", c))
+    return make_list(out)
+
+
+@define("cons", min_args=2)
+def cons(x: Any, coll: Any) -> Pair:
+    """A list with x in front of the items of coll."""
+    return Pair(x, seq_list("cons", coll))
+
+
+@define("first", min_args=1)
+def first(coll: Any) -> Any:
+    """The first item, or nil when empty."""
+    t = type(coll)
+    if t is Pair:
+        return coll.first
+    if t is Vector or t is str:
+        return coll[0] if coll else None
+    for x in items("first", coll):
+        return x
+    return None
+
+
+@define("rest", min_args=1)
+def rest(coll: Any) -> Any:
+    """A list of all but the first item (() when there are none)."""
+    if type(coll) is Pair:
+        return coll.rest
+    lst = seq_list("rest", coll)
+    return lst.rest if type(lst) is Pair else EMPTY
+
+
+@define("next", min_args=1)
+def next_(coll: Any) -> Any:
+    """Like rest, but nil instead of ()."""
+    r = rest(coll)
+    return None if r is EMPTY else r
+
+
+@define("seq", min_args=1)
+def seq(coll: Any) -> Any:
+    """The items as a list, or nil when empty."""
+    lst = seq_list("seq", coll)
+    return None if lst is EMPTY else lst
+
+
+@define("count", min_args=1)
+def count(coll: Any) -> int:
+    """The number of items (characters for a string)."""
+    if coll is None:
+        return 0
+    t = type(coll)
+    if t in (Pair, Vector, Map, Set, str) or coll is EMPTY:
+        return len(coll)
+    raise _type_error("count", "a collection", coll)
+
+
+@define("empty?", min_args=1)
+def is_empty(coll: Any) -> Boolean:
+    """True when the collection has no items."""
+    return boolean(count(coll) == 0)
+
+
+@define("nth", min_args=2, max_args=3)
+def nth(coll: Any, index: Any, *default: Any) -> Any:
+    """The item at index (0-based); the default, or an error, when out of range."""
+    if type(index) is not int:
+        raise _type_error("nth", "an integer index", index)
+    t = type(coll)
+    if t is Vector or t is str:
+        if 0 <= index < len(coll):
+            return coll[index]
+    elif t is Pair or coll is EMPTY or coll is None:
+        node = coll
+        i = index
+        while type(node) is Pair and i > 0:
+            node = node.rest
+            i -= 1
+        if index >= 0 and type(node) is Pair:
+            return node.first
+    else:
+        raise _type_error("nth", "a list, vector or string", coll)
+    if default:
+        return default[0]
+    raise FlowmetalError(f"nth: index {index} out of range", "index-error")
+
+
+@define("get", min_args=2, max_args=3)
+def get(coll: Any, key: Any, default: Any = None) -> Any:
+    """The value at key in a map (index in a vector, member of a set), or the default."""
+    t = type(coll)
+    if t is Map:
+        return coll.get(key, default)
+    if t is Vector or t is str:
+        if type(key) is int and 0 <= key < len(coll):
+            return coll[key]
+        return default
+    if t is Set:
+        return key if key in coll else default
+    return default
+
+
+@define("contains?", min_args=2)
+def contains(coll: Any, key: Any) -> Boolean:
+    """True if the map has the key, the set the member, the vector the index."""
+    t = type(coll)
+    if t is Map or t is Set:
+        return boolean(key in coll)
+    if t is Vector or t is str:
+        return boolean(type(key) is int and 0 <= key < len(coll))
+    if coll is None:
+        return FALSE
+    raise _type_error("contains?", "a map, set, vector or string", coll)
+
+
+@define("assoc", min_args=3, max_args=None)
+def assoc(coll: Any, *kvs: Any) -> Any:
+    """A copy with each key bound to its value (a vector takes indexes)."""
+    if len(kvs) % 2:
+        raise FlowmetalError("assoc: needs keys and values in pairs", "arity-error")
+    if coll is None:
+        coll = Map()
+    t = type(coll)
+    if t is Map:
+        new = Map(coll)
+        for k, v in zip(kvs[::2], kvs[1::2]):
+            dict.__setitem__(new, k, v)
+        return new
+    if t is Vector:
+        lst = list(coll)
+        for k, v in zip(kvs[::2], kvs[1::2]):
+            if type(k) is not int or not 0 <= k <= len(lst):
+                raise FlowmetalError(f"assoc: index {to_string(k)} out of range", "index-error")
+            if k == len(lst):
+                lst.append(v)
+            else:
+                lst[k] = v
+        return Vector(lst)
+    raise _type_error("assoc", "a map or vector", coll)
+
+
+@define("dissoc", min_args=1, max_args=None)
+def dissoc(m: Any, *keys: Any) -> Any:
+    """A copy of the map without the keys."""
+    if m is None:
+        return None
+    if type(m) is not Map:
+        raise _type_error("dissoc", "a map", m)
+    new = Map(m)
+    for k in keys:
+        new.pop(k, None)
+    return new
+
+
+@define("disj", min_args=1, max_args=None)
+def disj(s: Any, *xs: Any) -> Any:
+    """A copy of the set without the members."""
+    if type(s) is not Set:
+        raise _type_error("disj", "a set", s)
+    return Set(s.difference(xs))
+
+
+@define("conj", min_args=1, max_args=None)
+def conj(coll: Any, *xs: Any) -> Any:
+    """Add items where the collection grows: lists in front, vectors at the end."""
+    t = type(coll)
+    if t is Vector:
+        return Vector((*coll, *xs))
+    if t is Pair or coll is EMPTY or coll is None:
+        out = EMPTY if coll is None else coll
+        for x in xs:
+            out = Pair(x, out)
+        return out
+    if t is Set:
+        return Set(coll.union(xs))
+    if t is Map:
+        new = Map(coll)
+        for entry in xs:
+            if type(entry) is Map:
+                new.update(entry)
+            elif type(entry) is Vector and len(entry) == 2:
+                dict.__setitem__(new, entry[0], entry[1])
+            else:
+                raise _type_error("conj", "a [key value] vector", entry)
+        return new
+    raise _type_error("conj", "a collection", coll)
+
+
+@define("keys", min_args=1)
+def keys(m: Any) -> Any:
+    """A list of the map's keys (nil for an empty map)."""
+    if m is None:
+        return None
+    if type(m) is not Map:
+        raise _type_error("keys", "a map", m)
+    return make_list(m.keys()) if m else None
+
+
+@define("vals", min_args=1)
+def vals(m: Any) -> Any:
+    """A list of the map's values (nil for an empty map)."""
+    if m is None:
+        return None
+    if type(m) is not Map:
+        raise _type_error("vals", "a map", m)
+    return make_list(m.values()) if m else None
+
+
+@define("merge", min_args=0, max_args=None)
+def merge(*maps: Any) -> Any:
+    """One map with the entries of each in turn (later ones win)."""
+    out = None
+    for m in maps:
+        if m is None:
+            continue
+        if type(m) is not Map:
+            raise _type_error("merge", "a map", m)
+        out = Map(m) if out is None else Map({**out, **m})
+    return out
+
+
+@define("zipmap", min_args=2)
+def zipmap(ks: Any, vs: Any) -> Map:
+    """A map from the keys to the values, pairwise."""
+    return Map(zip(items("zipmap", ks), items("zipmap", vs)))
+
+
+@define("reverse", min_args=1)
+def reverse(coll: Any) -> Any:
+    """A list of the items in reverse order."""
+    out: Any = EMPTY
+    for x in items("reverse", coll):
+        out = Pair(x, out)
+    return out
+
+
+@define("range", min_args=0, max_args=3)
+def range_(*args: Any) -> Any:
+    """(range end), (range start end), (range start end step): a list of numbers."""
+    for a in args:
+        if type(a) not in (int, float):
+            raise _type_error("range", "numbers", a)
+    if not args:
+        raise FlowmetalError("range: needs an end (sequences are not lazy)", "arity-error")
+    if len(args) == 3 and args[2] == 0:
+        raise FlowmetalError("range: step must not be zero", "arithmetic-error")
+    if all(type(a) is int for a in args):
+        return make_list(range(*args))
+    start, end, step = (0, args[0], 1) if len(args) == 1 else (
+        args[0], args[1], args[2] if len(args) == 3 else 1)
+    out, x = [], start
+    while (x < end) if step > 0 else (x > end):
+        out.append(x)
+        x += step
+    return make_list(out)
+
+
+@define("take", min_args=2)
+def take(n: Any, coll: Any) -> Any:
+    """A list of the first n items."""
+    if type(n) is not int:
+        raise _type_error("take", "an integer", n)
+    out = []
+    if n > 0:
+        for x in items("take", coll):
+            out.append(x)
+            if len(out) >= n:
+                break
+    return make_list(out)
+
+
+@define("drop", min_args=2)
+def drop(n: Any, coll: Any) -> Any:
+    """A list of all but the first n items."""
+    if type(n) is not int:
+        raise _type_error("drop", "an integer", n)
+    node = seq_list("drop", coll)
+    while n > 0 and type(node) is Pair:
+        node = node.rest
+        n -= 1
+    return node
+
+
+@define("last", min_args=1)
+def last(coll: Any) -> Any:
+    """The last item, or nil."""
+    if type(coll) is Vector:
+        return coll[-1] if coll else None
+    out = None
+    for x in items("last", coll):
+        out = x
+    return out
+
+
+@define("subvec", min_args=2, max_args=3)
+def subvec(v: Any, start: Any, end: Any = None) -> Vector:
+    """The part of a vector from start to end (exclusive)."""
+    if type(v) is not Vector:
+        raise _type_error("subvec", "a vector", v)
+    end = len(v) if end is None else end
+    if not (type(start) is int and type(end) is int and 0 <= start <= end <= len(v)):
+        raise FlowmetalError("subvec: indexes out of range", "index-error")
+    return Vector(v[start:end])
+
+
+@define("peek", min_args=1)
+def peek(coll: Any) -> Any:
+    """The item conj would remove next: a list's first, a vector's last."""
+    if type(coll) is Vector:
+        return coll[-1] if coll else None
+    return first(coll)
+
+
+@define("pop", min_args=1)
+def pop(coll: Any) -> Any:
+    """The collection without its peek item."""
+    if type(coll) is Vector:
+        if not coll:
+            raise FlowmetalError("pop: empty vector", "index-error")
+        return Vector(coll[:-1])
+    if type(coll) is Pair:
+        return coll.rest
+    raise FlowmetalError("pop: empty or not a list or vector", "index-error")
+
+
+def _sort_key(x: Any) -> tuple:
+    """A total order across types: nil < booleans < numbers < strings < keywords < ..."""
+    t = type(x)
+    if x is None:
+        return (0, 0)
+    if t is Boolean:
+        return (1, x.value)
+    if t in (int, float) or t.__name__ == "Fraction":
+        return (2, x)
+    if t is str:
+        return (3, x)
+    if t is Keyword:
+        return (4, x.name)
+    if t is Symbol:
+        return (5, x.name)
+    if t is Vector or t is Pair or x is EMPTY:
+        return (6, tuple(_sort_key(y) for y in x))
+    raise _type_error("compare", "comparable values", x)
+
+
+@define("compare", min_args=2)
+def compare(a: Any, b: Any) -> int:
+    """-1, 0 or 1 as a sorts before, with, or after b."""
+    ka, kb = _sort_key(a), _sort_key(b)
+    return -1 if ka < kb else (1 if ka > kb else 0)
+
+
+@define("sort", min_args=1)
+def sort(coll: Any) -> Any:
+    """A list of the items in ascending order (see compare)."""
+    return make_list(sorted(items("sort", coll), key=_sort_key))
+
+
+@define("distinct", min_args=1)
+def distinct(coll: Any) -> Any:
+    """A list of the items without repeats, in first-seen order."""
+    seen: dict[Any, None] = {}
+    for x in items("distinct", coll):
+        seen.setdefault(x, None)
+    return make_list(seen)
+
+
+@define("flatten", min_args=1)
+def flatten(coll: Any) -> Any:
+    """A list of the non-sequential items nested anywhere in coll."""
+    out, stack = [], [iter(items("flatten", coll))]
+    while stack:
+        for x in stack[-1]:
+            if type(x) in (Pair, Vector) or x is EMPTY:
+                stack.append(iter(x))
+                break
+            out.append(x)
+        else:
+            stack.pop()
+    return make_list(out)
+
+
+def _pred(name: str, test) -> None:
+    define(name, min_args=1)(lambda x: TRUE if test(x) else FALSE)
+
+
+_pred("list?", lambda x: type(x) is Pair or x is EMPTY)
+_pred("vector?", lambda x: type(x) is Vector)
+_pred("map?", lambda x: type(x) is Map)
+_pred("set?", lambda x: type(x) is Set)
+_pred("seq?", lambda x: type(x) is Pair or x is EMPTY)
+_pred("coll?", lambda x: type(x) in (Pair, Vector, Map, Set) or x is EMPTY)
+_pred("sequential?", lambda x: type(x) in (Pair, Vector) or x is EMPTY)

@@ -1,0 +1,361 @@
+"""Arithmetic and numeric comparison over int, float and ratio."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+from ..printer import to_string
+from ..procedures import define
+from ..values import FALSE, TRUE, FlowmetalError, boolean
+
+NUMS = (int, float, Fraction)
+
+
+def _bad(op: str, x: Any) -> FlowmetalError:
+    return FlowmetalError(f"{op}: expected a number, got {to_string(x)}", "type-error")
+
+
+def num(op: str, x: Any) -> Any:
+    """``x`` if it is a number, else a type error naming ``op``."""
+    t = type(x)
+    if t is int or t is float or t is Fraction:
+        return x
+    raise _bad(op, x)
+
+
+def integer(op: str, x: Any) -> int:
+    """``x`` if it is an integer, else a type error naming ``op``."""
+    if type(x) is int:
+        return x
+    raise FlowmetalError(f"{op}: expected an integer, got {to_string(x)}", "type-error")
+
+
+def norm(x: Any) -> Any:
+    """A ratio with denominator 1 becomes an int."""
+    if type(x) is Fraction and x.denominator == 1:
+        return x.numerator
+    return x
+
+
+@define("+", min_args=0, max_args=None)
+def add(*xs: Any) -> Any:
+    """Sum of the arguments."""
+    if len(xs) == 2:
+        a, b = xs
+        if type(a) is int and type(b) is int:
+            return a + b
+    total = 0
+    for x in xs:
+        total += num("+", x)
+    return norm(total)
+
+
+@define("-", min_args=1, max_args=None)
+def sub(*xs: Any) -> Any:
+    """Difference; with one argument, its negation."""
+    if len(xs) == 2:
+        a, b = xs
+        if type(a) is int and type(b) is int:
+            return a - b
+    if len(xs) == 1:
+        return -num("-", xs[0])
+    total = num("-", xs[0])
+    for x in xs[1:]:
+        total -= num("-", x)
+    return norm(total)
+
+
+@define("*", min_args=0, max_args=None)
+def mul(*xs: Any) -> Any:
+    """Product of the arguments."""
+    total = 1
+    for x in xs:
+        total *= num("*", x)
+    return norm(total)
+
+
+def _div2(a: Any, b: Any) -> Any:
+    a, b = num("/", a), num("/", b)
+    if b == 0:
+        raise FlowmetalError("division by zero", "arithmetic-error")
+    if type(a) is float or type(b) is float:
+        return a / b
+    return norm(Fraction(a) / b)
+
+
+@define("/", min_args=1, max_args=None)
+def div(*xs: Any) -> Any:
+    """Division; exact on integers and ratios (``(/ 1 3)`` is the ratio 1/3)."""
+    if len(xs) == 1:
+        return _div2(1, xs[0])
+    total = xs[0]
+    for x in xs[1:]:
+        total = _div2(total, x)
+    return total
+
+
+def _int_div(op: str, a: Any, b: Any) -> tuple[int, int]:
+    a, b = integer(op, a), integer(op, b)
+    if b == 0:
+        raise FlowmetalError("division by zero", "arithmetic-error")
+    return a, b
+
+
+@define("quot", min_args=2)
+def quot(a: Any, b: Any) -> int:
+    """Integer quotient, truncated toward zero."""
+    a, b = _int_div("quot", a, b)
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
+
+
+@define("rem", min_args=2)
+def rem(a: Any, b: Any) -> int:
+    """Remainder of ``quot``: has the sign of the dividend."""
+    return a - b * quot(a, b)
+
+
+@define("mod", min_args=2)
+def mod(a: Any, b: Any) -> int:
+    """Modulus: has the sign of the divisor."""
+    a, b = _int_div("mod", a, b)
+    return a % b
+
+
+@define("inc", min_args=1)
+def inc(x: Any) -> Any:
+    """x + 1."""
+    if type(x) is int:
+        return x + 1
+    return norm(num("inc", x) + 1)
+
+
+@define("dec", min_args=1)
+def dec(x: Any) -> Any:
+    """x - 1."""
+    if type(x) is int:
+        return x - 1
+    return norm(num("dec", x) - 1)
+
+
+def _compare_chain(op: str, xs: tuple, test) -> Any:
+    for x in xs:
+        num(op, x)
+    for a, b in zip(xs, xs[1:]):
+        if not test(a, b):
+            return FALSE
+    return TRUE
+
+
+@define("<", min_args=1, max_args=None)
+def lt(*xs: Any) -> Any:
+    """True if the numbers increase strictly."""
+    if len(xs) == 2:
+        a, b = xs
+        if type(a) is int and type(b) is int:
+            return TRUE if a < b else FALSE
+    return _compare_chain("<", xs, lambda a, b: a < b)
+
+
+@define(">", min_args=1, max_args=None)
+def gt(*xs: Any) -> Any:
+    """True if the numbers decrease strictly."""
+    if len(xs) == 2:
+        a, b = xs
+        if type(a) is int and type(b) is int:
+            return TRUE if a > b else FALSE
+    return _compare_chain(">", xs, lambda a, b: a > b)
+
+
+@define("<=", min_args=1, max_args=None)
+def le(*xs: Any) -> Any:
+    """True if the numbers never decrease."""
+    return _compare_chain("<=", xs, lambda a, b: a <= b)
+
+
+@define(">=", min_args=1, max_args=None)
+def ge(*xs: Any) -> Any:
+    """True if the numbers never increase."""
+    return _compare_chain(">=", xs, lambda a, b: a >= b)
+
+
+@define("==", min_args=1, max_args=None)
+def num_eq(*xs: Any) -> Any:
+    """Numeric equality: true if all the numbers are equal in value."""
+    return _compare_chain("==", xs, lambda a, b: a == b)
+
+
+@define("zero?", min_args=1)
+def is_zero(x: Any) -> Any:
+    """True for 0, 0.0 and 0/1."""
+    return boolean(num("zero?", x) == 0)
+
+
+@define("pos?", min_args=1)
+def is_pos(x: Any) -> Any:
+    """True for numbers above zero."""
+    return boolean(num("pos?", x) > 0)
+
+
+@define("neg?", min_args=1)
+def is_neg(x: Any) -> Any:
+    """True for numbers below zero."""
+    return boolean(num("neg?", x) < 0)
+
+
+@define("even?", min_args=1)
+def is_even(x: Any) -> Any:
+    """True for even integers."""
+    return boolean(integer("even?", x) % 2 == 0)
+
+
+@define("odd?", min_args=1)
+def is_odd(x: Any) -> Any:
+    """True for odd integers."""
+    return boolean(integer("odd?", x) % 2 == 1)
+
+
+@define("max", min_args=1, max_args=None)
+def max_(*xs: Any) -> Any:
+    """The largest argument."""
+    return max(num("max", x) for x in xs)
+
+
+@define("min", min_args=1, max_args=None)
+def min_(*xs: Any) -> Any:
+    """The smallest argument."""
+    return min(num("min", x) for x in xs)
+
+
+@define("abs", min_args=1)
+def abs_(x: Any) -> Any:
+    """Absolute value."""
+    return abs(num("abs", x))
+
+
+@define("number?", min_args=1)
+def is_number(x: Any) -> Any:
+    """True for ints, floats and ratios."""
+    return boolean(type(x) in NUMS)
+
+
+@define("integer?", min_args=1)
+def is_integer(x: Any) -> Any:
+    """True for integers."""
+    return boolean(type(x) is int)
+
+
+@define("float?", min_args=1)
+def is_float(x: Any) -> Any:
+    """True for floats."""
+    return boolean(type(x) is float)
+
+
+@define("ratio?", min_args=1)
+def is_ratio(x: Any) -> Any:
+    """True for ratios such as 1/3."""
+    return boolean(type(x) is Fraction)
+
+
+@define("numerator", min_args=1)
+def numerator(x: Any) -> int:
+    """The numerator of a ratio or integer."""
+    return Fraction(num("numerator", x)).numerator
+
+
+@define("denominator", min_args=1)
+def denominator(x: Any) -> int:
+    """The denominator of a ratio or integer."""
+    return Fraction(num("denominator", x)).denominator
+
+
+@define("float", min_args=1)
+def to_float(x: Any) -> float:
+    """The number as a float."""
+    return float(num("float", x))
+
+
+@define("int", min_args=1)
+def to_int(x: Any) -> int:
+    """The number truncated toward zero to an integer."""
+    x = num("int", x)
+    if type(x) is float and not math.isfinite(x):
+        raise FlowmetalError(f"int: cannot convert {to_string(x)}", "arithmetic-error")
+    return int(x)
+
+
+@define("floor", min_args=1)
+def floor(x: Any) -> int:
+    """Largest integer not above x."""
+    return math.floor(num("floor", x))
+
+
+@define("ceil", min_args=1)
+def ceil(x: Any) -> int:
+    """Smallest integer not below x."""
+    return math.ceil(num("ceil", x))
+
+
+@define("round", min_args=1)
+def round_(x: Any) -> int:
+    """Nearest integer, halves away from zero."""
+    x = num("round", x)
+    return int(math.floor(abs(x) + Fraction(1, 2))) * (1 if x >= 0 else -1)
+
+
+@define("sqrt", min_args=1)
+def sqrt(x: Any) -> Any:
+    """Square root (exact for perfect squares of integers)."""
+    x = num("sqrt", x)
+    if x < 0:
+        raise FlowmetalError("sqrt: negative argument", "arithmetic-error")
+    if type(x) is int:
+        r = math.isqrt(x)
+        if r * r == x:
+            return r
+    return math.sqrt(x)
+
+
+@define("expt", min_args=2)
+def expt(base: Any, power: Any) -> Any:
+    """base raised to power (exact for integer powers of exact numbers)."""
+    base, power = num("expt", base), num("expt", power)
+    if type(power) is int and type(base) is not float:
+        if power < 0:
+            if base == 0:
+                raise FlowmetalError("division by zero", "arithmetic-error")
+            return norm(Fraction(1) / Fraction(base) ** -power)
+        return norm(Fraction(base) ** power) if type(base) is Fraction else base ** power
+    return float(base) ** float(power)
+
+
+@define("bit-and", min_args=2)
+def bit_and(a: Any, b: Any) -> int:
+    """Bitwise and."""
+    return integer("bit-and", a) & integer("bit-and", b)
+
+
+@define("bit-or", min_args=2)
+def bit_or(a: Any, b: Any) -> int:
+    """Bitwise or."""
+    return integer("bit-or", a) | integer("bit-or", b)
+
+
+@define("bit-xor", min_args=2)
+def bit_xor(a: Any, b: Any) -> int:
+    """Bitwise exclusive or."""
+    return integer("bit-xor", a) ^ integer("bit-xor", b)
+
+
+@define("bit-shift-left", min_args=2)
+def shl(a: Any, n: Any) -> int:
+    """a shifted left by n bits."""
+    return integer("bit-shift-left", a) << integer("bit-shift-left", n)
+
+
+@define("bit-shift-right", min_args=2)
+def shr(a: Any, n: Any) -> int:
+    """a shifted right by n bits."""
+    return integer("bit-shift-right", a) >> integer("bit-shift-right", n)

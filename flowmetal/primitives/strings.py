@@ -1,0 +1,194 @@
+"""Strings, symbols and keywords, and turning values into text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..printer import display_string, to_string
+from ..procedures import define
+from ..values import FlowmetalError, Keyword, Symbol, Vector, boolean, make_list
+from .collections import items
+
+
+def text(op: str, x: Any) -> str:
+    """``x`` if it is a string, else a type error naming ``op``."""
+    if type(x) is str:
+        return x
+    raise FlowmetalError(f"{op}: expected a string, got {to_string(x)}", "type-error")
+
+
+def _str1(x: Any) -> str:
+    return "" if x is None else display_string(x)
+
+
+@define("str", min_args=0, max_args=None)
+def str_(*xs: Any) -> str:
+    """The concatenated display text of the arguments (nil is empty)."""
+    return "".join(_str1(x) for x in xs)
+
+
+@define("pr-str", min_args=0, max_args=None)
+def pr_str(*xs: Any) -> str:
+    """The readable text of the arguments, separated by spaces."""
+    return " ".join(to_string(x) for x in xs)
+
+
+@define("string?", min_args=1)
+def is_string(x: Any) -> Any:
+    """True for strings."""
+    return boolean(type(x) is str)
+
+
+@define("symbol?", min_args=1)
+def is_symbol(x: Any) -> Any:
+    """True for symbols."""
+    return boolean(type(x) is Symbol)
+
+
+@define("keyword?", min_args=1)
+def is_keyword(x: Any) -> Any:
+    """True for keywords."""
+    return boolean(type(x) is Keyword)
+
+
+@define("symbol", min_args=1)
+def symbol(name: Any) -> Symbol:
+    """The symbol with this name."""
+    return name if type(name) is Symbol else Symbol(text("symbol", name))
+
+
+@define("keyword", min_args=1)
+def keyword(name: Any) -> Keyword:
+    """The keyword with this name (no colon)."""
+    if type(name) is Keyword:
+        return name
+    if type(name) is Symbol:
+        return Keyword(name.name)
+    return Keyword(text("keyword", name))
+
+
+@define("name", min_args=1)
+def name_(x: Any) -> str:
+    """The name of a symbol or keyword (without namespace); a string itself."""
+    if type(x) in (Symbol, Keyword):
+        return x.name.rsplit("/", 1)[-1] if "/" in x.name[1:] else x.name
+    return text("name", x)
+
+
+@define("namespace", min_args=1)
+def namespace(x: Any) -> Any:
+    """The namespace part of :ns/k or ns/s, or nil."""
+    if type(x) not in (Symbol, Keyword):
+        raise FlowmetalError(f"namespace: expected a symbol or keyword, got {to_string(x)}",
+                             "type-error")
+    return x.name.rsplit("/", 1)[0] if "/" in x.name[1:] else None
+
+
+@define("subs", min_args=2, max_args=3)
+def subs(s: Any, start: Any, end: Any = None) -> str:
+    """The part of s from start to end (exclusive)."""
+    s = text("subs", s)
+    end = len(s) if end is None else end
+    if not (type(start) is int and type(end) is int and 0 <= start <= end <= len(s)):
+        raise FlowmetalError("subs: indexes out of range", "index-error")
+    return s[start:end]
+
+
+@define("upper-case", min_args=1)
+def upper(s: Any) -> str:
+    """s in upper case."""
+    return text("upper-case", s).upper()
+
+
+@define("lower-case", min_args=1)
+def lower(s: Any) -> str:
+    """s in lower case."""
+    return text("lower-case", s).lower()
+
+
+@define("trim", min_args=1)
+def trim(s: Any) -> str:
+    """s without leading and trailing whitespace."""
+    return text("trim", s).strip()
+
+
+@define("split", min_args=2)
+def split(s: Any, sep: Any) -> Vector:
+    """A vector of the parts of s between occurrences of sep."""
+    s, sep = text("split", s), text("split", sep)
+    if not sep:
+        return Vector(s)
+    return Vector(s.split(sep))
+
+
+@define("join", min_args=1, max_args=2)
+def join(sep_or_coll: Any, coll: Any = None) -> str:
+    """(join coll) or (join sep coll): the display text of the items, separated."""
+    if coll is None and type(sep_or_coll) is not str:
+        return "".join(_str1(x) for x in items("join", sep_or_coll))
+    sep = text("join", sep_or_coll)
+    return sep.join(_str1(x) for x in items("join", coll))
+
+
+@define("starts-with?", min_args=2)
+def starts_with(s: Any, prefix: Any) -> Any:
+    """True if s begins with prefix."""
+    return boolean(text("starts-with?", s).startswith(text("starts-with?", prefix)))
+
+
+@define("ends-with?", min_args=2)
+def ends_with(s: Any, suffix: Any) -> Any:
+    """True if s ends with suffix."""
+    return boolean(text("ends-with?", s).endswith(text("ends-with?", suffix)))
+
+
+@define("includes?", min_args=2)
+def includes(s: Any, part: Any) -> Any:
+    """True if part occurs in s."""
+    return boolean(text("includes?", part) in text("includes?", s))
+
+
+@define("index-of", min_args=2)
+def index_of(s: Any, part: Any) -> Any:
+    """The index of the first occurrence of part in s, or nil."""
+    i = text("index-of", s).find(text("index-of", part))
+    return None if i < 0 else i
+
+
+@define("replace", min_args=3)
+def replace(s: Any, old: Any, new: Any) -> str:
+    """s with every occurrence of old replaced by new."""
+    return text("replace", s).replace(text("replace", old), text("replace", new))
+
+
+@define("chars", min_args=1)
+def chars(s: Any) -> Any:
+    """A list of the one-character strings of s."""
+    return make_list(text("chars", s))
+
+
+@define("parse-int", min_args=1)
+def parse_int(s: Any) -> Any:
+    """The integer written in s (decimal), or nil if it is not one."""
+    try:
+        return int(text("parse-int", s).strip())
+    except ValueError:
+        return None
+
+
+@define("parse-float", min_args=1)
+def parse_float(s: Any) -> Any:
+    """The float written in s, or nil if it is not one."""
+    try:
+        return float(text("parse-float", s).strip())
+    except ValueError:
+        return None
+
+
+@define("read-string", min_args=1)
+def read_string(s: Any) -> Any:
+    """The first form read from the string."""
+    from ..reader import read_all
+
+    forms = read_all(text("read-string", s), "<read-string>")
+    return forms[0] if forms else None

@@ -1,0 +1,161 @@
+"""The printer: values to text.
+
+``to_string`` writes the readable form of a value, so that reading it back gives an equal
+value of the same types.  Floats print ``##Inf``, ``##-Inf`` and ``##NaN`` for the special
+values; strings escape ``\\n \\t \\r \\" \\\\ \\0``, other control characters and lone surrogates
+as ``\\uXXXX``.  An improper list prints as ``(1 2 . 3)``, which does not read back.  Other
+objects print through their ``__fm_repr__()`` method if they have one, else as
+``#<python TYPE>``.
+
+Nothing here recurses in Python in proportion to the nesting of the value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .values import EMPTY, FALSE, TRUE, Fraction, Keyword, Map, Pair, Set, Symbol, Vector
+
+__all__ = ["display_string", "to_string"]
+
+
+def _escapes() -> dict[int, str]:
+    # The control characters (Unicode category Cc) and the surrogates.
+    codes = [*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000)]
+    table = {code: f"\\u{code:04x}" for code in codes}
+    table.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r", 0: "\\0"})
+    table.update({ord('"'): '\\"', ord("\\"): "\\\\"})
+    return table
+
+
+_STRING_ESCAPES = _escapes()
+
+# Python refuses str(int) beyond a configurable digit count (640 at the least), so larger
+# ints are converted piecewise.
+_INT_BITS = 1900
+
+
+def _int_digits(n: int) -> str:
+    """The decimal digits of ``n >= 0``, of any size."""
+    if n.bit_length() <= _INT_BITS:
+        return str(n)
+    half = int(n.bit_length() * 0.30103) // 2
+    high, low = divmod(n, 10**half)
+    return _int_digits(high) + _int_digits(low).zfill(half)
+
+
+def _float_text(x: float) -> str:
+    if math.isnan(x):
+        return "##NaN"
+    if math.isinf(x):
+        return "##Inf" if x > 0 else "##-Inf"
+    return repr(x)
+
+
+def _atom(value: Any) -> str | None:
+    """The text of a non-collection value, or None for a collection to print item by item."""
+    t = type(value)
+    if t is str:
+        return '"' + value.translate(_STRING_ESCAPES) + '"'
+    if t is int:
+        return "-" + _int_digits(-value) if value < 0 else _int_digits(value)
+    if t is float:
+        return _float_text(value)
+    if t is Symbol:
+        return value.name
+    if t is Keyword:
+        return ":" + value.name
+    if value is None:
+        return "nil"
+    if value is TRUE:
+        return "true"
+    if value is FALSE:
+        return "false"
+    if value is EMPTY:
+        return "()"
+    if t is Fraction:
+        return f"{_atom(value.numerator)}/{_atom(value.denominator)}"
+    if t is Pair or t is Vector or t is Map or t is Set:
+        return None
+    fm_repr = getattr(value, "__fm_repr__", None)
+    if fm_repr is not None:
+        return fm_repr()
+    return f"#<python {t.__name__}>"
+
+
+class _Text(str):
+    """Literal output queued among the values still to print."""
+
+    __slots__ = ()
+
+
+_SPACE = _Text(" ")
+_COMMA = _Text(", ")
+_DOT = _Text(" . ")
+_CLOSE_LIST = _Text(")")
+_CLOSE_VECTOR = _Text("]")
+_CLOSE_BRACE = _Text("}")
+
+
+def _pieces(value: Any) -> tuple[str, list[Any]]:
+    """A collection's opening bracket and the items and separators that follow it."""
+    t = type(value)
+    items: list[Any] = []
+    if t is Pair:
+        node = value
+        while type(node) is Pair:
+            if items:
+                items.append(_SPACE)
+            items.append(node.first)
+            node = node.rest
+        if node is not EMPTY:
+            items += (_DOT, node)
+        items.append(_CLOSE_LIST)
+        return "(", items
+    if t is Map:
+        for key, val in value.items():
+            if items:
+                items.append(_COMMA)
+            items += (key, _SPACE, val)
+        items.append(_CLOSE_BRACE)
+        return "{", items
+    for item in value:
+        if items:
+            items.append(_SPACE)
+        items.append(item)
+    if t is Vector:
+        items.append(_CLOSE_VECTOR)
+        return "[", items
+    items.append(_CLOSE_BRACE)
+    return "#{", items
+
+
+def to_string(value: Any) -> str:
+    """The readable text of ``value``: ``read_one(to_string(x)) == x`` for readable data."""
+    text = _atom(value)
+    if text is not None:
+        return text
+    out: list[str] = []
+    todo: list[Any] = [value]
+    while todo:
+        item = todo.pop()
+        if type(item) is _Text:
+            out.append(item)
+            continue
+        text = _atom(item)
+        if text is not None:
+            out.append(text)
+            continue
+        opener, items = _pieces(item)
+        out.append(opener)
+        items.reverse()
+        todo += items
+    return "".join(out)
+
+
+def display_string(value: Any) -> str:
+    """Like :func:`to_string`, but a string itself prints raw (strings inside still quote)."""
+    if type(value) is str:
+        return value
+    return to_string(value)
