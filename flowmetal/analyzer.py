@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import nodes as N
-from .machine import MAX_SIMPLE_DEPTH, Machine, apply_procedure
+from .fastpath import compile_simple
+from .machine import MAX_SIMPLE_DEPTH, Machine, apply_procedure, simple_exec
 from .procedures import PRIMITIVES, PURE, Closure, Primitive
 from .program import Program
 from .reader import Syntax, strip, to_syntax
@@ -162,6 +163,7 @@ class Analyzer:
             depth = 1 + max((self.depths.get(id(c), 0) for c in node.children()), default=0)
             if depth >= MAX_SIMPLE_DEPTH:
                 # Keep Python recursion bounded: parents treat this node as a step.
+                node.exec = simple_exec(compile_simple(node))
                 node.ev = None
                 depth = 0
             self.depths[id(node)] = depth
@@ -187,9 +189,10 @@ class Analyzer:
             macro = self.macro_for(head, scope)
             if macro is None:
                 return form
-            args = tuple(strip(x) for x in form.value[1:])
+            spans: dict = {}
+            args = tuple(strip(x, spans) for x in form.value[1:])
             result = self.cenv.call(macro, args, form.span, f"in macro {head.name}")
-            form = to_syntax(result, form.span)
+            form = to_syntax(result, form.span, spans)
         raise _err("macro expansion does not terminate", form)
 
     # -- the analysis proper --------------------------------------------------------

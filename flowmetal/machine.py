@@ -130,10 +130,10 @@ def python_error(exc: BaseException) -> FlowmetalError:
     return FlowmetalError(f"internal error: {type(exc).__name__}: {exc}", "internal-error")
 
 
-def _located(exc: BaseException, span: Span | None) -> FlowmetalError:
+def _located(exc: BaseException, node: N.Node) -> FlowmetalError:
     err = python_error(exc)
     if err.span is None:
-        err.span = span
+        err.span, err.proc = node.span, node.proc
     return err
 
 
@@ -190,8 +190,11 @@ def apply_procedure(f: Any, args: tuple | list, k: Any, m: Machine) -> tuple:
             env = [f.env, *args]
             if cl.extra:
                 env.extend([UNSET] * cl.extra)
-            return cl.body, env, k, None
-        cl, env = closure_env(f, args)
+        else:
+            cl, env = closure_env(f, args)
+        enter = cl.enter
+        if enter is not None:
+            return enter(env, k, m)
         return cl.body, env, k, None
     if t is Primitive:
         if not f.accepts(len(args)):
@@ -362,7 +365,8 @@ def link(node: N.Node) -> None:
     LINKERS[type(node)](node)
 
 
-def _simple_exec(ev):
+def simple_exec(ev):
+    """The exec of a simple node: one step that returns its value."""
     def exec_(env, k, m):
         return None, env, k, ev(env, m.globals)
 
@@ -409,7 +413,7 @@ def _link_local(node: N.LocalRef) -> None:
             for _ in range(depth):
                 e = e[0]
             return e[slot]
-    node.ev, node.exec = ev, _simple_exec(ev)
+    node.ev, node.exec = ev, simple_exec(ev)
 
 
 def _link_global(node: N.GlobalRef) -> None:
@@ -421,7 +425,7 @@ def _link_global(node: N.GlobalRef) -> None:
         except KeyError:
             raise FlowmetalError(f"unbound symbol: {name.name}", "unbound", span=span) from None
 
-    node.ev, node.exec = ev, _simple_exec(ev)
+    node.ev, node.exec = ev, simple_exec(ev)
 
 
 def _link_set_local(node: N.SetLocal) -> None:
@@ -488,7 +492,7 @@ def _link_if(node: N.If) -> None:
             flag = t_ev(e, g)
             return b_ev(e, g) if flag is FALSE or flag is None else a_ev(e, g)
 
-        node.ev, node.exec = ev, _simple_exec(ev)
+        node.ev, node.exec = ev, simple_exec(ev)
         return
 
     if test.ev is not None:
@@ -518,7 +522,7 @@ def _link_do(node: N.Do) -> None:
                 f(e, g)
             return evs[-1](e, g)
 
-        node.ev, node.exec = ev, _simple_exec(ev)
+        node.ev, node.exec = ev, simple_exec(ev)
         return
 
     def run_from(env, k, m, i):
@@ -549,11 +553,14 @@ def _link_lambda(node: N.Lambda) -> None:
     def ev(e, g):
         return Closure(node, e)
 
-    node.ev, node.exec = ev, _simple_exec(ev)
+    node.ev, node.exec = ev, simple_exec(ev)
 
 
 def _link_clause(node: N.Clause) -> None:
     node.extra = node.nslots - len(node.params)
+    # Entering a body that is not a call is done in the calling step (it cannot chain).
+    node.enter = node.body.exec if type(node.body) is not N.App else None
+    node.fixed = -1 if node.rest else node.nreq
 
 
 def _link_let(node: N.Let) -> None:
@@ -571,7 +578,7 @@ def _link_let(node: N.Let) -> None:
                 frame[slot] = f(frame, g)
             return body_ev(frame, g)
 
-        node.ev, node.exec = ev, _simple_exec(ev)
+        node.ev, node.exec = ev, simple_exec(ev)
         return
 
     def run_from(frame_env, k, m, i):
@@ -607,12 +614,15 @@ def _link_let(node: N.Let) -> None:
 def _link_app(node: N.App) -> None:
     parts = (node.fn, *node.args)
     nparts = len(parts)
+    node.direct = all(p.ev is not None for p in parts)
 
     def run_from(env, k, m, i, vals):
         g = m.globals
         while i < nparts:
             p = parts[i]
             if p.ev is None:
+                if type(p) is N.App and p.direct:
+                    return p.exec(env, (node, k, env, i, vals), m)
                 return p, env, (node, k, env, i, vals), None
             vals = (*vals, p.ev(env, g))
             i += 1
@@ -622,6 +632,8 @@ def _link_app(node: N.App) -> None:
         return run_from(frame[2], frame[1], m, frame[3] + 1, (*frame[4], value))
 
     node.resume = resume
+    if _link_prim_app(node):
+        return
     if not all(p.ev is not None for p in parts):
         def exec_(env, k, m):
             return run_from(env, k, m, 0, ())
@@ -652,8 +664,44 @@ def _link_app(node: N.App) -> None:
     node.exec = exec_
 
 
+def _link_prim_app(node: N.App) -> bool:
+    """A call whose operator is a constant primitive: no operator step, no dispatch."""
+    op = node.fn
+    if type(op) is not N.Const or type(op.value) is not Primitive:
+        return False
+    prim = op.value
+    args = node.args
+    if prim.kind is CONTROL or prim.kind is MACHINE or not prim.accepts(len(args)):
+        return False
+    fn = prim.fast2 if len(args) == 2 and prim.fast2 is not None else prim.fn
+    nargs = len(args)
+    evs = tuple(a.ev for a in args)
+
+    def run_from(env, k, m, i, vals):
+        g = m.globals
+        while i < nargs:
+            ev = evs[i]
+            if ev is None:
+                a = args[i]
+                if type(a) is N.App and a.direct:
+                    return a.exec(env, (node, k, env, i, vals), m)
+                return a, env, (node, k, env, i, vals), None
+            vals = (*vals, ev(env, g))
+            i += 1
+        return None, env, k, fn(*vals)
+
+    def exec_(env, k, m):
+        return run_from(env, k, m, 0, ())
+
+    def resume(frame, value, m):
+        return run_from(frame[2], frame[1], m, frame[3] + 1, (*frame[4], value))
+
+    node.exec, node.resume = exec_, resume
+    return True
+
+
 def _link_primcall(node: N.PrimCall) -> None:
-    fn, span = node.prim.fn, node.span
+    fn = node.prim.fn
     evs = tuple(a.ev for a in node.args)
     if len(evs) == 1:
         a0 = evs[0]
@@ -662,7 +710,7 @@ def _link_primcall(node: N.PrimCall) -> None:
             try:
                 return fn(a0(e, g))
             except Exception as exc:
-                raise _located(exc, span) from None
+                raise _located(exc, node) from None
     elif len(evs) == 2:
         a0, a1 = evs
 
@@ -670,14 +718,14 @@ def _link_primcall(node: N.PrimCall) -> None:
             try:
                 return fn(a0(e, g), a1(e, g))
             except Exception as exc:
-                raise _located(exc, span) from None
+                raise _located(exc, node) from None
     else:
         def ev(e, g):
             try:
                 return fn(*[a(e, g) for a in evs])
             except Exception as exc:
-                raise _located(exc, span) from None
-    node.ev, node.exec = ev, _simple_exec(ev)
+                raise _located(exc, node) from None
+    node.ev, node.exec = ev, simple_exec(ev)
 
 
 def _link_try(node: N.Try) -> None:
@@ -752,8 +800,7 @@ class Machine:
         node, env, k, val = self.node, self.env, self.k, self.val
         done = 0
         try:
-            while done < fuel:
-                done += 1
+            for done in range(1, fuel + 1):  # noqa: B007 (done is read after the loop)
                 try:
                     if node is not None:
                         node, env, k, val = node.exec(env, k, self)
@@ -764,8 +811,6 @@ class Machine:
                         break
                 except FlowmetalError as exc:
                     node, env, k, val = self._raise_error(exc, node, k)
-                except (KeyboardInterrupt, SystemExit, GeneratorExit):
-                    raise
                 except Exception as exc:
                     node, env, k, val = self._raise_error(python_error(exc), node, k)
         finally:
@@ -784,7 +829,7 @@ class Machine:
     def _raise_error(self, exc: FlowmetalError, node: Any, k: Any) -> tuple:
         where = node if node is not None else (k[0] if k is not None else None)
         span = exc.span or (where.span if where is not None else None)
-        proc = where.proc if where is not None else None
+        proc = exc.proc or (where.proc if where is not None else None)
         value = error_value(exc.kind, exc.message, exc.data, backtrace(span, proc, k))
         return self.throw(value, k)
 

@@ -100,7 +100,7 @@ class Clause(Node):
     """One arity of a procedure: ``nreq`` required params, optional rest, frame size."""
 
     FIELDS = ("params", "nreq", "rest", "nslots", "body")
-    __slots__ = (*FIELDS, "extra")
+    __slots__ = (*FIELDS, "extra", "enter", "fixed")
 
 
 class Lambda(Node):
@@ -121,7 +121,7 @@ class App(Node):
     """A procedure call ``(f a b)``."""
 
     FIELDS = ("fn", "args")
-    __slots__ = FIELDS
+    __slots__ = (*FIELDS, "direct")
 
 
 class PrimCall(Node):

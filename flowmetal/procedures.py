@@ -15,7 +15,7 @@ CONTROL = "control"  # fn(machine, args, k) -> next state; changes control (call
 class Primitive:
     """A builtin procedure, referenced by its unique ``name`` in stored state."""
 
-    __slots__ = ("name", "fn", "kind", "min_args", "max_args", "doc")
+    __slots__ = ("name", "fn", "kind", "min_args", "max_args", "doc", "fast2")
 
     def __init__(self, name: str, fn: Callable, kind: str, min_args: int,
                  max_args: int | None, doc: str):
@@ -25,6 +25,7 @@ class Primitive:
         self.min_args = min_args
         self.max_args = max_args
         self.doc = doc
+        self.fast2: Callable | None = None  # a quicker version for exactly two arguments
 
     def accepts(self, n: int) -> bool:
         """True if the primitive takes ``n`` arguments."""
@@ -58,6 +59,16 @@ def define(name: str, kind: str = PURE, min_args: int = 0, max_args: int | None 
         return fn
 
     return register
+
+
+def binary(name: str) -> Callable[[Callable], Callable]:
+    """Decorator: ``fn(a, b)`` is a faster equivalent of primitive ``name`` for two args."""
+
+    def attach(fn: Callable) -> Callable:
+        PRIMITIVES[name].fast2 = fn
+        return fn
+
+    return attach
 
 
 class Closure:

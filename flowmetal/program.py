@@ -10,7 +10,11 @@ from __future__ import annotations
 import hashlib
 
 from . import nodes as N
-from .machine import link
+from .fastpath import compile_direct_call, compile_if, compile_simple
+from .machine import link, simple_exec
+
+# Nodes whose per-node function is already a single step.
+_TRIVIAL = (N.Const, N.LocalRef, N.GlobalRef, N.Lambda)
 
 ANALYZER_VERSION = "1"
 
@@ -36,6 +40,19 @@ class Program:
         node.program = self
         self.nodes.append(node)
         link(node)
+        if node.ev is None:
+            compiled = False
+            for child in node.children():
+                if child.ev is not None and type(child) not in _TRIVIAL:
+                    child.ev = compile_simple(child)
+                    child.exec = simple_exec(child.ev)
+                    compiled = True
+            if compiled:
+                link(node)
+            if type(node) is N.App and node.direct:
+                node.exec = compile_direct_call(node)
+            elif type(node) is N.If and node.test.ev is not None:
+                node.exec = compile_if(node)
         return node
 
     def __repr__(self) -> str:

@@ -497,22 +497,28 @@ def _build(kind: str, items: list[Any]) -> Any:
     raise ValueError(f"unknown Syntax kind {kind!r}")
 
 
-def strip(syntax: Syntax) -> Any:
-    """The plain value of a :class:`Syntax` tree: lists become pairs, vectors Vector, and so on."""
+def strip(syntax: Syntax, spans: dict | None = None) -> Any:
+    """The plain value of a :class:`Syntax` tree: lists become pairs, vectors Vector, and so on.
+
+    With ``spans``, each collection made is recorded as ``spans[id(value)] = (value, span)``,
+    so that :func:`to_syntax` can give macro output the spans of the forms it reused.
+    """
     if syntax.kind == "atom":
         return syntax.value
-    stack: list[tuple[str, Any, list[Any]]] = [(syntax.kind, iter(syntax.value), [])]
+    stack: list[tuple[Syntax, Any, list[Any]]] = [(syntax, iter(syntax.value), [])]
     while True:
-        kind, children, items = stack[-1]
+        form, children, items = stack[-1]
         for child in children:
             if child.kind == "atom":
                 items.append(child.value)
             else:
-                stack.append((child.kind, iter(child.value), []))
+                stack.append((child, iter(child.value), []))
                 break
         else:
             stack.pop()
-            value = _build(kind, items)
+            value = _build(form.kind, items)
+            if spans is not None:
+                spans[id(value)] = (value, form.span)
             if not stack:
                 return value
             stack[-1][2].append(value)
@@ -537,27 +543,37 @@ def _compound(value: Any) -> tuple[str, Any] | None:
     return None
 
 
-def to_syntax(value: Any, span: Span) -> Syntax:
+def to_syntax(value: Any, span: Span, spans: dict | None = None) -> Syntax:
     """A :class:`Syntax` tree for ``value`` whose every node carries ``span``.
 
-    Values that are not readable collections (including improper lists) become atoms.
+    With ``spans`` (filled by :func:`strip`), a collection found there keeps its recorded
+    span, and atoms inside it take that span too.  Values that are not readable
+    collections (including improper lists) become atoms.
     """
+
+    def span_of(v: Any, default: Span) -> Span:
+        if spans is None:
+            return default
+        known = spans.get(id(v))
+        return known[1] if known is not None and known[0] is v else default
+
     shape = _compound(value)
     if shape is None:
         return Syntax("atom", value, span)
-    stack: list[tuple[str, Any, list[Syntax]]] = [(shape[0], iter(shape[1]), [])]
+    stack: list[tuple[str, Any, list[Syntax], Span]] = [
+        (shape[0], iter(shape[1]), [], span_of(value, span))]
     while True:
-        kind, children, nodes = stack[-1]
+        kind, children, nodes, here = stack[-1]
         for child in children:
             shape = _compound(child)
             if shape is None:
-                nodes.append(Syntax("atom", child, span))
+                nodes.append(Syntax("atom", child, here))
             else:
-                stack.append((shape[0], iter(shape[1]), []))
+                stack.append((shape[0], iter(shape[1]), [], span_of(child, here)))
                 break
         else:
             stack.pop()
-            node = Syntax(kind, tuple(nodes), span)
+            node = Syntax(kind, tuple(nodes), here)
             if not stack:
                 return node
             stack[-1][2].append(node)

@@ -314,6 +314,7 @@ class FlowmetalError(Exception):
         self.kind = kind
         self.data = data
         self.span = span
+        self.proc: str | None = None
 
 
 class ReadError(FlowmetalError):

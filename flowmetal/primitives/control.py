@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import machine as M
 from ..printer import display_string, to_string
-from ..procedures import CONTROL, MACHINE, Closure, Continuation, Primitive, define
+from ..procedures import CONTROL, MACHINE, Closure, Continuation, Primitive, binary, define
 from ..values import (
     FALSE,
     TRUE,
@@ -96,6 +96,11 @@ def equal(*xs: Any) -> Boolean:
         return TRUE if xs[0] == xs[1] else FALSE
     first = xs[0]
     return boolean(all(first == x for x in xs[1:]))
+
+
+@binary("=")
+def equal2(a: Any, b: Any) -> Boolean:
+    return TRUE if a == b else FALSE
 
 
 @define("not=", min_args=1, max_args=None)

@@ -7,7 +7,7 @@ from fractions import Fraction
 from typing import Any
 
 from ..printer import to_string
-from ..procedures import define
+from ..procedures import binary, define
 from ..values import FALSE, TRUE, FlowmetalError, boolean
 
 NUMS = (int, float, Fraction)
@@ -359,3 +359,46 @@ def shl(a: Any, n: Any) -> int:
 def shr(a: Any, n: Any) -> int:
     """a shifted right by n bits."""
     return integer("bit-shift-right", a) >> integer("bit-shift-right", n)
+
+
+@binary("+")
+def add2(a: Any, b: Any) -> Any:
+    return a + b if type(a) is int and type(b) is int else add(a, b)
+
+
+@binary("-")
+def sub2(a: Any, b: Any) -> Any:
+    return a - b if type(a) is int and type(b) is int else sub(a, b)
+
+
+@binary("*")
+def mul2(a: Any, b: Any) -> Any:
+    return a * b if type(a) is int and type(b) is int else mul(a, b)
+
+
+@binary("<")
+def lt2(a: Any, b: Any) -> Any:
+    if type(a) is int and type(b) is int:
+        return TRUE if a < b else FALSE
+    return lt(a, b)
+
+
+@binary(">")
+def gt2(a: Any, b: Any) -> Any:
+    if type(a) is int and type(b) is int:
+        return TRUE if a > b else FALSE
+    return gt(a, b)
+
+
+@binary("<=")
+def le2(a: Any, b: Any) -> Any:
+    if type(a) is int and type(b) is int:
+        return TRUE if a <= b else FALSE
+    return le(a, b)
+
+
+@binary(">=")
+def ge2(a: Any, b: Any) -> Any:
+    if type(a) is int and type(b) is int:
+        return TRUE if a >= b else FALSE
+    return ge(a, b)

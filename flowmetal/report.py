@@ -1,0 +1,64 @@
+"""Reporting errors to a person: uncaught Flowmetal errors and errors in source text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .printer import display_string, to_string
+from .values import FlowmetalError, Map, kw
+
+K_TYPE = kw("type")
+K_MESSAGE = kw("message")
+K_DATA = kw("data")
+K_BACKTRACE = kw("backtrace")
+K_PROC = kw("proc")
+K_FILE = kw("file")
+K_LINE = kw("line")
+K_COL = kw("col")
+
+
+def format_error(error: Any) -> str:
+    """The text shown for an uncaught error value, without a final newline.
+
+    For an error map::
+
+        error: MESSAGE (:type)
+          data: DATA                      (only when :data is not nil)
+          at PROC (FILE:LINE:COL)         (one line per frame, innermost first)
+
+    Any other thrown value is shown as ``error: uncaught VALUE``.
+    """
+    if type(error) is not Map:
+        return f"error: uncaught {to_string(error)}"
+    message = error.get(K_MESSAGE)
+    kind = error.get(K_TYPE)
+    head = "error: " + (display_string(message) if message is not None else "(no message)")
+    if kind is not None:
+        head += f" ({to_string(kind)})"
+    lines = [head]
+    data = error.get(K_DATA)
+    if data is not None:
+        lines.append(f"  data: {to_string(data)}")
+    frames = error.get(K_BACKTRACE)
+    if frames is not None and not isinstance(frames, (list, tuple)):
+        frames = None
+    for frame in frames or ():
+        lines.append("  at " + _frame_text(frame))
+    return "\n".join(lines)
+
+
+def _frame_text(frame: Any) -> str:
+    if type(frame) is not Map:
+        return to_string(frame)
+    proc = frame.get(K_PROC)
+    name = proc if type(proc) is str else to_string(proc)
+    return f"{name} ({display_string(frame.get(K_FILE))}:{frame.get(K_LINE)}:{frame.get(K_COL)})"
+
+
+def format_source_error(exc: FlowmetalError, file: str) -> str:
+    """``file:line:col: message`` for a read or syntax error (``file`` if no position)."""
+    span = exc.span
+    if span is None:
+        return f"{file}: {exc.message}"
+    return f"{span[0]}:{span[1]}:{span[2]}: {exc.message}"
+
