@@ -1,0 +1,171 @@
+"""The codec: values and whole machine states survive encoding, in this process and in
+another one, and a task interrupted at any reduction finishes as if uninterrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowmetal.codec import (
+    CodecError,
+    decode_machine,
+    decode_value,
+    encode_machine,
+    encode_value,
+)
+from flowmetal.interpreter import Session
+from flowmetal.printer import to_string
+from flowmetal.values import TRUE, Keyword, Map, Vector
+
+from .resume_corpus import CORPUS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def straight(name: str) -> tuple[str, str, str, int]:
+    """Run a corpus program uninterrupted: (status, printed value, output, reductions)."""
+    s = Session()
+    m = s.machine(s.load(CORPUS[name], f"{name}.fm"))
+    m.run_to_end()
+    value = m.val if m.status == "done" else m.error
+    return m.status, to_string(value), "".join(m.output), m.reductions
+
+
+STRAIGHT = {name: straight(name) for name in CORPUS}
+
+
+def test_corpus_programs_succeed():
+    for name, (status, value, _, _) in STRAIGHT.items():
+        assert status == "done", (name, value)
+
+
+def test_value_round_trip_keeps_types():
+    value = Map({Keyword("a"): Vector([1, 2.5, "s", None, TRUE]), "k": (1, 2)})
+    assert decode_value(encode_value(value)) == value
+
+
+def test_shared_environment_stays_shared():
+    s = Session()
+    m = s.machine(s.load("(let [n 0] [(fn [] (set! n (inc n)) n) (fn [] n)])"))
+    m.run_to_end()
+    inc_fn, peek_fn = decode_value(encode_value(m.val))
+    assert inc_fn.env is peek_fn.env
+
+
+def test_deep_continuation_encodes_without_recursion():
+    s = Session()
+    program = s.load("(defn d [n] (if (= n 0) 0 (+ 1 (d (- n 1))))) (d 100000)")
+    m = s.machine(program)
+    m.run(100_000)
+    depth, frame = 0, m.k
+    while frame is not None:
+        depth, frame = depth + 1, frame[1]
+    assert depth > 50_000
+    data = encode_machine(m, s.base.globals)
+    m2 = decode_machine(data, s.base.globals)
+    assert m2.run_to_end() == "done"
+    assert m2.val == 100000
+
+
+@pytest.mark.parametrize("cut", [0, 1, 7, 100])
+def test_truncated_state_is_a_codec_error(cut):
+    s = Session()
+    m = s.machine(s.load(CORPUS["closures_share_env"]))
+    m.run(40)
+    data = encode_machine(m, s.base.globals)
+    with pytest.raises(CodecError):
+        decode_machine(data[: len(data) - 1 - cut] if cut else data[:-1], s.base.globals)
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_are_a_codec_error_or_a_state(data):
+    try:
+        decode_machine(data, {})
+    except CodecError:
+        pass
+
+
+def interrupted(name: str, fuel: int) -> tuple[bytes, str]:
+    """Run ``name`` for ``fuel`` reductions; return the encoded state and output so far."""
+    s = Session()
+    m = s.machine(s.load(CORPUS[name], f"{name}.fm"))
+    m.run(fuel)
+    return encode_machine(m, s.base.globals), "".join(m.output)
+
+
+def finish(name: str, data: bytes) -> tuple[str, str, str]:
+    s = Session()
+    s.load(CORPUS[name], f"{name}.fm")
+    m = decode_machine(data, s.base.globals)
+    m.run_to_end()
+    return m.status, to_string(m.val if m.status == "done" else m.error), "".join(m.output)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(CORPUS)), st.floats(0, 1))
+def test_resume_at_any_reduction_gives_the_same_result(name, where):
+    status, value, output, total = STRAIGHT[name]
+    fuel = int(where * total)
+    data, before = interrupted(name, fuel)
+    got_status, got_value, after = finish(name, data)
+    assert (got_status, got_value, before + after) == (status, value, output)
+
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    from flowmetal.codec import decode_machine
+    from flowmetal.interpreter import Session
+    from flowmetal.printer import to_string
+    sys.path.insert(0, sys.argv[1])
+    from tests.resume_corpus import CORPUS
+    for line in sys.stdin:
+        request = json.loads(line)
+        s = Session()
+        s.load(CORPUS[request["name"]], request["name"] + ".fm")
+        m = decode_machine(bytes.fromhex(request["state"]), s.base.globals)
+        m.run_to_end()
+        value = m.val if m.status == "done" else m.error
+        print(json.dumps([m.status, to_string(value), "".join(m.output)]), flush=True)
+""")
+
+
+@pytest.fixture(scope="module")
+def other_process():
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, ROOT], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    yield proc
+    proc.stdin.close()
+    proc.wait(timeout=30)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(CORPUS)), where=st.floats(0, 1))
+def test_resume_in_another_process(other_process, name, where):
+    status, value, output, total = STRAIGHT[name]
+    data, before = interrupted(name, int(where * total))
+    other_process.stdin.write(json.dumps({"name": name, "state": data.hex()}) + "\n")
+    other_process.stdin.flush()
+    got_status, got_value, after = json.loads(other_process.stdout.readline())
+    assert (got_status, got_value, before + after) == (status, value, output)
+
+
+def test_resume_in_a_fresh_interpreter_per_state(tmp_path):
+    """One fresh process per state: nothing but the bytes and the source cross over."""
+    for name in ("generator_callcc", "dynamic_wind_order"):
+        status, value, output, total = STRAIGHT[name]
+        data, before = interrupted(name, total // 2)
+        state_file = tmp_path / f"{name}.state"
+        state_file.write_bytes(data)
+        script = WORKER.replace("for line in sys.stdin:", "for line in [sys.argv[2]]:")
+        request = json.dumps({"name": name, "state": data.hex()})
+        out = subprocess.run([sys.executable, "-c", script, ROOT, request], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        got_status, got_value, after = json.loads(out)
+        assert (got_status, got_value, before + after) == (status, value, output)
