@@ -128,6 +128,7 @@ def compile_direct_call(node: N.App) -> Callable:
         "            if enter is not None:",
         "                return enter(e2, k, m)",
         "            return cl.body, e2, k, None",
+        "    m.site = _node",
         "    try:",
         f"        return _apply(f, ({args}{',' if n == 1 else ''}), k, m)",
         "    except FlowmetalError as exc:",

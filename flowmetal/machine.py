@@ -352,8 +352,14 @@ def throw(m: Machine, args: tuple, k: Any) -> tuple:
     """``(throw value)``: raise any value; an error map gets a backtrace if it has none."""
     value = args[0]
     if type(value) is Map and K_TYPE in value and value.get(K_BACKTRACE) is None:
-        value = value.assoc(K_BACKTRACE, backtrace(None, None, k))
+        value = value.assoc(K_BACKTRACE, site_backtrace(m, k))
     return m.throw(value, k)
+
+
+def site_backtrace(m: Machine, k: Any) -> Vector:
+    """The backtrace at the call being made now (see ``Machine.site``)."""
+    site = m.site
+    return backtrace(site.span if site else None, site.proc if site else None, k)
 
 
 # ---------------------------------------------------------------------------------------
@@ -626,6 +632,7 @@ def _link_app(node: N.App) -> None:
                 return p, env, (node, k, env, i, vals), None
             vals = (*vals, p.ev(env, g))
             i += 1
+        m.site = node
         return apply_procedure(vals[0], vals[1:], k, m)
 
     def resume(frame, value, m):
@@ -787,6 +794,7 @@ class Machine:
         self.error: Any = None
         self.reductions = 0
         self.gensym_counter = 0
+        self.site: Any = None  # the call node of the latest non-closure call, for backtraces
         self.output: list[str] = []
         self.write = self.output.append
 

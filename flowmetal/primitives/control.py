@@ -40,7 +40,7 @@ def error(m: Any, args: tuple, k: Any) -> tuple:
     if not rest or type(rest[0]) is not str:
         raise FlowmetalError("error: needs a message string", "type-error")
     data = rest[1] if len(rest) > 1 else None
-    value = M.error_value(kind, rest[0], data, M.backtrace(None, None, k))
+    value = M.error_value(kind, rest[0], data, M.site_backtrace(m, k))
     return m.throw(value, k)
 
 
@@ -156,3 +156,14 @@ def type_of(x: Any) -> Keyword:
         return kw("list")
     return kw(table.get(type(x), "object"))
 
+
+
+@define("continuation-depth", CONTROL, 0)
+def continuation_depth(m: Any, args: tuple, k: Any) -> tuple:
+    """The number of frames waiting in the current continuation: it stays the same
+    through a loop of tail calls and grows with non-tail recursion (for tests, debugging)."""
+    n, frame = 0, k
+    while frame is not None:
+        n += 1
+        frame = frame[1]
+    return None, None, k, n

@@ -1,0 +1,1 @@
+"""Reproducible figures for Flowmetal; run a module with ``python -m benchmarks.NAME``."""
