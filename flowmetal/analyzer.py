@@ -16,6 +16,7 @@ Decisions (see NOTES.md):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,7 @@ QUOTE, QUASIQUOTE, UNQUOTE, SPLICE = S("quote"), S("quasiquote"), S("unquote"), 
     S("unquote-splicing")
 AMP, DEF, DO, FN, CATCH, FINALLY = S("&"), S("def"), S("do"), S("fn"), S("catch"), S("finally")
 CALL_PRIM = S("%call-prim")
+ANALYSIS_RECURSION_LIMIT = 20_000
 
 
 class CompileEnv:
@@ -131,10 +133,16 @@ class Analyzer:
 
     def analyze_toplevel(self, forms: list[Syntax]) -> list[N.Node]:
         """Analyze a whole program: expand top-level forms first, then analyze them."""
-        expanded: list[Syntax] = []
-        for form in forms:
-            self._expand_toplevel(form, expanded)
-        nodes = [self.analyze(form, None) for form in expanded]
+        limit = sys.getrecursionlimit()
+        # Analysis recurses over the nesting of forms; allow deep (generated) code.
+        sys.setrecursionlimit(max(limit, ANALYSIS_RECURSION_LIMIT))
+        try:
+            expanded: list[Syntax] = []
+            for form in forms:
+                self._expand_toplevel(form, expanded)
+            nodes = [self.analyze(form, None) for form in expanded]
+        finally:
+            sys.setrecursionlimit(limit)
         self.program.forms.extend(nodes)
         return nodes
 

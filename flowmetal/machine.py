@@ -137,6 +137,14 @@ def _located(exc: BaseException, node: N.Node) -> FlowmetalError:
     return err
 
 
+def _deeper(exc: BaseException, k: Any) -> FlowmetalError:
+    """An error from a call made inside a step, with the continuation it was made in."""
+    err = python_error(exc)
+    if err.k is None:
+        err.k = k
+    return err
+
+
 # ---------------------------------------------------------------------------------------
 # Applying procedures
 
@@ -627,9 +635,13 @@ def _link_app(node: N.App) -> None:
         while i < nparts:
             p = parts[i]
             if p.ev is None:
+                frame = (node, k, env, i, vals)
                 if type(p) is N.App and p.direct:
-                    return p.exec(env, (node, k, env, i, vals), m)
-                return p, env, (node, k, env, i, vals), None
+                    try:
+                        return p.exec(env, frame, m)
+                    except Exception as exc:
+                        raise _deeper(exc, frame) from None
+                return p, env, frame, None
             vals = (*vals, p.ev(env, g))
             i += 1
         m.site = node
@@ -690,9 +702,13 @@ def _link_prim_app(node: N.App) -> bool:
             ev = evs[i]
             if ev is None:
                 a = args[i]
+                frame = (node, k, env, i, vals)
                 if type(a) is N.App and a.direct:
-                    return a.exec(env, (node, k, env, i, vals), m)
-                return a, env, (node, k, env, i, vals), None
+                    try:
+                        return a.exec(env, frame, m)
+                    except Exception as exc:
+                        raise _deeper(exc, frame) from None
+                return a, env, frame, None
             vals = (*vals, ev(env, g))
             i += 1
         return None, env, k, fn(*vals)
@@ -835,6 +851,8 @@ class Machine:
         return self.status
 
     def _raise_error(self, exc: FlowmetalError, node: Any, k: Any) -> tuple:
+        if exc.k is not None:
+            k = exc.k
         where = node if node is not None else (k[0] if k is not None else None)
         span = exc.span or (where.span if where is not None else None)
         proc = exc.proc or (where.proc if where is not None else None)

@@ -315,6 +315,7 @@ class FlowmetalError(Exception):
         self.data = data
         self.span = span
         self.proc: str | None = None
+        self.k: Any = None  # the continuation where it happened, if deeper than the machine's
 
 
 class ReadError(FlowmetalError):
