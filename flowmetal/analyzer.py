@@ -21,8 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import nodes as N
-from .fastpath import compile_simple
-from .machine import MAX_SIMPLE_DEPTH, Machine, apply_procedure, simple_exec
+from .machine import MAX_SIMPLE_DEPTH, Machine, apply_procedure
 from .procedures import PRIMITIVES, PURE, Closure, Primitive
 from .program import Program
 from .reader import Syntax, strip, to_syntax
@@ -67,7 +66,11 @@ class CompileEnv:
         if m.status == "error":
             err = m.error
             message = err.get(Keyword("message")) if type(err) is Map else None
-            raise SyntaxError_(f"{what}: {message or err!r}", span)
+            if not isinstance(message, str):
+                from .printer import to_string
+
+                message = to_string(err)
+            raise SyntaxError_(f"{what}: {message}", span)
         return m.val
 
     def fork(self) -> CompileEnv:
@@ -143,6 +146,7 @@ class Analyzer:
             nodes = [self.analyze(form, None) for form in expanded]
         finally:
             sys.setrecursionlimit(limit)
+        self.program.finish()
         self.program.forms.extend(nodes)
         return nodes
 
@@ -171,7 +175,6 @@ class Analyzer:
             depth = 1 + max((self.depths.get(id(c), 0) for c in node.children()), default=0)
             if depth >= MAX_SIMPLE_DEPTH:
                 # Keep Python recursion bounded: parents treat this node as a step.
-                node.exec = simple_exec(compile_simple(node))
                 node.ev = None
                 depth = 0
             self.depths[id(node)] = depth

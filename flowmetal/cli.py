@@ -39,6 +39,7 @@ Exit status:
   1    an uncaught Flowmetal error (its backtrace is printed on stderr)
   2    a usage error, an unreadable file, or a read or syntax error in the source
   130  interrupted (Ctrl-C)
+  141  standard output was closed (e.g. piped into head)
 
 Set FLOWMETAL_TRACEBACK=1 to see the Python traceback of an internal error."""
 

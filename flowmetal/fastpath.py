@@ -68,7 +68,7 @@ class _Gen:
         if t is N.Lambda:
             return f"Closure({self.name(node, 'n')}, {env})"
         # Anything else (let) runs through its own per-node function.
-        return f"{self.name(node.ev, 'f')}({env}, g)"
+        return f"{self.name(node.slow, 'f')}({env}, g)"
 
 
 def _check_set(value: Any, node: N.LocalRef) -> Any:
@@ -77,86 +77,98 @@ def _check_set(value: Any, node: N.LocalRef) -> Any:
     return value
 
 
-def compile_simple(node: N.Node) -> Callable[[Any, dict], Any]:
-    """A Python function (env, globals) → value equivalent to simple ``node.ev``."""
-    gen = _Gen()
-    body = gen.expr(node, "e")
-    gen.namespace["_slow"] = node.ev
-    source = ("def ev(e, g):\n"
-              "    try:\n"
-              f"        return {body}\n"
-              "    except Exception:\n"
-              "        return _slow(e, g)\n")
-    code = compile(source, f"<flowmetal {node.span!r}>", "exec")
-    exec(code, gen.namespace)
-    return gen.namespace["ev"]
+class Batch:
+    """Functions for many nodes, generated together and compiled with one ``compile``."""
+
+    def __init__(self, where: str) -> None:
+        from .machine import FlowmetalError, apply_procedure
+
+        self.gen = _Gen()
+        self.gen.namespace.update(_apply=apply_procedure, FlowmetalError=FlowmetalError)
+        self.where = where
+        self.lines: list[str] = []
+        self.targets: list[tuple[N.Node, str, str]] = []
+
+    def _def(self, node: N.Node, role: str, params: str) -> str:
+        name = f"{role}_{len(self.targets)}"
+        self.targets.append((node, role, name))
+        self.lines.append(f"def {name}({params}):")
+        return name
+
+    def simple(self, node: N.Node) -> None:
+        """``node.ev`` for a simple subtree."""
+        body = self.gen.expr(node, "e")
+        slow = self.gen.name(node.slow, "slow")
+        self._def(node, "ev", "e, g")
+        self.lines += ["    try:", f"        return {body}", "    except Exception:",
+                       f"        return {slow}(e, g)"]
+
+    def direct_call(self, node: N.App) -> None:
+        """The exec of a call whose operator and arguments are all simple.
+
+        It evaluates them inline and, for a closure with a fixed arity, builds the frame
+        and enters the body in the same step (``Clause.enter``); anything else goes
+        through ``apply_procedure``.
+        """
+        gen = self.gen
+        parts = (node.fn, *node.args)
+        names = ["f"] + [f"a{i}" for i in range(len(node.args))]
+        self._def(node, "exec", "env, k, m")
+        lines = self.lines
+        lines += ["    g = m.globals", "    try:"]
+        lines += [f"        {name} = {gen.expr(p, 'env')}" for name, p in zip(names, parts)]
+        lines += ["    except Exception:"]
+        lines += [f"        {name} = {gen.name(p.slow, 'slow')}(env, g)"
+                  for name, p in zip(names, parts)]
+        args = ", ".join(names[1:])
+        n = len(node.args)
+        site = gen.name(node, "site")
+        lines += [
+            "    if type(f) is Closure:",
+            "        cl = f.code.single",
+            f"        if cl is not None and cl.fixed == {n}:",
+            f"            e2 = [f.env{', ' if n else ''}{args}]",
+            "            if cl.extra:",
+            "                e2.extend([UNSET] * cl.extra)",
+            "            enter = cl.enter",
+            "            if enter is not None:",
+            "                return enter(e2, k, m)",
+            "            return cl.body, e2, k, None",
+            f"    m.site = {site}",
+            "    try:",
+            f"        return _apply(f, ({args}{',' if n == 1 else ''}), k, m)",
+            "    except FlowmetalError as exc:",
+            "        if exc.span is None:",
+            f"            exc.span, exc.proc = {site}.span, {site}.proc",
+            "        raise",
+        ]
+
+    def if_exec(self, node: N.If) -> None:
+        """The exec of an ``if`` with a simple test: test and simple branches run inline."""
+        gen = self.gen
+        self._def(node, "exec", "env, k, m")
+        lines = self.lines
+        lines.append("    g = m.globals")
+        _with_fallback(lines, "t", gen.expr(node.test, "env"), gen.name(node.test.slow, "slow"),
+                       "    ")
+        lines.append("    if t is FALSE or t is None:")
+        for branch, indent in ((node.else_, "        "), (node.then, "    ")):
+            if branch.ev is not None:
+                _with_fallback(lines, "v", gen.expr(branch, "env"),
+                               gen.name(branch.slow, "slow"), indent)
+                lines.append(f"{indent}return None, env, k, v")
+            else:
+                lines.append(f"{indent}return {gen.name(branch, 'n')}, env, k, None")
+
+    def compile(self) -> list[tuple[N.Node, str, Callable]]:
+        """Compile everything added: (node, "ev" or "exec", function) for each."""
+        if not self.targets:
+            return []
+        code = compile("\n".join(self.lines) + "\n", f"<flowmetal {self.where}>", "exec")
+        exec(code, self.gen.namespace)
+        return [(node, role, self.gen.namespace[name]) for node, role, name in self.targets]
 
 
 def _with_fallback(lines: list[str], target: str, expr: str, slow: str, indent: str) -> None:
     lines += [f"{indent}try:", f"{indent}    {target} = {expr}",
               f"{indent}except Exception:", f"{indent}    {target} = {slow}(env, g)"]
-
-
-def compile_direct_call(node: N.App) -> Callable:
-    """The exec of a call whose operator and arguments are all simple.
-
-    It evaluates them inline and, for a closure with a fixed arity, builds the frame and
-    enters the body in the same step (``Clause.enter``); anything else goes through
-    ``apply_procedure``.
-    """
-    from .machine import FlowmetalError, apply_procedure
-
-    gen = _Gen()
-    ns = gen.namespace
-    ns.update(_apply=apply_procedure, FlowmetalError=FlowmetalError, _node=node)
-    parts = (node.fn, *node.args)
-    names = ["f"] + [f"a{i}" for i in range(len(node.args))]
-    lines = ["def exec_(env, k, m):", "    g = m.globals", "    try:"]
-    lines += [f"        {name} = {gen.expr(p, 'env')}" for name, p in zip(names, parts)]
-    lines += ["    except Exception:"]
-    lines += [f"        {name} = {gen.name(p.ev, 'slow')}(env, g)" for name, p in zip(names, parts)]
-    args = ", ".join(names[1:])
-    n = len(node.args)
-    lines += [
-        "    if type(f) is Closure:",
-        "        cl = f.code.single",
-        f"        if cl is not None and cl.fixed == {n}:",
-        f"            e2 = [f.env{', ' if n else ''}{args}]",
-        "            if cl.extra:",
-        "                e2.extend([UNSET] * cl.extra)",
-        "            enter = cl.enter",
-        "            if enter is not None:",
-        "                return enter(e2, k, m)",
-        "            return cl.body, e2, k, None",
-        "    m.site = _node",
-        "    try:",
-        f"        return _apply(f, ({args}{',' if n == 1 else ''}), k, m)",
-        "    except FlowmetalError as exc:",
-        "        if exc.span is None:",
-        "            exc.span, exc.proc = _node.span, _node.proc",
-        "        raise",
-    ]
-    return _define(lines, ns, node)
-
-
-def compile_if(node: N.If) -> Callable:
-    """The exec of an ``if`` with a simple test: test and simple branches run inline."""
-    gen = _Gen()
-    ns = gen.namespace
-    lines = ["def exec_(env, k, m):", "    g = m.globals"]
-    _with_fallback(lines, "t", gen.expr(node.test, "env"), gen.name(node.test.ev, "slow"), "    ")
-    lines.append("    if t is FALSE or t is None:")
-    for branch, indent in ((node.else_, "        "), (node.then, "    ")):
-        if branch.ev is not None:
-            _with_fallback(lines, "v", gen.expr(branch, "env"), gen.name(branch.ev, "slow"),
-                           indent)
-            lines.append(f"{indent}return None, env, k, v")
-        else:
-            lines.append(f"{indent}return {gen.name(branch, 'n')}, env, k, None")
-    return _define(lines, ns, node)
-
-
-def _define(lines: list[str], namespace: dict, node: N.Node) -> Callable:
-    code = compile("\n".join(lines) + "\n", f"<flowmetal {node.span!r}>", "exec")
-    exec(code, namespace)
-    return namespace["exec_"]

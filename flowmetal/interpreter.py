@@ -101,9 +101,8 @@ class Session:
 
 
 def _toplevel_do(nodes: list[N.Node]) -> N.Node:
-    node = N.Do(tuple(nodes))
-    node.span = nodes[0].span
-    return node
+    # No span: the program itself is not a frame worth showing in backtraces.
+    return N.Do(tuple(nodes))
 
 
 class EvalError(Exception):

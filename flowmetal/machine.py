@@ -375,8 +375,9 @@ def site_backtrace(m: Machine, k: Any) -> Vector:
 
 
 def link(node: N.Node) -> None:
-    """Attach ``ev`` (for simple nodes), ``exec`` and ``resume`` to ``node``."""
+    """Attach ``ev`` and ``slow`` (for simple nodes), ``exec`` and ``resume`` to ``node``."""
     LINKERS[type(node)](node)
+    node.slow = node.ev
 
 
 def simple_exec(ev):

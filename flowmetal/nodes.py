@@ -3,9 +3,9 @@
 A node is plain data: its kind, its fields (values, child nodes, slot numbers), its
 source span and the name of the procedure it belongs to.  Every node of a program has an
 ``id`` (its index in ``Program.nodes``), so ``(program hash, node id)`` names it in the
-store.  The machine attaches three derived callables to each node when a program is
-linked (``ev``, ``exec``, ``resume``); they are a cache of the node's meaning, rebuilt from
-the fields after decoding, and are never part of the stored state.
+store.  The machine attaches derived callables to each node when a program is linked
+(``ev``, ``exec``, ``resume``, and ``slow``, the per-node ``ev`` of a simple node); they are a
+cache of the node's meaning, rebuilt from the fields, and never part of the stored state.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class Node:
     """Base of all code nodes; ``FIELDS`` lists the data fields in order."""
 
     FIELDS: tuple[str, ...] = ()
-    __slots__ = ("id", "span", "proc", "program", "ev", "exec", "resume")
+    __slots__ = ("id", "span", "proc", "program", "ev", "exec", "resume", "slow")
 
     def __init__(self, *args: Any):
         for name, value in zip(self.FIELDS, args, strict=True):
@@ -31,6 +31,7 @@ class Node:
         self.ev = None
         self.exec = None
         self.resume = None
+        self.slow = None
 
     def children(self) -> list[Node]:
         """The child nodes, in evaluation order."""

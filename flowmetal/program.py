@@ -8,9 +8,10 @@ source, analyzed against the same standard library, gives the same nodes and ids
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from . import nodes as N
-from .fastpath import compile_direct_call, compile_if, compile_simple
+from .fastpath import Batch
 from .machine import link, simple_exec
 
 # Nodes whose per-node function is already a single step.
@@ -33,6 +34,7 @@ class Program:
         self.hash = digest.hexdigest()
         self.nodes: list[N.Node] = []
         self.forms: list[N.Node] = []
+        self.finished = 0
 
     def add(self, node: N.Node) -> N.Node:
         """Number ``node``, link it for the machine and keep it."""
@@ -40,23 +42,77 @@ class Program:
         node.program = self
         self.nodes.append(node)
         link(node)
-        if node.ev is None:
-            compiled = False
-            for child in node.children():
-                if child.ev is not None and type(child) not in _TRIVIAL:
-                    child.ev = compile_simple(child)
-                    child.exec = simple_exec(child.ev)
-                    compiled = True
-            if compiled:
-                link(node)
-            if type(node) is N.App and node.direct:
-                node.exec = compile_direct_call(node)
-            elif type(node) is N.If and node.test.ev is not None:
-                node.exec = compile_if(node)
         return node
+
+    def finish(self) -> None:
+        """Arrange for the fast paths of the nodes added since the last call to be
+        compiled (see fastpath) the first time any of them runs.
+
+        Compiling is the larger part of analysis, and most code loaded (most of the
+        standard library, say) never runs, so each batch waits behind stubs.
+        """
+        pending = self.nodes[self.finished:]
+        self.finished = len(self.nodes)
+        parents: dict[int, N.Node] = {}
+        for node in pending:
+            for child in node.children():
+                parents[id(child)] = node
+        targets: list[tuple[N.Node, str]] = []
+        for node in pending:
+            if node.slow is not None and type(node) not in _TRIVIAL:
+                parent = parents.get(id(node))
+                if node.ev is None or parent is None or parent.ev is None:
+                    targets.append((node, "simple"))
+            elif type(node) is N.App and node.direct:
+                targets.append((node, "direct_call"))
+            elif type(node) is N.If and node.test.ev is not None:
+                targets.append((node, "if_exec"))
+        if not targets:
+            return
+        done: list[bool] = []
+
+        def compile_now() -> None:
+            if done:
+                return
+            batch = Batch(self.file)
+            for node, kind in targets:
+                getattr(batch, kind)(node)
+            _install(pending, {id(node): (role, fn) for node, role, fn in batch.compile()})
+            done.append(True)
+
+        _install(pending, {id(node): _stub(node, kind, compile_now) for node, kind in targets})
 
     def __repr__(self) -> str:
         return f"<program {self.file} {self.hash[:12]}>"
+
+
+def _stub(node: N.Node, kind: str, compile_now: Callable[[], None]) -> tuple[str, Callable]:
+    """A stand-in that compiles its batch, then does what the compiled function does."""
+    if kind == "simple" and node.ev is not None:
+        def ev_stub(e, g):
+            compile_now()
+            return node.ev(e, g)
+        return "ev", ev_stub
+
+    def exec_stub(env, k, m):
+        compile_now()
+        return node.exec(env, k, m)
+    return "exec", exec_stub
+
+
+def _install(pending: list[N.Node], functions: dict[int, tuple[str, Callable]]) -> None:
+    """Give nodes their new functions (role "ev": an ``ev``; "exec": an ``exec``) and link
+    the others again, children first, so every parent calls its children's new code."""
+    for node in pending:
+        role, fn = functions.get(id(node), (None, None))
+        if node.slow is None:
+            link(node)
+        if role == "exec":
+            node.exec = fn
+        elif role == "ev":
+            if node.ev is not None:
+                node.ev = fn
+            node.exec = simple_exec(fn)
 
 
 PROGRAMS: dict[str, Program] = {}
