@@ -37,7 +37,6 @@ EXPECTED: dict[str, tuple[list[str], int, str, str]] = {
         "  at load-user (examples/error.fm:12:3)\n"
         "  at <stdlib>\n"
         "  at <toplevel> (examples/error.fm:18:1)\n"
-        "  at <toplevel> (examples/error.fm:5:1)\n"
     )),
 }
 
