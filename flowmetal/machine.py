@@ -25,6 +25,7 @@ from .procedures import CONTROL, MACHINE, Closure, Continuation, Primitive
 from .values import (
     EMPTY,
     FALSE,
+    TRUE,
     Boolean,
     FlowmetalError,
     Keyword,
@@ -80,6 +81,8 @@ K_PROC = kw("proc")
 K_FILE = kw("file")
 K_LINE = kw("line")
 K_COL = kw("col")
+K_MORE = kw("more")
+K_REPEATED = kw("repeated")
 
 
 # ---------------------------------------------------------------------------------------
@@ -87,8 +90,14 @@ K_COL = kw("col")
 
 
 def backtrace(span: Span | None, proc: str | None, k: Any) -> Vector:
-    """The Flowmetal backtrace at a point: innermost first, then each waiting frame."""
+    """The Flowmetal backtrace at a point: innermost first, then each waiting frame.
+
+    Entries are ``{:proc :file :line :col}``, with ``:repeated n`` when the same entry
+    stood n more times in a row (deep recursion); past ``BACKTRACE_LIMIT`` entries a last
+    ``{:more true}`` says that outer frames were left out.
+    """
     entries: list[Map] = []
+    repeats: list[int] = []
 
     def add(span: Span | None, proc: str | None) -> None:
         if span is None:
@@ -96,8 +105,10 @@ def backtrace(span: Span | None, proc: str | None, k: Any) -> Vector:
         entry = Map({K_PROC: proc or "<toplevel>", K_FILE: span[0], K_LINE: span[1],
                      K_COL: span[2]})
         if entries and entries[-1] == entry:
+            repeats[-1] += 1
             return
         entries.append(entry)
+        repeats.append(0)
 
     add(span, proc)
     frame = k
@@ -105,6 +116,11 @@ def backtrace(span: Span | None, proc: str | None, k: Any) -> Vector:
         owner = frame[0]
         add(owner.span, owner.proc)
         frame = frame[1]
+    while frame is not None and frame[0].span is None:
+        frame = frame[1]
+    entries = [e.assoc(K_REPEATED, n) if n else e for e, n in zip(entries, repeats)]
+    if frame is not None:
+        entries.append(Map({K_MORE: TRUE}))
     return Vector(entries)
 
 

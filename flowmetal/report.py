@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .printer import display_string, to_string
-from .values import FlowmetalError, Map, kw
+from .values import TRUE, FlowmetalError, Map, kw
 
 K_TYPE = kw("type")
 K_MESSAGE = kw("message")
@@ -15,6 +15,8 @@ K_PROC = kw("proc")
 K_FILE = kw("file")
 K_LINE = kw("line")
 K_COL = kw("col")
+K_MORE = kw("more")
+K_REPEATED = kw("repeated")
 
 
 def format_error(error: Any) -> str:
@@ -43,7 +45,13 @@ def format_error(error: Any) -> str:
     if frames is not None and not isinstance(frames, (list, tuple)):
         frames = None
     for frame in frames or ():
-        lines.append("  at " + _frame_text(frame))
+        if type(frame) is Map and frame.get(K_MORE) is TRUE:
+            lines.append("  ... (outer frames left out)")
+        else:
+            lines.append("  at " + _frame_text(frame))
+            repeated = frame.get(K_REPEATED) if type(frame) is Map else None
+            if repeated:
+                lines.append(f"  ... the frame above repeated {repeated} more times")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import resource
 import pytest
 
 from flowmetal.interpreter import EvalError, Session
-from flowmetal.values import SyntaxError_, kw
+from flowmetal.values import TRUE, Map, SyntaxError_, kw
 
 
 def run(source: str):
@@ -128,3 +128,20 @@ def test_unbound_symbol_error_points_at_the_symbol_use():
         run("(defn f []\n  (nope 1))\n(f)")
     assert info.value.error[kw("type")] == kw("unbound")
     assert info.value.error[kw("backtrace")][0][kw("line")] == 2
+
+
+def test_backtrace_counts_repeated_frames():
+    with pytest.raises(EvalError) as info:
+        run("(defn d [n] (if (= n 0) (error \"bottom\") (+ 1 (d (- n 1))))) (d 100)")
+    trace = info.value.error[kw("backtrace")]
+    assert trace[1][kw("repeated")] == 99
+
+
+def test_backtrace_past_the_limit_says_frames_were_left_out():
+    source = "\n".join(f"(defn f{i} [] (+ 1 (f{i + 1})))" for i in range(80))
+    source += "\n(defn f80 [] (error \"deep\"))\n(f0)"
+    with pytest.raises(EvalError) as info:
+        run(source)
+    trace = info.value.error[kw("backtrace")]
+    assert trace[-1] == Map({kw("more"): TRUE})
+    assert len(trace) == 65

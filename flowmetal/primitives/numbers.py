@@ -78,16 +78,23 @@ def mul(*xs: Any) -> Any:
 
 def _div2(a: Any, b: Any) -> Any:
     a, b = num("/", a), num("/", b)
+    inexact = type(a) is float or type(b) is float
     if b == 0:
-        raise FlowmetalError("division by zero", "arithmetic-error")
-    if type(a) is float or type(b) is float:
+        if not inexact:
+            raise FlowmetalError("division by zero", "arithmetic-error")
+        if a == 0 or a != a:
+            return math.nan
+        # IEEE 754: the sign of the infinity is the product of the signs (of -0.0 too).
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+    if inexact:
         return a / b
     return norm(Fraction(a) / b)
 
 
 @define("/", min_args=1, max_args=None)
 def div(*xs: Any) -> Any:
-    """Division; exact on integers and ratios (``(/ 1 3)`` is the ratio 1/3)."""
+    """Division; exact on integers and ratios (``(/ 1 3)`` is the ratio 1/3).  An exact
+    division by zero is an error; with a float it gives ##Inf, ##-Inf or ##NaN."""
     if len(xs) == 1:
         return _div2(1, xs[0])
     total = xs[0]

@@ -112,6 +112,31 @@ def trim(s: Any) -> str:
     return text("trim", s).strip()
 
 
+@define("triml", min_args=1)
+def triml(s: Any) -> str:
+    """s without leading whitespace."""
+    return text("triml", s).lstrip()
+
+
+@define("trimr", min_args=1)
+def trimr(s: Any) -> str:
+    """s without trailing whitespace."""
+    return text("trimr", s).rstrip()
+
+
+@define("blank?", min_args=1)
+def is_blank(s: Any) -> Any:
+    """True if s is nil, empty or only whitespace."""
+    return boolean(s is None or not text("blank?", s).strip())
+
+
+@define("capitalize", min_args=1)
+def capitalize(s: Any) -> str:
+    """s with its first character in upper case and the rest in lower case."""
+    s = text("capitalize", s)
+    return s[:1].upper() + s[1:].lower()
+
+
 @define("split", min_args=2)
 def split(s: Any, sep: Any) -> Vector:
     """A vector of the parts of s between occurrences of sep."""
@@ -119,6 +144,15 @@ def split(s: Any, sep: Any) -> Vector:
     if not sep:
         return Vector(s)
     return Vector(s.split(sep))
+
+
+@define("split-lines", min_args=1)
+def split_lines(s: Any) -> Vector:
+    """A vector of the lines of s (split at \\n or \\r\\n; trailing empty lines dropped)."""
+    parts = text("split-lines", s).replace("\r\n", "\n").split("\n")
+    while len(parts) > 1 and not parts[-1]:
+        parts.pop()
+    return Vector(parts)
 
 
 @define("join", min_args=1, max_args=2)
@@ -152,6 +186,13 @@ def includes(s: Any, part: Any) -> Any:
 def index_of(s: Any, part: Any) -> Any:
     """The index of the first occurrence of part in s, or nil."""
     i = text("index-of", s).find(text("index-of", part))
+    return None if i < 0 else i
+
+
+@define("last-index-of", min_args=2)
+def last_index_of(s: Any, part: Any) -> Any:
+    """The index of the last occurrence of part in s, or nil."""
+    i = text("last-index-of", s).rfind(text("last-index-of", part))
     return None if i < 0 else i
 
 
