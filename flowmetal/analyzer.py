@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import nodes as N
+from .destructure import destructure
 from .machine import MAX_SIMPLE_DEPTH, Machine, apply_procedure
 from .procedures import PRIMITIVES, PURE, Closure, Primitive
 from .program import Program
@@ -131,6 +132,7 @@ class Analyzer:
         self.proc = "<toplevel>"
         self.depths: dict[int, int] = {}
         self.program_defs: set[Symbol] = set()
+        self.fresh_count = 0
 
     # -- entry points ---------------------------------------------------------------
 
@@ -252,7 +254,7 @@ class Analyzer:
     def collection(self, form: Syntax, scope: Scope | None, prim: str) -> N.Node:
         items = [self.analyze(x, scope) for x in form.value]
         if all(type(n) is N.Const for n in items):
-            return self.const(form, strip(form))
+            return self.const(form, PRIMITIVES[prim].fn(*(n.value for n in items)))
         return self.prim_call(form, PRIMITIVES[prim], items)
 
     def prim_call(self, form: Syntax | Span, prim: Primitive, args: list[N.Node]) -> N.Node:
@@ -394,12 +396,23 @@ class Analyzer:
         inner = Scope(scope)
         names: list[Symbol] = []
         rest = False
-        items = params.value
+        items = list(params.value)
+        patterns: list[Syntax] = []
+        for i, p in enumerate(items):
+            if p.kind in ("vector", "map"):
+                # A pattern parameter: take the argument in a fresh name, bind it in a let.
+                name = Syntax("atom", self.fresh(), p.span)
+                patterns += [p, name]
+                items[i] = name
+        if patterns:
+            body = (Syntax("list", (Syntax("atom", S("let"), params.span),
+                                    Syntax("vector", tuple(patterns), params.span), *body),
+                           params.span),)
         i = 0
         while i < len(items):
             p = items[i]
             if not _is_sym(p):
-                raise _err("parameters must be symbols", p)
+                raise _err("parameters must be symbols or destructuring patterns", p)
             if p.value is AMP:
                 if i + 2 != len(items) or not _is_sym(items[i + 1]):
                     raise _err("& must be followed by exactly one rest parameter", p)
@@ -416,21 +429,29 @@ class Analyzer:
         body_node = self.body(body, inner, form)
         return self.make(N.Clause, params, tuple(names), nreq, rest, inner.nslots, body_node)
 
-    def bindings(self, form: Syntax) -> list[tuple[Syntax, Syntax]]:
+    def fresh(self) -> Symbol:
+        """A name no program writes, for bindings the analyzer introduces."""
+        self.fresh_count += 1
+        return Symbol(f"%p{self.fresh_count}")
+
+    def bindings(self, form: Syntax, patterns: bool = False) -> list[tuple[Syntax, Syntax]]:
         if len(form.value) < 2 or form.value[1].kind != "vector":
             raise _err(f"{form.value[0].value.name} needs a binding vector", form)
         vec = form.value[1].value
         if len(vec) % 2:
             raise _err("binding vector needs an even number of forms", form.value[1])
-        pairs = []
+        pairs: list[tuple[Syntax, Syntax]] = []
         for i in range(0, len(vec), 2):
-            if not _is_sym(vec[i]):
+            if patterns:
+                pairs.extend(destructure(vec[i], vec[i + 1], self.fresh))
+            elif not _is_sym(vec[i]):
                 raise _err("binding name must be a symbol", vec[i])
-            pairs.append((vec[i], vec[i + 1]))
+            else:
+                pairs.append((vec[i], vec[i + 1]))
         return pairs
 
     def sf_let(self, form: Syntax, scope: Scope | None) -> N.Node:
-        pairs = self.bindings(form)
+        pairs = self.bindings(form, patterns=True)
         inner = Scope(scope)
         inits = []
         for name_form, init_form in pairs:
