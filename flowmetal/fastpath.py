@@ -18,15 +18,16 @@ from typing import Any
 
 from . import nodes as N
 from .machine import UNSET, _unset_error
-from .procedures import Closure
-from .values import FALSE
+from .procedures import Closure, Primitive
+from .values import FALSE, TRUE
 
 
 class _Gen:
     """Source generation for one simple subtree."""
 
     def __init__(self) -> None:
-        self.namespace: dict[str, Any] = {"FALSE": FALSE, "UNSET": UNSET, "Closure": Closure,
+        self.namespace: dict[str, Any] = {"FALSE": FALSE, "TRUE": TRUE, "UNSET": UNSET,
+                                          "Closure": Closure,
                                           "_chk": _check_set}
         self.count = 0
 
@@ -35,6 +36,18 @@ class _Gen:
         key = f"{prefix}{self.count}"
         self.namespace[key] = value
         return key
+
+    def inline_binary(self, node: N.PrimCall, op: str, env: str) -> str:
+        """``(+ a b)`` and friends as Python operators, guarded to int operands."""
+        a, b = (self.expr(x, env) for x in node.args)
+        if op == "==":  # Python equality is Flowmetal equality for every value
+            return f"(TRUE if {a} == {b} else FALSE)"
+        self.count += 1
+        x, y = f"x{self.count}", f"y{self.count}"
+        fast = f"(TRUE if {x} {op} {y} else FALSE)" if op in COMPARISONS else f"{x} {op} {y}"
+        slow = self.name(node.prim.fn, "p")
+        return (f"({fast} if (type({x} := {a}) is int) & (type({y} := {b}) is int) "
+                f"else {slow}({x}, {y}))")
 
     def expr(self, node: N.Node, env: str) -> str:
         t = type(node)
@@ -60,6 +73,9 @@ class _Gen:
         if t is N.Do:
             return "(" + ", ".join(self.expr(b, env) for b in node.body) + ")[-1]"
         if t is N.PrimCall:
+            op = INLINE_BINARY.get(node.prim.name)
+            if op is not None and len(node.args) == 2:
+                return self.inline_binary(node, op, env)
             fn = node.prim.fn
             if len(node.args) == 2 and node.prim.fast2 is not None:
                 fn = node.prim.fast2
@@ -69,6 +85,11 @@ class _Gen:
             return f"Closure({self.name(node, 'n')}, {env})"
         # Anything else (let) runs through its own per-node function.
         return f"{self.name(node.slow, 'f')}({env}, g)"
+
+
+INLINE_BINARY = {"+": "+", "-": "-", "*": "*", "<": "<", ">": ">", "<=": "<=", ">=": ">=",
+                 "=": "=="}
+COMPARISONS = ("<", ">", "<=", ">=", "==")
 
 
 def _check_set(value: Any, node: N.LocalRef) -> Any:
@@ -81,10 +102,11 @@ class Batch:
     """Functions for many nodes, generated together and compiled with one ``compile``."""
 
     def __init__(self, where: str) -> None:
-        from .machine import FlowmetalError, apply_procedure
+        from .machine import FlowmetalError, _deeper, apply_procedure
 
         self.gen = _Gen()
-        self.gen.namespace.update(_apply=apply_procedure, FlowmetalError=FlowmetalError)
+        self.gen.namespace.update(_apply=apply_procedure, FlowmetalError=FlowmetalError,
+                                  _deeper=_deeper)
         self.where = where
         self.lines: list[str] = []
         self.targets: list[tuple[N.Node, str, str]] = []
@@ -103,13 +125,35 @@ class Batch:
         self.lines += ["    try:", f"        return {body}", "    except Exception:",
                        f"        return {slow}(e, g)"]
 
-    def direct_call(self, node: N.App) -> None:
-        """The exec of a call whose operator and arguments are all simple.
+    def _apply_lines(self, node: N.App, args: list[str], indent: str) -> None:
+        """Lines that call ``f`` with ``args``: a fixed-arity closure is entered in this
+        step (``Clause.enter``), anything else goes through ``apply_procedure``."""
+        n = len(args)
+        listed = ", ".join(args)
+        site = self.gen.name(node, "site")
+        self.lines += [indent + line for line in (
+            "if type(f) is Closure:",
+            "    cl = f.code.single",
+            f"    if cl is not None and cl.fixed == {n}:",
+            f"        e2 = [f.env{', ' if n else ''}{listed}]",
+            "        if cl.extra:",
+            "            e2.extend([UNSET] * cl.extra)",
+            "        enter = cl.enter",
+            "        if enter is not None:",
+            "            return enter(e2, k, m)",
+            "        return cl.body, e2, k, None",
+            f"m.site = {site}",
+            "try:",
+            f"    return _apply(f, ({listed}{',' if n == 1 else ''}), k, m)",
+            "except FlowmetalError as exc:",
+            "    if exc.span is None:",
+            f"        exc.span, exc.proc = {site}.span, {site}.proc",
+            "    raise",
+        )]
 
-        It evaluates them inline and, for a closure with a fixed arity, builds the frame
-        and enters the body in the same step (``Clause.enter``); anything else goes
-        through ``apply_procedure``.
-        """
+    def direct_call(self, node: N.App) -> None:
+        """The exec of a call whose operator and arguments are all simple: they are
+        evaluated inline, then the procedure is applied (see ``_apply_lines``)."""
         gen = self.gen
         parts = (node.fn, *node.args)
         names = ["f"] + [f"a{i}" for i in range(len(node.args))]
@@ -120,28 +164,77 @@ class Batch:
         lines += ["    except Exception:"]
         lines += [f"        {name} = {gen.name(p.slow, 'slow')}(env, g)"
                   for name, p in zip(names, parts)]
-        args = ", ".join(names[1:])
-        n = len(node.args)
-        site = gen.name(node, "site")
-        lines += [
-            "    if type(f) is Closure:",
-            "        cl = f.code.single",
-            f"        if cl is not None and cl.fixed == {n}:",
-            f"            e2 = [f.env{', ' if n else ''}{args}]",
-            "            if cl.extra:",
-            "                e2.extend([UNSET] * cl.extra)",
-            "            enter = cl.enter",
-            "            if enter is not None:",
-            "                return enter(e2, k, m)",
-            "            return cl.body, e2, k, None",
-            f"    m.site = {site}",
-            "    try:",
-            f"        return _apply(f, ({args}{',' if n == 1 else ''}), k, m)",
-            "    except FlowmetalError as exc:",
-            "        if exc.span is None:",
-            f"            exc.span, exc.proc = {site}.span, {site}.proc",
-            "        raise",
-        ]
+        self._apply_lines(node, names[1:], "    ")
+
+    def staged_call(self, node: N.App) -> None:
+        """The exec and resume of a call with parts that take steps of their own.
+
+        Parts are evaluated in order; each non-simple one pushes the frame
+        ``(node, k, env, i, values-so-far)`` (the same frames the per-node functions
+        make) and runs in its own step, or in this one if it is a direct call.  ``resume``
+        picks up after part ``i``.  A constant pure primitive is called directly.
+        """
+        gen = self.gen
+        op = node.fn
+        prim = op.value if type(op) is N.Const and type(op.value) is Primitive else None
+        if prim is not None and (prim.kind in ("control", "machine")
+                                 or not prim.accepts(len(node.args))):
+            prim = None
+        parts = node.args if prim is not None else (node.fn, *node.args)
+        names = [f"v{i}" for i in range(len(parts))]
+        stops = [i for i, p in enumerate(parts) if p.ev is None]
+        node_name = gen.name(node, "node")
+
+        def segment(start: int, indent: str) -> None:
+            for i in range(start, len(parts)):
+                part = parts[i]
+                if part.ev is not None:
+                    _with_fallback(self.lines, names[i], gen.expr(part, "env"),
+                                   gen.name(part.slow, "slow"), indent)
+                    continue
+                done = "".join(f"{v}, " for v in names[:i])
+                self.lines.append(f"{indent}frame = ({node_name}, k, env, {i}, ({done}))")
+                part_name = gen.name(part, "part")
+                if type(part) is N.App and part.direct:
+                    self.lines += [f"{indent}try:",
+                                   f"{indent}    return {part_name}.exec(env, frame, m)",
+                                   f"{indent}except Exception as exc:",
+                                   f"{indent}    raise _deeper(exc, frame) from None"]
+                else:
+                    self.lines.append(f"{indent}return {part_name}, env, frame, None")
+                return
+            if prim is None:
+                self.lines.append(f"{indent}f = v0")
+                self._apply_lines(node, names[1:], indent)
+            elif prim.name in INLINE_BINARY and len(parts) == 2:
+                fast = INLINE_BINARY[prim.name]
+                slow = gen.name(prim.fn, "p")
+                if fast == "==":
+                    value = "(TRUE if v0 == v1 else FALSE)"
+                elif fast in COMPARISONS:
+                    value = (f"((TRUE if v0 {fast} v1 else FALSE) if (type(v0) is int) & "
+                             f"(type(v1) is int) else {slow}(v0, v1))")
+                else:
+                    value = (f"(v0 {fast} v1 if (type(v0) is int) & (type(v1) is int) "
+                             f"else {slow}(v0, v1))")
+                self.lines.append(f"{indent}return None, env, k, {value}")
+            else:
+                fn = gen.name(prim.fn, "p")
+                self.lines.append(f"{indent}return None, env, k, {fn}({', '.join(names)})")
+
+        self._def(node, "exec", "env, k, m")
+        self.lines.append("    g = m.globals")
+        segment(0, "    ")
+        self._def(node, "resume", "frame, value, m")
+        self.lines += ["    k, env, i, vals = frame[1], frame[2], frame[3], frame[4]",
+                       "    g = m.globals"]
+        for stop in stops:
+            self.lines.append(f"    if i == {stop}:")
+            if stop:
+                self.lines.append(f"        ({''.join(v + ', ' for v in names[:stop])}) = vals")
+            self.lines.append(f"        {names[stop]} = value")
+            segment(stop + 1, "        ")
+        self.lines.append("    raise ValueError(f'bad frame index {i}')")
 
     def if_exec(self, node: N.If) -> None:
         """The exec of an ``if`` with a simple test: test and simple branches run inline."""

@@ -63,8 +63,8 @@ class Program:
                 parent = parents.get(id(node))
                 if node.ev is None or parent is None or parent.ev is None:
                     targets.append((node, "simple"))
-            elif type(node) is N.App and node.direct:
-                targets.append((node, "direct_call"))
+            elif type(node) is N.App:
+                targets.append((node, "direct_call" if node.direct else "staged_call"))
             elif type(node) is N.If and node.test.ev is not None:
                 targets.append((node, "if_exec"))
         if not targets:
@@ -77,10 +77,14 @@ class Program:
             batch = Batch(self.file)
             for node, kind in targets:
                 getattr(batch, kind)(node)
-            _install(pending, {id(node): (role, fn) for node, role, fn in batch.compile()})
+            functions: dict[int, dict[str, Callable]] = {}
+            for node, role, fn in batch.compile():
+                functions.setdefault(id(node), {})[role] = fn
+            _install(pending, functions)
             done.append(True)
 
-        _install(pending, {id(node): _stub(node, kind, compile_now) for node, kind in targets})
+        _install(pending, {id(node): dict([_stub(node, kind, compile_now)])
+                           for node, kind in targets})
 
     def __repr__(self) -> str:
         return f"<program {self.file} {self.hash[:12]}>"
@@ -100,19 +104,21 @@ def _stub(node: N.Node, kind: str, compile_now: Callable[[], None]) -> tuple[str
     return "exec", exec_stub
 
 
-def _install(pending: list[N.Node], functions: dict[int, tuple[str, Callable]]) -> None:
-    """Give nodes their new functions (role "ev": an ``ev``; "exec": an ``exec``) and link
-    the others again, children first, so every parent calls its children's new code."""
+def _install(pending: list[N.Node], functions: dict[int, dict[str, Callable]]) -> None:
+    """Give nodes their new functions (by role: "ev", "exec", "resume") and link the
+    others again, children first, so every parent calls its children's new code."""
     for node in pending:
-        role, fn = functions.get(id(node), (None, None))
+        roles = functions.get(id(node), {})
         if node.slow is None:
             link(node)
-        if role == "exec":
-            node.exec = fn
-        elif role == "ev":
+        if "ev" in roles:
             if node.ev is not None:
-                node.ev = fn
-            node.exec = simple_exec(fn)
+                node.ev = roles["ev"]
+            node.exec = simple_exec(roles["ev"])
+        if "exec" in roles:
+            node.exec = roles["exec"]
+        if "resume" in roles:
+            node.resume = roles["resume"]
 
 
 PROGRAMS: dict[str, Program] = {}
