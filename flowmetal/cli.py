@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from importlib import metadata
 
 from .interpreter import Session
 from .printer import to_string
@@ -112,6 +111,8 @@ def dispatch(args: list[str]) -> int:
 
 def version() -> str:
     """The installed version of Flowmetal."""
+    from importlib import metadata  # only here: it is slow to import
+
     try:
         return metadata.version("flowmetal")
     except metadata.PackageNotFoundError:
