@@ -390,7 +390,7 @@ class Analyzer:
         if self_name is None:
             return lam
         ref = self.make(N.LocalRef, form, self_name.value, 0, 1, False)
-        return self.make(N.Let, form, (self_name.value,), ((1, lam),), 1, ref)
+        return self.make(N.Letrec, form, (self_name.value,), ((1, lam),), 1, ref)
 
     def clause(self, params: Syntax, body: tuple, scope: Scope | None, form: Syntax) -> N.Node:
         inner = Scope(scope)
@@ -452,14 +452,22 @@ class Analyzer:
 
     def sf_let(self, form: Syntax, scope: Scope | None) -> N.Node:
         pairs = self.bindings(form, patterns=True)
-        inner = Scope(scope)
-        inits = []
+        groups: list[tuple[Scope, list]] = []
+        current: Scope | None = None
         for name_form, init_form in pairs:
-            init = self.named_value(init_form, inner, name_form.value)
-            inits.append((inner.add(name_form.value), init))
-        body = self.body(form.value[2:], inner, form)
+            where = current if current is not None else scope
+            init = self.named_value(init_form, where, name_form.value)
+            if current is None or init.ev is None:
+                current = Scope(where)
+                groups.append((current, []))
+            groups[-1][1].append((current.add(name_form.value), init))
+        if current is None:
+            current = Scope(scope)
+            groups.append((current, []))
+        body = self.body(form.value[2:], current, form)
         names = tuple(n.value for n, _ in pairs)
-        return self.make(N.Let, form, names, tuple(inits), inner.nslots, body)
+        frames = tuple((s.nslots, tuple(inits)) for s, inits in groups)
+        return self.make(N.Let, form, names, frames, body)
 
     def sf_letrec(self, form: Syntax, scope: Scope | None) -> N.Node:
         pairs = self.bindings(form)
@@ -469,7 +477,7 @@ class Analyzer:
                       for slot, (n, init) in zip(slots, pairs))
         body = self.body(form.value[2:], inner, form)
         names = tuple(n.value for n, _ in pairs)
-        return self.make(N.Let, form, names, inits, inner.nslots, body)
+        return self.make(N.Letrec, form, names, inits, inner.nslots, body)
 
     def sf_try(self, form: Syntax, scope: Scope | None) -> N.Node:
         body_forms, catches, finally_forms = [], [], None

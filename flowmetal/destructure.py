@@ -7,7 +7,8 @@ Patterns, as in Clojure:
 - ``[a b & more :as all]`` binds items by position (``nth`` with a nil default), the rest
   as a list or nil (``more``), and the whole value (``all``);
 - ``{a :a, b "b" :keys [c d] :strs [e] :syms [f] :or {c 0} :as m}`` binds values by key,
-  with defaults from ``:or`` for missing keys.
+  with defaults from ``:or`` for missing keys; applied to a list it reads the list as
+  alternating keys and values, so ``(fn [& {:keys [a]}] ..)`` takes keyword arguments.
 
 Patterns nest.  The generated code calls the primitives directly (``%call-prim``), so
 local names such as ``nth`` or ``get`` cannot change its meaning.
@@ -47,7 +48,7 @@ def destructure(pattern: Syntax, value: Syntax, fresh: Callable[[], Symbol]
             pending[0:0] = _vector_bindings(pat, whole)
         elif pat.kind == "map":
             whole = Syntax("atom", fresh(), pat.span)
-            out.append((whole, val))
+            out.append((whole, _call("%keyword-args", pat.span, val)))
             pending[0:0] = _map_bindings(pat, whole)
         else:
             raise SyntaxError_("a binding must be a symbol, a [vector] or a {map} pattern",

@@ -6,7 +6,8 @@ Machine state is plain data:
 - a frame is a tuple ``(owner, next, env, *data)`` whose owner is a node (or one of the
   named FrameKinds below) that knows how to resume it; the continuation is the chain of
   frames through ``next``, ending in ``None``;
-- the dynamic-wind list is a chain of tuples ``(before, after, parent, depth)``.
+- the dynamic-wind list is a chain of tuples ``(before, after, parent, depth, k)``, k being
+  the continuation of the ``dynamic-wind`` call (where its thunks' errors are handled).
 
 ``run(fuel)`` loops over transitions.  A transition is ``node.exec(env, k, m)`` (evaluate a
 node) or ``frame[0].resume(frame, value, m)`` (return a value to a frame); both give the
@@ -301,7 +302,8 @@ def transition(m: Machine, target: Any, state: tuple) -> tuple:
         a = a[2]
         ins.append(b)
         b = b[2]
-    steps = tuple((w[1], w[2]) for w in outs) + tuple((w[0], w[2]) for w in reversed(ins))
+    steps = (tuple((w[1], w[2], w[4]) for w in outs) +
+             tuple((w[0], w[2], w[4]) for w in reversed(ins)))
     return _wind_steps(m, steps, 0, target, state)
 
 
@@ -309,9 +311,12 @@ def _wind_steps(m: Machine, steps: tuple, i: int, target: Any, state: tuple) -> 
     if i >= len(steps):
         m.winders = target
         return state
-    thunk, during = steps[i]
+    thunk, during, where = steps[i]
     m.winders = during
-    frame = (WINDER, state[2], None, steps, i + 1, target, state)
+    # The thunk runs in the dynamic context of its dynamic-wind call: an error it raises
+    # is handled by the handlers around that call (frame[1]); its value continues the
+    # winding (the frame's data).
+    frame = (WINDER, where, None, steps, i + 1, target, state)
     return apply_procedure(thunk, (), frame, m)
 
 
@@ -326,7 +331,7 @@ def dynamic_wind(m: Machine, args: tuple, k: Any) -> tuple:
 
 
 def _dw_before_resume(frame: tuple, value: Any, m: Machine) -> tuple:
-    entry = (frame[3], frame[5], m.winders, _depth(m.winders) + 1)
+    entry = (frame[3], frame[5], m.winders, _depth(m.winders) + 1, frame[1])
     m.winders = entry
     return apply_procedure(frame[4], (), (DW_BODY, frame[1], None, entry), m)
 
@@ -594,7 +599,67 @@ def _link_clause(node: N.Clause) -> None:
     node.fixed = -1 if node.rest else node.nreq
 
 
+def _new_frame(parent: Any, nslots: int) -> list:
+    frame = [parent]
+    frame.extend([UNSET] * nslots)
+    return frame
+
+
 def _link_let(node: N.Let) -> None:
+    groups, body = node.groups, node.body
+    count = len(groups)
+
+    def fill(frame: list, inits: tuple, g: dict) -> list:
+        for slot, init in inits:
+            frame[slot] = init.ev(frame, g)
+        return frame
+
+    if all(init.ev is not None for _, inits in groups for _, init in inits) and \
+            body.ev is not None:
+        body_ev = body.ev
+
+        def ev(e, g):
+            for nslots, inits in groups:
+                frame = _new_frame(e, nslots)
+                if inits:
+                    frame[inits[0][0]] = inits[0][1].ev(e, g)
+                e = fill(frame, inits[1:], g)
+            return body_ev(e, g)
+
+        node.ev, node.exec = ev, simple_exec(ev)
+        return
+
+    def run_from(env, k, m, i):
+        g = m.globals
+        while i < count:
+            nslots, inits = groups[i]
+            frame = _new_frame(env, nslots)
+            if inits:
+                slot, init = inits[0]
+                if init.ev is None:
+                    return init, env, (node, k, env, i), None
+                frame[slot] = init.ev(env, g)
+            env = fill(frame, inits[1:], g)
+            i += 1
+        if body.ev is not None:
+            return None, env, k, body.ev(env, g)
+        return body, env, k, None
+
+    def exec_(env, k, m):
+        return run_from(env, k, m, 0)
+
+    def resume(frame, value, m):
+        i = frame[3]
+        nslots, inits = groups[i]
+        # A fresh frame on every return, so a re-entered init binds anew.
+        new = _new_frame(frame[2], nslots)
+        new[inits[0][0]] = value
+        return run_from(fill(new, inits[1:], m.globals), frame[1], m, i + 1)
+
+    node.exec, node.resume = exec_, resume
+
+
+def _link_letrec(node: N.Letrec) -> None:
     inits, nslots, body = node.inits, node.nslots, node.body
     count = len(inits)
 
@@ -603,8 +668,7 @@ def _link_let(node: N.Let) -> None:
         body_ev = body.ev
 
         def ev(e, g):
-            frame = [e]
-            frame.extend([UNSET] * nslots)
+            frame = _new_frame(e, nslots)
             for slot, f in evs:
                 frame[slot] = f(frame, g)
             return body_ev(frame, g)
@@ -625,19 +689,12 @@ def _link_let(node: N.Let) -> None:
         return body, frame_env, k, None
 
     def exec_(env, k, m):
-        frame_env = [env]
-        frame_env.extend([UNSET] * nslots)
-        return run_from(frame_env, k, m, 0)
+        return run_from(_new_frame(env, nslots), k, m, 0)
 
     def resume(frame, value, m):
         i = frame[3]
-        slot = inits[i][0]
-        frame_env = frame[2]
-        if frame_env[slot] is not UNSET:
-            # Re-entered through a continuation: this entry gets bindings of its own.
-            frame_env = list(frame_env)
-        frame_env[slot] = value
-        return run_from(frame_env, frame[1], m, i + 1)
+        frame[2][inits[i][0]] = value
+        return run_from(frame[2], frame[1], m, i + 1)
 
     node.exec, node.resume = exec_, resume
 
@@ -795,6 +852,7 @@ LINKERS = {
     N.Lambda: _link_lambda,
     N.Clause: _link_clause,
     N.Let: _link_let,
+    N.Letrec: _link_letrec,
     N.App: _link_app,
     N.PrimCall: _link_primcall,
     N.Try: _link_try,

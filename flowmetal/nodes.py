@@ -34,14 +34,15 @@ class Node:
         self.slow = None
 
     def children(self) -> list[Node]:
-        """The child nodes, in evaluation order."""
+        """The child nodes, in evaluation order (found in fields and nested tuples)."""
         out: list[Node] = []
-        for name in self.FIELDS:
-            value = getattr(self, name)
+        pending = [getattr(self, name) for name in reversed(self.FIELDS)]
+        while pending:
+            value = pending.pop()
             if isinstance(value, Node):
                 out.append(value)
-            elif isinstance(value, tuple):
-                out.extend(v for v in value if isinstance(v, Node))
+            elif type(value) is tuple:
+                pending.extend(reversed(value))
         return out
 
     def __repr__(self) -> str:
@@ -112,7 +113,21 @@ class Lambda(Node):
 
 
 class Let(Node):
-    """A new frame of ``nslots`` slots; ``inits`` are (slot, node) pairs run in order."""
+    """``let``: ``groups`` of (nslots, ((slot, init), ...)); each group is a new frame.
+
+    A group's first init runs in the frame before it (the enclosing one for the first
+    group) and the frame is made when its value arrives; the group's other inits are
+    simple and run in the new frame.  A non-simple init always starts a group, so
+    re-entering it through a continuation gets fresh bindings from there on while the
+    earlier ones stay shared, exactly as nested single-binding lets would.
+    """
+
+    FIELDS = ("names", "groups", "body")
+    __slots__ = FIELDS
+
+
+class Letrec(Node):
+    """``letrec``: one frame of ``nslots`` made first; ``inits`` (slot, node) run in it."""
 
     FIELDS = ("names", "inits", "nslots", "body")
     __slots__ = FIELDS
@@ -149,5 +164,5 @@ class Catch(Node):
 NODE_TYPES: dict[str, type[Node]] = {
     cls.__name__: cls
     for cls in (Const, LocalRef, GlobalRef, SetLocal, SetGlobal, If, Do, Clause, Lambda,
-                Let, App, PrimCall, Try, Catch)
+                Let, Letrec, App, PrimCall, Try, Catch)
 }

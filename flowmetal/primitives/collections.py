@@ -8,6 +8,7 @@ one-character strings) or nil.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 from typing import Any
 
 from ..printer import to_string
@@ -26,6 +27,7 @@ from ..values import (
     Vector,
     boolean,
     make_list,
+    normalize_ratio,
 )
 
 
@@ -94,6 +96,14 @@ def set_(coll: Any) -> Set:
 def map_from_seq(coll: Any) -> Map:
     """A map from a flat seq of alternating keys and values (quasiquoted maps)."""
     return hash_map(*items("map", coll))
+
+
+@define("%keyword-args", min_args=1)
+def keyword_args(value: Any) -> Any:
+    """A list of alternating keys and values as a map (for map patterns); else the value."""
+    if type(value) is Pair:
+        return hash_map(*value)
+    return value
 
 
 @define("concat", min_args=0, max_args=None)
@@ -265,7 +275,8 @@ def disj(s: Any, *xs: Any) -> Any:
 
 @define("conj", min_args=1, max_args=None)
 def conj(coll: Any, *xs: Any) -> Any:
-    """Add items where the collection grows: lists in front, vectors at the end."""
+    """Add items where the collection grows: lists in front, vectors at the end; a map
+    takes [key value] vectors or maps (nil adds nothing)."""
     t = type(coll)
     if t is Vector:
         return Vector((*coll, *xs))
@@ -279,6 +290,8 @@ def conj(coll: Any, *xs: Any) -> Any:
     if t is Map:
         new = Map(coll)
         for entry in xs:
+            if entry is None:
+                continue
             if type(entry) is Map:
                 new.update(entry)
             elif type(entry) is Vector and len(entry) == 2:
@@ -341,7 +354,7 @@ def reverse(coll: Any) -> Any:
 def range_(*args: Any) -> Any:
     """(range end), (range start end), (range start end step): a list of numbers."""
     for a in args:
-        if type(a) not in (int, float):
+        if type(a) not in (int, float, Fraction):
             raise _type_error("range", "numbers", a)
     if not args:
         raise FlowmetalError("range: needs an end (sequences are not lazy)", "arity-error")
@@ -353,7 +366,7 @@ def range_(*args: Any) -> Any:
         args[0], args[1], args[2] if len(args) == 3 else 1)
     out, x = [], start
     while (x < end) if step > 0 else (x > end):
-        out.append(x)
+        out.append(normalize_ratio(x) if type(x) is Fraction else x)
         x += step
     return make_list(out)
 
