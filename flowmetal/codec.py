@@ -321,21 +321,21 @@ def encode_machine(m: Machine, base_globals: dict) -> bytes:
     own = {sym: v for sym, v in m.globals.items() if base_globals.get(sym, UNSET) is not v}
     enc = Encoder(_base_names(base_globals))
     state = (m.node, m.env, m.k, m.val, m.winders, m.error,
-             Map(own), m.status, m.reductions, m.gensym_counter)
+             Map(own), m.status, m.reductions, m.gensym_counter, m.request)
     return enc.finish(enc.add(state))
 
 
 def decode_machine(data: bytes, base_globals: dict) -> Machine:
     """A machine in the state ``encode_machine`` saved, with globals over ``base_globals``."""
     state = decode_value(data, base_globals)
-    if type(state) is not tuple or len(state) != 10:
+    if type(state) is not tuple or len(state) != 11:
         raise CodecError("not a machine state")
-    node, env, k, val, winders, error, own, status, reductions, gensyms = state
-    if status not in ("running", "done", "error"):
+    node, env, k, val, winders, error, own, status, reductions, gensyms, request = state
+    if status not in ("running", "waiting", "done", "error"):
         raise CodecError(f"bad machine status {status!r}")
     globals_ = dict(base_globals)
     globals_.update(own)
     m = Machine(globals_, node, env, k)
     m.val, m.winders, m.error, m.status = val, winders, error, status
-    m.reductions, m.gensym_counter = reductions, gensyms
+    m.reductions, m.gensym_counter, m.request = reductions, gensyms, request
     return m

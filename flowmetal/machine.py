@@ -886,6 +886,8 @@ class Machine:
         self.reductions = 0
         self.gensym_counter = 0
         self.site: Any = None  # the call node of the latest non-closure call, for backtraces
+        self.request: Any = None  # what a waiting machine waits for
+        self.waiting_k: Any = None
         self.output: list[str] = []
         self.write = self.output.append
 
@@ -915,9 +917,36 @@ class Machine:
         finally:
             self.node, self.env, self.k, self.val = node, env, k, val
             self.reductions += done
-        if node is None and k is None and self.status == "running":
+        if self.status == "waiting":
+            self.k = self.waiting_k
+            self.waiting_k = None
+        elif node is None and k is None and self.status == "running":
             self.status = "done"
         return self.status
+
+    def suspend(self, request: Any, k: Any) -> tuple:
+        """The state that stops the machine until ``request`` is answered (an effect)."""
+        self.status = "waiting"
+        self.request = request
+        self.waiting_k = k
+        return None, None, None, None
+
+    def answer(self, value: Any) -> None:
+        """Resume a waiting machine: its request returns ``value``."""
+        if self.status != "waiting":
+            raise RuntimeError(f"answer to a machine that is {self.status}")
+        self.status, self.request = "running", None
+        self.node, self.env, self.val = None, None, value
+
+    def answer_error(self, error: Any) -> None:
+        """Resume a waiting machine: its request raises ``error`` (e.g. a timeout)."""
+        if self.status != "waiting":
+            raise RuntimeError(f"answer to a machine that is {self.status}")
+        self.status, self.request = "running", None
+        try:
+            self.node, self.env, self.k, self.val = self.throw(error, self.k)
+        except FlowmetalError as exc:
+            self.node, self.env, self.k, self.val = self._raise_error(exc, None, self.k)
 
     def run_to_end(self, slice_size: int = 1_000_000) -> str:
         """Run until done or failed."""
