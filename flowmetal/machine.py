@@ -278,6 +278,7 @@ DW_BEFORE = FrameKind("dw-before")
 DW_BODY = FrameKind("dw-body")
 DW_AFTER = FrameKind("dw-after")
 HALT = FrameKind("halt")
+CALL = FrameKind("call")
 
 
 def _depth(w: Any) -> int:
@@ -356,6 +357,12 @@ DW_BEFORE.resume = _dw_before_resume
 DW_BODY.resume = _dw_body_resume
 DW_AFTER.resume = _dw_after_resume
 HALT.exec = _halt_exec
+CALL.resume = lambda frame, value, m: apply_procedure(frame[3], frame[4], frame[1], m)
+
+
+def call_state(f: Any, args: tuple) -> tuple:
+    """A state that will call ``f`` with ``args`` (how a spawned task starts)."""
+    return None, None, (CALL, None, None, f, tuple(args)), None
 
 
 def call_cc(m: Machine, args: tuple, k: Any) -> tuple:
@@ -372,7 +379,7 @@ def apply_(m: Machine, args: tuple, k: Any) -> tuple:
         spread = ()
     elif type(spread) is Map:
         spread = [Vector(item) for item in spread.items()]
-    elif not isinstance(spread, (Pair, Vector, Set, tuple, list)) and spread is not EMPTY:
+    elif not isinstance(spread, (Pair, Vector, Set, tuple, list, str)) and spread is not EMPTY:
         raise FlowmetalError("apply: the last argument must be a collection", "type-error")
     return apply_procedure(f, (*args[1:-1], *spread), k, m)
 
@@ -888,6 +895,8 @@ class Machine:
         self.site: Any = None  # the call node of the latest non-closure call, for backtraces
         self.request: Any = None  # what a waiting machine waits for
         self.waiting_k: Any = None
+        self.consumed: list[int] = []  # inbox messages taken in this step
+        self.task_id: str | None = None
         self.output: list[str] = []
         self.write = self.output.append
 

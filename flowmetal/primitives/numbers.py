@@ -293,22 +293,30 @@ def to_int(x: Any) -> int:
     return int(x)
 
 
+def _finite(op: str, x: Any) -> Any:
+    """``x`` if it is a finite number (##Inf and ##NaN have no integer part)."""
+    x = num(op, x)
+    if type(x) is float and not math.isfinite(x):
+        raise FlowmetalError(f"{op}: cannot convert {to_string(x)}", "arithmetic-error")
+    return x
+
+
 @define("floor", min_args=1)
 def floor(x: Any) -> int:
     """Largest integer not above x."""
-    return math.floor(num("floor", x))
+    return math.floor(_finite("floor", x))
 
 
 @define("ceil", min_args=1)
 def ceil(x: Any) -> int:
     """Smallest integer not below x."""
-    return math.ceil(num("ceil", x))
+    return math.ceil(_finite("ceil", x))
 
 
 @define("round", min_args=1)
 def round_(x: Any) -> int:
     """Nearest integer, halves away from zero."""
-    x = num("round", x)
+    x = Fraction(_finite("round", x))  # exact: float arithmetic would round the half
     return int(math.floor(abs(x) + Fraction(1, 2))) * (1 if x >= 0 else -1)
 
 
