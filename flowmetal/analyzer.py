@@ -164,6 +164,8 @@ class Analyzer:
             return
         if head is DEF and len(form.value) >= 2 and _is_sym(form.value[1]):
             self.program_defs.add(form.value[1].value)
+            # A global definition replaces a macro of the same name from here on.
+            self.cenv.macros.pop(form.value[1].value, None)
         out.append(form)
 
     # -- helpers --------------------------------------------------------------------
