@@ -42,6 +42,7 @@ QUOTE, QUASIQUOTE, UNQUOTE, SPLICE = S("quote"), S("quasiquote"), S("unquote"), 
     S("unquote-splicing")
 AMP, DEF, DO, FN, CATCH, FINALLY = S("&"), S("def"), S("do"), S("fn"), S("catch"), S("finally")
 CALL_PRIM = S("%call-prim")
+RECUR = S("recur")
 ANALYSIS_RECURSION_LIMIT = 20_000
 
 
@@ -345,7 +346,9 @@ class Analyzer:
         """Analyze a def's value; a literal ``fn`` takes the defined name."""
         form = self.expand_head(form, scope)
         if _head(form) is FN and self._special(FN, scope):
-            return self.sf_fn(form, scope, name.name)
+            # loop's body is a procedure named recur: name it after where the loop is.
+            label = f"{self.proc} (loop)" if name is RECUR else name.name
+            return self.sf_fn(form, scope, label)
         return self.analyze(form, scope)
 
     def sf_set(self, form: Syntax, scope: Scope | None) -> N.Node:

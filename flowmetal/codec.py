@@ -27,6 +27,7 @@ import cbor2
 
 from . import nodes as N
 from .machine import UNSET, FrameKind, Machine, Unset
+from .primitives.effects import TaskId
 from .procedures import PRIMITIVES, Closure, Continuation, Primitive
 from .program import PROGRAMS
 from .values import (
@@ -46,7 +47,7 @@ REF_TAG = 39_999
 
 (R_SYMBOL, R_KEYWORD, R_RATIO, R_LIST, R_IMPROPER, R_EMPTY, R_VECTOR, R_MAP, R_SET, R_ENV,
  R_CLOSURE, R_CONTINUATION, R_TUPLE, R_NODE, R_FRAMEKIND, R_PRIMITIVE, R_UNSET,
- R_BASE) = range(18)
+ R_BASE, R_TASK) = range(19)
 
 _MUTABLE = (list, Closure, Continuation)
 
@@ -91,6 +92,7 @@ class Encoder:
         self.index: dict[int, int] = {}
         self.keep: list[Any] = []
         self.base_names = base_names or {}
+        self.programs: set[str] = set()  # hashes of the programs the code refers to
 
     def item(self, value: Any) -> Any:
         """The CBOR item for ``value`` (which must already have been added if compound)."""
@@ -154,9 +156,12 @@ class Encoder:
             return [R_FRAMEKIND, obj.name]
         if t is Unset:
             return [R_UNSET]
+        if t is TaskId:
+            return [R_TASK, obj.id]
         if isinstance(obj, N.Node):
             if obj.program is None:
                 raise CodecError(f"node {obj!r} belongs to no program")
+            self.programs.add(obj.program.hash)
             return [R_NODE, obj.program.hash, obj.id]
         if t in (Pair, Map, Vector, Set, tuple, list, Closure, Continuation):
             return None
@@ -269,6 +274,8 @@ class Decoder:
             return UNSET
         if kind == R_BASE:
             return self.base_globals[Symbol(args[0])]
+        if kind == R_TASK:
+            return TaskId(_text(args[0]))
         raise CodecError(f"unknown record kind {kind}")
 
 
@@ -316,13 +323,19 @@ def _base_names(base_globals: dict) -> dict[int, tuple[Any, str]]:
     return names
 
 
-def encode_machine(m: Machine, base_globals: dict) -> bytes:
-    """Encode a machine's whole state; globals are stored as their changes to the base."""
+def encode_machine(m: Machine, base_globals: dict, programs: set | None = None) -> bytes:
+    """Encode a machine's whole state; globals are stored as their changes to the base.
+
+    The hashes of the programs the state's code comes from are added to ``programs``.
+    """
     own = {sym: v for sym, v in m.globals.items() if base_globals.get(sym, UNSET) is not v}
     enc = Encoder(_base_names(base_globals))
     state = (m.node, m.env, m.k, m.val, m.winders, m.error,
              Map(own), m.status, m.reductions, m.gensym_counter, m.request)
-    return enc.finish(enc.add(state))
+    data = enc.finish(enc.add(state))
+    if programs is not None:
+        programs.update(enc.programs)
+    return data
 
 
 def decode_machine(data: bytes, base_globals: dict) -> Machine:

@@ -947,6 +947,13 @@ class Machine:
         self.status, self.request = "running", None
         self.node, self.env, self.val = None, None, value
 
+    def interrupt(self, error: Any) -> None:
+        """Raise ``error`` into a running machine where it stands (cancellation)."""
+        try:
+            self.node, self.env, self.k, self.val = self.throw(error, self.k)
+        except FlowmetalError as exc:
+            self.node, self.env, self.k, self.val = self._raise_error(exc, None, self.k)
+
     def answer_error(self, error: Any) -> None:
         """Resume a waiting machine: its request raises ``error`` (e.g. a timeout)."""
         if self.status != "waiting":

@@ -6,12 +6,12 @@ the global symbol of its name.
 
 from ..procedures import PRIMITIVES
 from ..values import Symbol
-from . import collections, control, numbers, strings  # noqa: F401  (they register)
+from . import collections, control, effects, numbers, strings  # noqa: F401  (they register)
 
 
 def install(globals_: dict) -> dict:
-    """Bind every public primitive (names not starting with %) in ``globals_``."""
+    """Bind every primitive to the global of its name (names starting with % are the
+    standard library's building blocks, not meant for programs)."""
     for name, prim in PRIMITIVES.items():
-        if not name.startswith("%"):
-            globals_[Symbol(name)] = prim
+        globals_[Symbol(name)] = prim
     return globals_

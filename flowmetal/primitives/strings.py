@@ -155,7 +155,7 @@ def split_lines(s: Any) -> Vector:
     return Vector(parts)
 
 
-@define("join", min_args=1, max_args=2)
+@define("%join-strings", min_args=1, max_args=2)
 def join(sep_or_coll: Any, coll: Any = None) -> str:
     """(join coll) or (join sep coll): the display text of the items, separated."""
     if coll is None and type(sep_or_coll) is not str:

@@ -1,0 +1,1 @@
+"""Durable tasks: records, effects, steps and workers over a store."""

@@ -1,0 +1,236 @@
+"""Workers: lease runnable tasks, run their steps, commit the steps of many tasks at once.
+
+One round of a worker is one write transaction that commits the steps run in the
+previous round, fires the timers that are due and leases the next batch of runnable
+tasks; then, outside any transaction, it runs one slice of each leased task.  So the
+steps of many tasks share one commit (group commit) while each step stays atomic.
+
+A lease names the worker, an epoch and an expiry.  A worker that dies stops renewing
+its leases; when they expire another worker takes the tasks and resumes each from its
+last committed step.  A step is committed only if its lease (same worker, same epoch)
+still stands, so no task ever runs twice at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from ..codec import CodecError, decode_machine
+from ..interpreter import base
+from ..machine import Machine
+from ..values import Map, kw
+from .records import TaskError, decode_data, encode_state, load_program
+from .steps import Step, Tasks, commit_step, fire_timers, task_error
+
+K_TYPE = kw("type")
+
+
+def count_frames(k: object, limit: int) -> int:
+    """Frames in a continuation, counting at most ``limit + 1``."""
+    n = 0
+    while k is not None and n <= limit:
+        n += 1
+        k = k[1]
+    return n
+
+
+class Worker:
+    """Runs the tasks of a store; ``round()`` does one round, ``run()`` loops."""
+
+    def __init__(self, store, worker_id: str | None = None, slice_size: int = 10_000,
+                 batch: int = 64, lease_seconds: float = 30.0, poll: float = 0.05):
+        self.store = store
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.slice_size = slice_size
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+        self.poll = poll
+        self.pending: list[Step] = []
+        self.machines: dict[str, tuple[int, Machine]] = {}
+        self.cursor = ""
+        self.on_commit: Callable[[Tasks], None] | None = None
+
+    # -- one round ------------------------------------------------------------------
+
+    def round(self, stopping: bool = False) -> int:
+        """Commit the last round's steps, fire timers, lease and run tasks.
+
+        Returns how many steps were run (0 means there was nothing to do).
+        """
+        now = time.time()
+        leased: list[tuple[dict, bytes | None]] = []
+        with self.store.write() as txn:
+            tasks = Tasks(txn)
+            for step in self.pending:
+                step.keep_lease = not stopping
+                if not commit_step(tasks, step, self.id, now, self.lease_seconds):
+                    self.machines.pop(step.task_id, None)
+            self.pending = []
+            fire_timers(tasks, now)
+            if not stopping:
+                leased = self._lease(tasks, now)
+            if self.on_commit is not None:
+                self.on_commit(tasks)
+            tasks.flush()
+        self.pending = [self._run(rec, cont) for rec, cont in leased]
+        return len(self.pending)
+
+    def _lease(self, tasks: Tasks, now: float) -> list[tuple[dict, bytes | None]]:
+        txn = tasks.txn
+        candidates = txn.runnable(self.batch * 4, after=self.cursor)
+        if len(candidates) < self.batch * 4 and self.cursor:
+            candidates += txn.runnable(self.batch * 4 - len(candidates))
+        out: list[tuple[dict, bytes | None]] = []
+        seen = set()
+        for task_id in candidates:
+            if len(out) >= self.batch or task_id in seen:
+                continue
+            seen.add(task_id)
+            rec = tasks.get(task_id)
+            if rec is None or rec["status"] != "runnable":
+                txn.runnable_remove(task_id)
+                continue
+            lease = rec.get("lease")
+            if lease and lease["until"] > now and lease["worker"] != self.id:
+                continue
+            if not (lease and lease["worker"] == self.id and lease["until"] > now):
+                rec["epoch"] = rec.get("epoch", 0) + 1
+                rec["lease"] = {"worker": self.id, "epoch": rec["epoch"],
+                                "until": now + self.lease_seconds}
+                tasks.put(rec)
+            cached = self.machines.get(task_id)
+            if cached is not None and cached[0] == rec["lease"]["epoch"]:
+                out.append((rec, None))
+            else:
+                self.machines.pop(task_id, None)
+                out.append((rec, txn.get_cont(task_id)))
+            self.cursor = task_id
+        return out
+
+    # -- running a slice ------------------------------------------------------------
+
+    def _machine(self, rec: dict, cont: bytes | None) -> Machine:
+        if cont is None:
+            return self.machines.pop(rec["id"])[1]
+        with self.store.read() as txn:
+            for digest in rec.get("programs") or [rec["program"]]:
+                load_program(txn, digest)
+        return decode_machine(cont, base().globals)
+
+    def _run(self, rec: dict, cont: bytes | None) -> Step:
+        epoch = rec["lease"]["epoch"]
+        try:
+            m = self._machine(rec, cont)
+        except (CodecError, TaskError) as exc:
+            return self._failed(rec, epoch, "corrupt-state",
+                                f"task {rec['id']} cannot be resumed: {exc}")
+        except Exception as exc:  # a continuation record that is not even CBOR
+            return self._failed(rec, epoch, "corrupt-state",
+                                f"task {rec['id']} cannot be resumed: {type(exc).__name__}")
+        step = Step(rec["id"], epoch, m)
+        m.task_id = rec["id"]
+        answer = rec.get("answer")
+        if m.status == "waiting" and answer is not None:
+            value = decode_data(answer["value"])
+            if answer["ok"]:
+                m.answer(value)
+            else:
+                m.answer_error(value)
+            step.took_answer = True
+        if rec.get("cancel") and not rec.get("cancel_delivered") and m.status != "done":
+            cancel = task_error("cancelled", f"task {rec['id']} was cancelled")
+            if m.status == "waiting":
+                m.answer_error(cancel)
+            elif m.status == "running":
+                m.interrupt(cancel)
+            step.cancel_delivered = True
+        if m.status == "running":
+            self._slice(rec, m, step)
+        return self._settle(rec, m, step)
+
+    def _slice(self, rec: dict, m: Machine, step: Step) -> None:
+        fuel = self.slice_size
+        limit = rec["limits"].get("fuel")
+        if limit is not None:
+            fuel = max(0, min(fuel, limit - m.reductions))
+        m.output = []
+        m.write = m.output.append
+        m.consumed = []
+        if fuel:
+            m.run(fuel)
+        step.output = "".join(m.output)
+        step.consumed = list(m.consumed)
+
+    def _settle(self, rec: dict, m: Machine, step: Step) -> Step:
+        limits = rec["limits"]
+        if m.status == "running" and limits.get("fuel") is not None and \
+                m.reductions >= limits["fuel"]:
+            return self._limit(rec, step, "fuel", f"fuel of {limits['fuel']} reductions "
+                                                  "used up")
+        if m.status in ("running", "waiting"):
+            if count_frames(m.k, limits["depth"]) > limits["depth"]:
+                return self._limit(rec, step, "depth", f"continuation deeper than "
+                                                       f"{limits['depth']} frames")
+            step.state = encode_state(m, step.programs)
+            if len(step.state) > limits["state"]:
+                return self._limit(rec, step, "state", f"state of {len(step.state)} bytes "
+                                                       f"exceeds {limits['state']}")
+        if m.status == "running":
+            step.status = "runnable"
+            self.machines[rec["id"]] = (step.epoch, m)
+        elif m.status == "waiting":
+            step.status = "waiting"
+            step.request = m.request
+        elif m.status == "done":
+            step.status, step.value = "done", m.val
+        else:
+            error = m.error
+            cancelled = type(error) is Map and error.get(K_TYPE) == kw("cancelled")
+            step.status = "cancelled" if cancelled and rec.get("cancel") else "failed"
+            step.error = error
+        if step.status != "runnable":
+            self.machines.pop(rec["id"], None)
+        return step
+
+    def _limit(self, rec: dict, step: Step, limit: str, message: str) -> Step:
+        self.machines.pop(rec["id"], None)
+        step.state = None
+        step.status = "failed"
+        step.error = task_error("limit-error", message, Map({kw("limit"): kw(limit)}))
+        return step
+
+    def _failed(self, rec: dict, epoch: int, kind: str, message: str) -> Step:
+        step = Step(rec["id"], epoch, Machine({}))
+        step.status = "failed"
+        step.error = task_error(kind, message)
+        return step
+
+    # -- loops ----------------------------------------------------------------------
+
+    def run(self, until: Callable[[], bool] | None = None, idle_exit: bool = False) -> None:
+        """Work until ``until()`` is true (or, with ``idle_exit``, nothing is left to do
+        now or later); leases are released on the way out."""
+        try:
+            while until is None or not until():
+                if self.round() == 0:
+                    if idle_exit and not self._anything_left():
+                        break
+                    self.idle()
+        finally:
+            self.round(stopping=True)
+
+    def _anything_left(self) -> bool:
+        with self.store.read() as txn:
+            return bool(txn.runnable(1)) or txn.next_timer() is not None
+
+    def idle(self) -> None:
+        """Wait a little for work: until the next timer, at most ``poll`` seconds."""
+        with self.store.read() as txn:
+            due = txn.next_timer()
+        delay = self.poll if due is None else min(self.poll, max(0.0, due - time.time()))
+        if delay > 0:
+            time.sleep(delay)
+

@@ -1,0 +1,255 @@
+"""The LMDB store: one directory, shared safely by the processes of one host.
+
+Named databases and their keys (``id`` is a task id in UTF-8, ``seq`` and ``request`` are
+8-byte big-endian integers, ``due`` is milliseconds since the epoch, big-endian):
+
+    meta      b"format"                 -> b"flowmetal-store/1"
+    programs  hash                      -> CBOR program record
+    tasks     id                        -> CBOR task record
+    conts     id                        -> encoded continuation (codec.py)
+    inbox     id 0x00 seq               -> CBOR message record
+    timers    due id 0x00 request       -> CBOR timer record
+    log       id 0x00 seq               -> CBOR event record
+    output    id 0x00 seq               -> UTF-8 text
+    runnable  id                        -> b""
+
+LMDB allows one writer at a time across processes, so every write transaction is a
+serializable read-modify-write; readers see a consistent snapshot and never block.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import cbor2
+import lmdb
+
+from .base import STORE_FORMAT, StoreError
+
+TABLES = ("meta", "programs", "tasks", "conts", "inbox", "timers", "log", "output",
+          "runnable")
+MAP_SIZE = int(os.environ.get("FLOWMETAL_LMDB_MAP_SIZE", str(64 << 30)))
+_U64 = struct.Struct(">Q")
+
+# LMDB forbids opening one environment twice in a process: share them by path.
+_ENVS: dict[str, tuple[lmdb.Environment, dict[str, object]]] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _key(task_id: str, seq: int) -> bytes:
+    return task_id.encode() + b"\0" + _U64.pack(seq)
+
+
+def _prefix(task_id: str) -> bytes:
+    return task_id.encode() + b"\0"
+
+
+def _seq(key: bytes) -> int:
+    return _U64.unpack(key[-8:])[0]
+
+
+def _load(data: bytes) -> dict:
+    return cbor2.loads(data)
+
+
+def _dump(record: dict) -> bytes:
+    return cbor2.dumps(record)
+
+
+class LmdbTxn:
+    """A transaction on an LMDB store (see ``base.Txn`` for the methods' meaning)."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, object]):
+        self.txn = txn
+        self.dbs = dbs
+
+    # tasks and continuations -------------------------------------------------------
+
+    def get_task(self, task_id: str) -> dict | None:
+        data = self.txn.get(task_id.encode(), db=self.dbs["tasks"])
+        return None if data is None else _load(data)
+
+    def put_task(self, record: dict) -> None:
+        self.txn.put(record["id"].encode(), _dump(record), db=self.dbs["tasks"])
+
+    def tasks(self) -> Iterator[dict]:
+        for _, data in self.txn.cursor(db=self.dbs["tasks"]):
+            yield _load(data)
+
+    def get_cont(self, task_id: str) -> bytes | None:
+        return self.txn.get(task_id.encode(), db=self.dbs["conts"])
+
+    def put_cont(self, task_id: str, data: bytes) -> None:
+        self.txn.put(task_id.encode(), data, db=self.dbs["conts"])
+
+    def get_program(self, digest: str) -> dict | None:
+        data = self.txn.get(digest.encode(), db=self.dbs["programs"])
+        return None if data is None else _load(data)
+
+    def put_program(self, digest: str, record: dict) -> None:
+        self.txn.put(digest.encode(), _dump(record), db=self.dbs["programs"],
+                     overwrite=False)
+
+    # per-task sequences --------------------------------------------------------------
+
+    def _append(self, table: str, task_id: str, data: bytes) -> int:
+        db = self.dbs[table]
+        prefix = _prefix(task_id)
+        cursor = self.txn.cursor(db=db)
+        seq = 1
+        # The last key with this prefix: position after the prefix range, step back.
+        if cursor.set_range(prefix[:-1] + b"\1"):
+            if cursor.prev() and cursor.key().startswith(prefix):
+                seq = _seq(cursor.key()) + 1
+        elif cursor.last() and cursor.key().startswith(prefix):
+            seq = _seq(cursor.key()) + 1
+        self.txn.put(_key(task_id, seq), data, db=db)
+        return seq
+
+    def _items(self, table: str, task_id: str, after: int) -> Iterator[tuple[int, bytes]]:
+        prefix = _prefix(task_id)
+        cursor = self.txn.cursor(db=self.dbs[table])
+        if not cursor.set_range(_key(task_id, after + 1)):
+            return
+        for key, data in cursor:
+            if not key.startswith(prefix):
+                return
+            yield _seq(key), data
+
+    def inbox_put(self, task_id: str, seq: int, record: dict) -> None:
+        self.txn.put(_key(task_id, seq), _dump(record), db=self.dbs["inbox"])
+
+    def inbox_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, dict]]:
+        for seq, data in self._items("inbox", task_id, after):
+            yield seq, _load(data)
+
+    def inbox_delete(self, task_id: str, seq: int) -> None:
+        self.txn.delete(_key(task_id, seq), db=self.dbs["inbox"])
+
+    def log_append(self, task_id: str, record: dict) -> int:
+        return self._append("log", task_id, _dump(record))
+
+    def log_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, dict]]:
+        for seq, data in self._items("log", task_id, after):
+            yield seq, _load(data)
+
+    def output_append(self, task_id: str, text: str) -> int:
+        return self._append("output", task_id, text.encode("utf-8"))
+
+    def output_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, str]]:
+        for seq, data in self._items("output", task_id, after):
+            yield seq, bytes(data).decode("utf-8")
+
+    def delete_task_data(self, task_id: str) -> None:
+        """Remove everything kept for a task (after it moved to another store)."""
+        for table in ("inbox", "log", "output"):
+            for seq, _ in list(self._items(table, task_id, 0)):
+                self.txn.delete(_key(task_id, seq), db=self.dbs[table])
+        self.txn.delete(task_id.encode(), db=self.dbs["conts"])
+        self.txn.delete(task_id.encode(), db=self.dbs["runnable"])
+
+    # timers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _timer_key(due: float, task_id: str, request: int) -> bytes:
+        return _U64.pack(max(0, int(due * 1000))) + _key(task_id, request)
+
+    def timer_add(self, due: float, task_id: str, request: int, record: dict) -> None:
+        self.txn.put(self._timer_key(due, task_id, request), _dump(record),
+                     db=self.dbs["timers"])
+
+    def timers_due(self, now: float, limit: int) -> list[tuple[float, str, int, dict]]:
+        out = []
+        horizon = _U64.pack(int(now * 1000))
+        for key, data in self.txn.cursor(db=self.dbs["timers"]):
+            if key[:8] > horizon or len(out) >= limit:
+                break
+            due = _U64.unpack(key[:8])[0] / 1000
+            task_id = key[8:-9].decode()
+            out.append((due, task_id, _seq(key), _load(data)))
+        return out
+
+    def timer_delete(self, due: float, task_id: str, request: int) -> None:
+        self.txn.delete(self._timer_key(due, task_id, request), db=self.dbs["timers"])
+
+    def next_timer(self) -> float | None:
+        cursor = self.txn.cursor(db=self.dbs["timers"])
+        if not cursor.first():
+            return None
+        return _U64.unpack(cursor.key()[:8])[0] / 1000
+
+    # runnable set --------------------------------------------------------------------
+
+    def runnable_add(self, task_id: str) -> None:
+        self.txn.put(task_id.encode(), b"", db=self.dbs["runnable"])
+
+    def runnable_remove(self, task_id: str) -> None:
+        self.txn.delete(task_id.encode(), db=self.dbs["runnable"])
+
+    def runnable(self, limit: int, after: str = "") -> list[str]:
+        out: list[str] = []
+        cursor = self.txn.cursor(db=self.dbs["runnable"])
+        if not cursor.set_range(after.encode() + b"\0" if after else b""):
+            return out
+        for key in cursor.iternext(values=False):
+            out.append(bytes(key).decode())
+            if len(out) >= limit:
+                break
+        return out
+
+
+class LmdbStore:
+    """A store in an LMDB directory; ``sync=False`` trades durability for speed (tests
+    and benchmarks that measure the difference)."""
+
+    def __init__(self, path: str, sync: bool = True, create: bool = True):
+        self.path = os.path.abspath(path)
+        if not create and not os.path.isdir(self.path):
+            raise StoreError(f"no store at {self.path}")
+        os.makedirs(self.path, exist_ok=True)
+        key = f"{self.path}|{sync}"
+        with _ENVS_LOCK:
+            if key not in _ENVS:
+                try:
+                    env = lmdb.open(self.path, map_size=MAP_SIZE, max_dbs=len(TABLES) + 1,
+                                    sync=sync, metasync=sync, readahead=False,
+                                    max_readers=512)
+                except lmdb.Error as exc:
+                    raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
+                dbs = {name: env.open_db(name.encode()) for name in TABLES}
+                _ENVS[key] = (env, dbs)
+            self.env, self.dbs = _ENVS[key]
+        with self.env.begin(write=True) as txn:
+            found = txn.get(b"format", db=self.dbs["meta"])
+            if found is None:
+                txn.put(b"format", STORE_FORMAT.encode(), db=self.dbs["meta"])
+            elif bytes(found).decode() != STORE_FORMAT:
+                raise StoreError(f"{self.path} is a {bytes(found).decode()} store; "
+                                 f"this Flowmetal reads {STORE_FORMAT}")
+
+    @contextmanager
+    def read(self) -> Iterator[LmdbTxn]:
+        """A read-only snapshot."""
+        with self.env.begin(buffers=False) as txn:
+            yield LmdbTxn(txn, self.dbs)
+
+    @contextmanager
+    def write(self) -> Iterator[LmdbTxn]:
+        """A write transaction, committed on success."""
+        try:
+            with self.env.begin(write=True) as txn:
+                yield LmdbTxn(txn, self.dbs)
+        except lmdb.MapFullError:
+            raise StoreError(f"the store at {self.path} is full (FLOWMETAL_LMDB_MAP_SIZE)"
+                             ) from None
+
+    def close(self) -> None:
+        """Nothing to do: environments stay open for the life of the process."""
+
+    def size_bytes(self) -> int:
+        """Bytes of the data file."""
+        return os.path.getsize(os.path.join(self.path, "data.mdb"))
