@@ -34,6 +34,7 @@ from .values import (
     EMPTY,
     FALSE,
     TRUE,
+    Boolean,
     Keyword,
     Map,
     Pair,
@@ -43,13 +44,14 @@ from .values import (
 )
 
 FORMAT = "flowmetal-state/1"
-REF_TAG = 39_999
+INT_TAG = 39_999
 
 (R_SYMBOL, R_KEYWORD, R_RATIO, R_LIST, R_IMPROPER, R_EMPTY, R_VECTOR, R_MAP, R_SET, R_ENV,
  R_CLOSURE, R_CONTINUATION, R_TUPLE, R_NODE, R_FRAMEKIND, R_PRIMITIVE, R_UNSET,
  R_BASE, R_TASK) = range(19)
 
 _MUTABLE = (list, Closure, Continuation)
+_EXPANDED = object()  # on the encoder's stack: the object below it has its children done
 
 
 class CodecError(Exception):
@@ -57,31 +59,51 @@ class CodecError(Exception):
     that is not loaded here)."""
 
 
+def _pair_items(obj: Pair) -> list:
+    items, node = [], obj
+    while type(node) is Pair:
+        items.append(node.first)
+        node = node.rest
+    items.append(node)
+    return items
+
+
+def _map_items(obj: Map) -> list:
+    return [x for item in obj.items() for x in item]
+
+
 def _children(obj: Any) -> Any:
+    """The values ``obj`` refers to, in record order."""
     t = type(obj)
+    if t is tuple or t is list or t is Vector:
+        return obj
+    if t is Set:
+        return tuple(obj)
     if t is Pair:
-        node = obj
-        while type(node) is Pair:
-            yield node.first
-            node = node.rest
-        yield node
-    elif t is Map:
-        for key, value in obj.items():
-            yield key
-            yield value
-    elif t in (Vector, Set, tuple, list):
-        yield from obj
-    elif t is Closure:
-        yield obj.code
-        yield obj.env
-    elif t is Continuation:
-        yield obj.k
-        yield obj.winders
+        return _pair_items(obj)
+    if t is Map:
+        return _map_items(obj)
+    if t is Closure:
+        return (obj.code, obj.env)
+    if t is Continuation:
+        return (obj.k, obj.winders)
+    return ()
+
+
+_IMMEDIATE = frozenset({int, float, str, type(None), Boolean})
+
+# Records of values that never change and live as long as the process (symbols, keywords,
+# code nodes, primitives), made once.
+_ATOM_RECORDS: dict[int, tuple[Any, list, str | None]] = {}
+_INTERNED = frozenset({Symbol, Keyword, Primitive, FrameKind, *N.NODE_TYPES.values()})
 
 
 def _is_immediate(value: Any) -> bool:
-    t = type(value)
-    return value is None or value is TRUE or value is FALSE or t is int or t is float or t is str
+    return type(value) in _IMMEDIATE
+
+
+_KINDS = {Vector: R_VECTOR, Map: R_MAP, Set: R_SET, tuple: R_TUPLE, list: R_ENV,
+          Closure: R_CLOSURE, Continuation: R_CONTINUATION}
 
 
 class Encoder:
@@ -96,45 +118,56 @@ class Encoder:
 
     def item(self, value: Any) -> Any:
         """The CBOR item for ``value`` (which must already have been added if compound)."""
-        if value is TRUE:
-            return True
-        if value is FALSE:
-            return False
-        if _is_immediate(value):
+        t = type(value)
+        if t is Boolean:
+            return value.value
+        if t is int:
+            return cbor2.CBORTag(INT_TAG, value)
+        if t is float or t is str or value is None:
             return value
-        return cbor2.CBORTag(REF_TAG, self.index[id(value)])
+        return self.index[id(value)]
 
     def add(self, root: Any) -> Any:
         """Add everything reachable from ``root``; return root's item."""
-        stack: list[tuple[Any, bool]] = [(root, False)]
-        index = self.index
+        stack: list[Any] = [root]
+        index, records, keep, immediate = self.index, self.records, self.keep, _IMMEDIATE
+        atoms = _ATOM_RECORDS
+        expanded = _EXPANDED
         while stack:
-            obj, expanded = stack.pop()
-            if _is_immediate(obj):
-                continue
-            key = id(obj)
-            if not expanded:
-                if key in index:
-                    continue
-                atom = self._atom_record(obj)
-                if atom is not None:
-                    index[key] = len(self.records)
-                    self.records.append(atom)
-                    self.keep.append(obj)
-                    continue
+            obj = stack.pop()
+            if obj is expanded:
+                obj = stack.pop()
                 if type(obj) in _MUTABLE:
-                    index[key] = len(self.records)
-                    self.records.append(None)
-                stack.append((obj, True))
-                stack.extend((c, False) for c in reversed(list(_children(obj)))
-                             if not _is_immediate(c) and id(c) not in index)
-                self.keep.append(obj)
+                    records[index[id(obj)]] = self._record(obj)
+                elif id(obj) not in index:
+                    index[id(obj)] = len(records)
+                    records.append(self._record(obj))
+                continue
+            if type(obj) in immediate or id(obj) in index:
+                continue
+            cached = atoms.get(id(obj))
+            if cached is not None and cached[0] is obj:
+                index[id(obj)] = len(records)
+                records.append(cached[1])
+                if cached[2] is not None:
+                    self.programs.add(cached[2])
+                continue
+            atom = self._atom_record(obj)
+            keep.append(obj)
+            if atom is not None and type(obj) in _INTERNED:
+                atoms[id(obj)] = (obj, atom, obj.program.hash if atom[0] == R_NODE else None)
+            if atom is not None:
+                index[id(obj)] = len(records)
+                records.append(atom)
                 continue
             if type(obj) in _MUTABLE:
-                self.records[index[key]] = self._record(obj)
-            elif key not in index:
-                index[key] = len(self.records)
-                self.records.append(self._record(obj))
+                index[id(obj)] = len(records)
+                records.append(None)
+            stack.append(obj)
+            stack.append(expanded)
+            for child in reversed(_children(obj)):
+                if type(child) not in immediate and id(child) not in index:
+                    stack.append(child)
         return self.item(root)
 
     def _atom_record(self, obj: Any) -> list | None:
@@ -171,16 +204,12 @@ class Encoder:
         item = self.item
         t = type(obj)
         if t is Pair:
-            items, node = [], obj
-            while type(node) is Pair:
-                items.append(item(node.first))
-                node = node.rest
-            if node is EMPTY:
-                return [R_LIST, *items]
-            return [R_IMPROPER, *items, item(node)]
-        kind = {Vector: R_VECTOR, Map: R_MAP, Set: R_SET, tuple: R_TUPLE, list: R_ENV,
-                Closure: R_CLOSURE, Continuation: R_CONTINUATION}[t]
-        return [kind, *(item(x) for x in _children(obj))]
+            values = _pair_items(obj)
+            tail = values.pop()
+            if tail is EMPTY:
+                return [R_LIST, *[item(x) for x in values]]
+            return [R_IMPROPER, *[item(x) for x in values], item(tail)]
+        return [_KINDS[t], *[item(x) for x in _children(obj)]]
 
     def finish(self, root_item: Any) -> bytes:
         """The encoded bytes, with ``root_item`` as the root."""
@@ -196,17 +225,22 @@ class Decoder:
         self.base_globals = base_globals or {}
 
     def item(self, x: Any) -> Any:
+        t = type(x)
+        if t is int:
+            if not 0 <= x < len(self.objs):
+                raise CodecError(f"bad reference {x}")
+            return self.objs[x]
         if x is True:
             return TRUE
         if x is False:
             return FALSE
-        if type(x) is cbor2.CBORTag:
-            if x.tag != REF_TAG or type(x.value) is not int or not 0 <= x.value < len(self.objs):
-                raise CodecError(f"bad reference {x!r}")
-            return self.objs[x.value]
-        if x is None or type(x) in (int, float, str):
+        if t is cbor2.CBORTag:
+            if x.tag != INT_TAG or type(x.value) is not int:
+                raise CodecError(f"unexpected tag {x.tag}")
+            return x.value
+        if x is None or t is float or t is str:
             return x
-        raise CodecError(f"unexpected item {type(x).__name__}")
+        raise CodecError(f"unexpected item {t.__name__}")
 
     def build(self) -> None:
         objs, item = self.objs, self.item
@@ -315,11 +349,19 @@ def decode_value(data: bytes, base_globals: dict | None = None) -> Any:
         raise CodecError(f"corrupt state: {type(exc).__name__}: {exc}") from None
 
 
+_BASE_NAMES: dict[int, tuple[dict, dict[int, tuple[Any, str]]]] = {}
+
+
 def _base_names(base_globals: dict) -> dict[int, tuple[Any, str]]:
+    """id → (value, name) for the standard library's values (computed once per base)."""
+    known = _BASE_NAMES.get(id(base_globals))
+    if known is not None and known[0] is base_globals:
+        return known[1]
     names: dict[int, tuple[Any, str]] = {}
     for sym, value in base_globals.items():
         if not _is_immediate(value) and type(value) is not Primitive:
             names.setdefault(id(value), (value, sym.name))
+    _BASE_NAMES[id(base_globals)] = (base_globals, names)
     return names
 
 
@@ -328,8 +370,8 @@ def encode_machine(m: Machine, base_globals: dict, programs: set | None = None) 
 
     The hashes of the programs the state's code comes from are added to ``programs``.
     """
-    own = {sym: v for sym, v in m.globals.items() if base_globals.get(sym, UNSET) is not v}
     enc = Encoder(_base_names(base_globals))
+    own = m.own
     state = (m.node, m.env, m.k, m.val, m.winders, m.error,
              Map(own), m.status, m.reductions, m.gensym_counter, m.request)
     data = enc.finish(enc.add(state))
@@ -348,7 +390,7 @@ def decode_machine(data: bytes, base_globals: dict) -> Machine:
         raise CodecError(f"bad machine status {status!r}")
     globals_ = dict(base_globals)
     globals_.update(own)
-    m = Machine(globals_, node, env, k)
+    m = Machine(globals_, node, env, k, own=dict(own))
     m.val, m.winders, m.error, m.status = val, winders, error, status
     m.reductions, m.gensym_counter, m.request = reductions, gensyms, request
     return m

@@ -38,6 +38,9 @@ def stdlib_files() -> list[tuple[str, str]]:
     return [(name, (root / name).read_text(encoding="utf-8")) for name in names]
 
 
+_NONE = object()
+
+
 class Base:
     """The globals, macros and programs of the loaded standard library."""
 
@@ -88,7 +91,9 @@ class Session:
 
     def machine(self, program: Program) -> Machine:
         """A machine ready to run ``program`` in this session's globals."""
-        m = Machine(self.globals, program.entry)
+        base_globals = self.base.globals
+        own = {k: v for k, v in self.globals.items() if base_globals.get(k, _NONE) is not v}
+        m = Machine(self.globals, program.entry, own=own)
         m.session = self
         return m
 

@@ -497,23 +497,22 @@ def _link_set_local(node: N.SetLocal) -> None:
 def _link_set_global(node: N.SetGlobal) -> None:
     name, value_node, is_def, span = node.name, node.value, node.is_def, node.span
 
-    def store(g, value):
-        if is_def:
-            g[name] = value
-            return name
-        if name not in g:
+    def store(m, value):
+        g = m.globals
+        if not is_def and name not in g:
             raise FlowmetalError(f"set!: {name.name} is not defined", "unbound", span=span)
         g[name] = value
-        return value
+        m.own[name] = value
+        return name if is_def else value
 
     def exec_(env, k, m):
         ev = value_node.ev
         if ev is not None:
-            return None, env, k, store(m.globals, ev(env, m.globals))
+            return None, env, k, store(m, ev(env, m.globals))
         return value_node, env, (node, k, env), None
 
     def resume(frame, value, m):
-        return None, frame[2], frame[1], store(m.globals, value)
+        return None, frame[2], frame[1], store(m, value)
 
     node.exec, node.resume = exec_, resume
 
@@ -881,8 +880,12 @@ def catch_matches(catch: N.Catch, value: Any) -> bool:
 class Machine:
     """One running program: registers, globals, dynamic-wind list, status."""
 
-    def __init__(self, globals_: dict, node: Any = None, env: Any = None, k: Any = None):
+    def __init__(self, globals_: dict, node: Any = None, env: Any = None, k: Any = None,
+                 own: dict | None = None):
         self.globals = globals_
+        # The globals this machine's program set (or started with) beyond the standard
+        # library's: what a stored state must carry.
+        self.own: dict = {} if own is None else own
         self.node = node
         self.env = env
         self.k = k

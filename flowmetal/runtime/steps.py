@@ -352,7 +352,7 @@ def handle_spawn(tasks, rec, request_id, req, step, now) -> None:
             name = os.path.basename(target)
         else:
             program = _program_of(tasks, rec)
-            m = Machine(dict(parent.globals))
+            m = Machine(dict(parent.globals), own=dict(parent.own))
             m.node, m.env, m.k, m.val = call_state(target, args)
             name = f"{rec['name']}/{getattr(target, 'name', 'fn')}"
     except (OSError, UnicodeDecodeError) as exc:

@@ -108,6 +108,9 @@ class Worker:
                 self.machines.pop(task_id, None)
                 out.append((rec, txn.get_cont(task_id)))
             self.cursor = task_id
+        leased = {rec["id"] for rec, _ in out}
+        for task_id in [t for t in self.machines if t not in leased]:
+            del self.machines[task_id]
         return out
 
     # -- running a slice ------------------------------------------------------------
@@ -184,6 +187,8 @@ class Worker:
         elif m.status == "waiting":
             step.status = "waiting"
             step.request = m.request
+            # Kept for the next round, in case the answer is immediate (now, send...).
+            self.machines[rec["id"]] = (step.epoch, m)
         elif m.status == "done":
             step.status, step.value = "done", m.val
         else:
@@ -191,7 +196,7 @@ class Worker:
             cancelled = type(error) is Map and error.get(K_TYPE) == kw("cancelled")
             step.status = "cancelled" if cancelled and rec.get("cancel") else "failed"
             step.error = error
-        if step.status != "runnable":
+        if step.status not in ("runnable", "waiting"):
             self.machines.pop(rec["id"], None)
         return step
 
