@@ -330,6 +330,73 @@ def _load(data: bytes) -> dict:
     return top
 
 
+def _array_header(n: int) -> bytes:
+    """The CBOR header of an array of ``n`` items."""
+    if n < 24:
+        return bytes((0x80 + n,))
+    if n < 0x100:
+        return bytes((0x98, n))
+    if n < 0x10000:
+        return b"\x99" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\x9a" + n.to_bytes(4, "big")
+    return b"\x9b" + n.to_bytes(8, "big")
+
+
+_DOC_HEAD = b"\xa3" + cbor2.dumps("format") + cbor2.dumps(FORMAT) + cbor2.dumps("records")
+_ROOT_KEY = cbor2.dumps("root")
+
+
+class Image:
+    """A machine's encoded state kept between its steps, so that a step encodes only the
+    objects it made or changed: objects already encoded are immutable (frames, closures,
+    values) or are environments the machine reports as changed (``Machine.dirty``).
+
+    The bytes are the same document ``encode_machine`` makes, with records that are no
+    longer reachable left in until the image is rebuilt (when it has doubled since the
+    last rebuild), so decoding is unchanged.
+    """
+
+    def __init__(self, base_globals: dict):
+        self.base_globals = base_globals
+        self.enc: Encoder | None = None
+        self.chunks: list[bytes] = []
+        self.rebuild_at = 0
+
+    def encode(self, m: Machine, programs: set | None = None) -> bytes:
+        """The machine's state as bytes; adds its code's program hashes to ``programs``."""
+        enc = self.enc
+        dirty, m.dirty = m.dirty, []
+        rebuild = enc is None or len(enc.records) > self.rebuild_at
+        if rebuild:
+            enc = self.enc = Encoder(_base_names(self.base_globals))
+            self.chunks = []
+            dirty = []
+        changed = []
+        for env in dirty:
+            at = enc.index.get(id(env))
+            if at is not None and type(env) is list:
+                for child in env:
+                    enc.add(child)
+                enc.records[at] = enc._record(env)
+                changed.append(at)
+        if m.own_map is None:
+            m.own_map = Map(m.own)
+        root = enc.add((m.node, m.env, m.k, m.val, m.winders, m.error, m.own_map, m.status,
+                        m.reductions, m.gensym_counter, m.request))
+        chunks, records = self.chunks, enc.records
+        for at in changed:
+            if at < len(chunks):
+                chunks[at] = cbor2.dumps(records[at])
+        chunks.extend(cbor2.dumps(r) for r in records[len(chunks):])
+        if rebuild:
+            self.rebuild_at = 2 * len(records) + 256
+        if programs is not None:
+            programs.update(enc.programs)
+        return b"".join((_DOC_HEAD, _array_header(len(chunks)), *chunks, _ROOT_KEY,
+                         cbor2.dumps(root)))
+
+
 def encode_value(value: Any) -> bytes:
     """Encode a Flowmetal value (any state reachable from it) as bytes."""
     enc = Encoder()

@@ -475,21 +475,22 @@ def _link_set_local(node: N.SetLocal) -> None:
     depth, slot, value_node = node.depth, node.slot, node.value
     result_is_name = node.is_def
 
-    def store(env, value):
+    def store(env, value, m):
         target = env
         for _ in range(depth):
             target = target[0]
         target[slot] = value
+        m.dirty.append(target)
         return node.name if result_is_name else value
 
     def exec_(env, k, m):
         ev = value_node.ev
         if ev is not None:
-            return None, env, k, store(env, ev(env, m.globals))
+            return None, env, k, store(env, ev(env, m.globals), m)
         return value_node, env, (node, k, env), None
 
     def resume(frame, value, m):
-        return None, frame[2], frame[1], store(frame[2], value)
+        return None, frame[2], frame[1], store(frame[2], value, m)
 
     node.exec, node.resume = exec_, resume
 
@@ -503,6 +504,7 @@ def _link_set_global(node: N.SetGlobal) -> None:
             raise FlowmetalError(f"set!: {name.name} is not defined", "unbound", span=span)
         g[name] = value
         m.own[name] = value
+        m.own_map = None
         return name if is_def else value
 
     def exec_(env, k, m):
@@ -700,6 +702,7 @@ def _link_letrec(node: N.Letrec) -> None:
     def resume(frame, value, m):
         i = frame[3]
         frame[2][inits[i][0]] = value
+        m.dirty.append(frame[2])
         return run_from(frame[2], frame[1], m, i + 1)
 
     node.exec, node.resume = exec_, resume
@@ -886,6 +889,9 @@ class Machine:
         # The globals this machine's program set (or started with) beyond the standard
         # library's: what a stored state must carry.
         self.own: dict = {} if own is None else own
+        self.own_map: Any = None  # ``own`` as a Map, made when the state is encoded
+        # Environments changed in place since the state was last encoded (see codec.Image).
+        self.dirty: list = []
         self.node = node
         self.env = env
         self.k = k

@@ -18,11 +18,11 @@ import socket
 import time
 from collections.abc import Callable
 
-from ..codec import CodecError, decode_machine
+from ..codec import CodecError, Image, decode_machine
 from ..interpreter import base
 from ..machine import Machine
 from ..values import Map, kw
-from .records import TaskError, decode_data, encode_state, load_program
+from .records import TaskError, decode_data, load_program
 from .steps import Step, Tasks, commit_step, fire_timers, task_error
 
 K_TYPE = kw("type")
@@ -177,7 +177,10 @@ class Worker:
             if count_frames(m.k, limits["depth"]) > limits["depth"]:
                 return self._limit(rec, step, "depth", f"continuation deeper than "
                                                        f"{limits['depth']} frames")
-            step.state = encode_state(m, step.programs)
+            image = getattr(m, "image", None)
+            if image is None:
+                image = m.image = Image(base().globals)
+            step.state = image.encode(m, step.programs)
             if len(step.state) > limits["state"]:
                 return self._limit(rec, step, "state", f"state of {len(step.state)} bytes "
                                                        f"exceeds {limits['state']}")
