@@ -142,7 +142,8 @@ def deliver(tasks: Tasks, rec: dict, request_id: int, ok: bool, value: Any, now:
     rec["updated"] = now
     if waiting.get("timer") is not None:
         tasks.txn.timer_delete(waiting["timer"], rec["id"], request_id)
-    log(tasks, rec["id"], "answer", now, request=request_id, ok=ok, value=to_string(value))
+    log(tasks, rec["id"], "answer", now, request=request_id, op=waiting["op"], ok=ok,
+        value=to_string(value))
     tasks.txn.runnable_add(rec["id"])
     tasks.put(rec)
     return True
@@ -238,13 +239,15 @@ def request(tasks: Tasks, rec: dict, step: Step, now: float) -> None:
     request_id = rec["request_seq"]
     rec["status"] = "waiting"
     rec["waiting"] = {"request": request_id, "op": op, "until": None, "timer": None}
-    log(tasks, rec["id"], "request", now, request=request_id, op=op, args=to_string(req))
     handler = HANDLERS.get(op)
     if handler is None:
         deliver(tasks, rec, request_id, False,
                 task_error("effect-error", f"unknown effect {op}"), now)
         return
     handler(tasks, rec, request_id, req, step, now)
+    # A request answered at once is logged once, by its answer (which names the op).
+    if rec["status"] == "waiting":
+        log(tasks, rec["id"], "request", now, request=request_id, op=op, args=to_string(req))
 
 
 def _arg(req: Map, name: str) -> Any:
