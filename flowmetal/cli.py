@@ -1,32 +1,61 @@
-"""The ``flowmetal`` command: run a script or evaluate an expression."""
+"""The ``flowmetal`` command: run programs as durable tasks, and manage a store's tasks."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shlex
+import shutil
+import signal
 import sys
+import tempfile
+import threading
+import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from .interpreter import Session
 from .printer import to_string
 from .report import format_error, format_source_error
 from .source import read_script
-from .values import FlowmetalError, Vector, sym
+from .values import FlowmetalError
 
 USAGE = """\
-usage: flowmetal FILE.fm [ARGS...]
-       flowmetal run FILE.fm [ARGS...]
+usage: flowmetal [--store DIR] FILE.fm [ARGS...]
+       flowmetal [--store DIR] COMMAND [OPTIONS...]
        flowmetal -e EXPR [ARGS...]
        flowmetal --help | --version"""
 
 HELP = USAGE + """
 
-Run a Flowmetal program.
+Run a Flowmetal program as a durable task: its state is committed to a store after
+every step, so it survives Ctrl-C, kill -9 and restarts, and carries on where it
+stopped.
 
-  FILE.fm [ARGS...]   run the program in FILE.fm ("run" in front is optional);
-                      the program sees ARGS as *command-line-args* (a vector of
-                      strings) and the path as *file*
-  -e, --eval EXPR     evaluate EXPR and print the value of its last form, unless
-                      it is nil; ARGS after EXPR are *command-line-args*
+Commands:
+  run FILE.fm [ARGS...]   run the program as a task in the foreground, showing its
+                          output ("run" is optional); the program sees ARGS as
+                          *command-line-args* (a vector of strings), the path as *file*
+  resume ID               finish a task in the foreground (after Ctrl-C or a crash),
+                          showing only output not shown before
+  start FILE.fm [ARGS...] submit the program as a task and print its id
+  worker                  run the store's tasks until Ctrl-C or SIGTERM
+  tasks                   list the tasks of the store
+  show ID                 a task's status, result or error, and continuation
+  log ID                  a task's event log
+  send ID FORM            put the data FORM in a task's inbox
+  cancel ID               cancel a task: it gets a {:type :cancelled} error
+  export ID > FILE        write a task to one file and mark it moved
+  import FILE             add an exported task to this store
+"flowmetal COMMAND --help" describes a command's options.
+
+Options:
+  --store DIR         the store (default: $FLOWMETAL_HOME, or ./.flowmetal)
+  -e, --eval EXPR     evaluate EXPR as a task in a temporary store and print the
+                      value of its last form, unless it is nil; ARGS after EXPR
+                      are *command-line-args*
   -h, --help          show this help and exit
   -V, --version       show the version and exit
 
@@ -34,10 +63,12 @@ A script whose first line is "#!/usr/bin/env flowmetal" can be run directly.
 There is no interactive REPL yet: it is planned for a later release.
 
 Exit status:
-  0    the program finished
-  1    an uncaught Flowmetal error (its backtrace is printed on stderr)
-  2    a usage error, an unreadable file, or a read or syntax error in the source
-  130  interrupted (Ctrl-C)
+  0    done
+  1    the task failed: an uncaught Flowmetal error (its backtrace is printed on
+       stderr), a limit, or a cancellation
+  2    a usage error, an unreadable file, a read or syntax error in the source, an
+       unknown task, or an operation the task's state does not allow
+  130  interrupted (Ctrl-C or SIGTERM); a run leaves its task in the store
   141  standard output was closed (e.g. piped into head)
 
 Set FLOWMETAL_TRACEBACK=1 to see the Python traceback of an internal error."""
@@ -48,9 +79,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process killed by SIGPIPE
 
-COMMAND_LINE_ARGS = sym("*command-line-args*")
-FILE = sym("*file*")
 EXPR_FILE = "<expr>"
+RECENT_FINISHED = 20  # finished tasks `flowmetal tasks` lists without --all
 
 
 class OutputClosed(BaseException):
@@ -61,11 +91,39 @@ class OutputClosed(BaseException):
     """
 
 
+class UsageError(Exception):
+    """A command line that does not say what to do; ``usage`` is the command's usage."""
+
+    def __init__(self, message: str, usage: str = USAGE):
+        super().__init__(message)
+        self.usage = usage
+
+
+class Exit(Exception):  # noqa: N818 (not an error: how argparse's --help ends)
+    """Leave with this status (argparse's --help and errors)."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    from .runtime.records import TaskError
+    from .store import StoreError
+
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         return dispatch(args)
+    except UsageError as exc:
+        _err(f"flowmetal: {exc}\n{exc.usage.rstrip()}")
+        return EXIT_USAGE
+    except Exit as exc:
+        return exc.status
+    except (TaskError, StoreError) as exc:
+        _flush_stdout()
+        _err(f"flowmetal: {exc}")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _flush_stdout()
         _err("flowmetal: interrupted")
@@ -83,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(args: list[str]) -> int:
     """Interpret the command-line arguments and do what they ask."""
+    store_path, args = _leading_store(args)
     if not args:
         _err(USAGE)
         return EXIT_USAGE
@@ -95,18 +154,27 @@ def dispatch(args: list[str]) -> int:
         return EXIT_OK
     if first in ("-e", "--eval"):
         if len(args) < 2:
-            return usage_error(f"{first} needs an expression")
-        return run_source(args[1], EXPR_FILE, args[2:], script=None, print_value=True)
-    if first == "run":
-        if len(args) < 2:
-            return usage_error("run needs a FILE")
-        if args[1] in ("-h", "--help"):
-            _out(HELP + "\n")
-            return EXIT_OK
-        return run_file(args[1], args[2:])
+            raise UsageError(f"{first} needs an expression")
+        return run_expression(args[1], args[2:])
+    command = COMMANDS.get(first)
+    if command is not None:
+        return command(args[1:], store_path)
     if first.startswith("-"):
-        return usage_error(f"unknown option {first}")
-    return run_file(first, args[1:])
+        raise UsageError(f"unknown option {first}")
+    return run_file(first, args[1:], store_path)
+
+
+def _leading_store(args: list[str]) -> tuple[str | None, list[str]]:
+    """``--store DIR`` (or ``--store=DIR``) given before the command or file."""
+    store = None
+    while args and (args[0] == "--store" or args[0].startswith("--store=")):
+        if args[0] == "--store":
+            if len(args) < 2:
+                raise UsageError("--store needs a directory")
+            store, args = args[1], args[2:]
+        else:
+            store, args = args[0][len("--store="):], args[1:]
+    return store, args
 
 
 def version() -> str:
@@ -121,50 +189,614 @@ def version() -> str:
         return __version__
 
 
-def usage_error(message: str) -> int:
-    """Report a usage error on stderr and return its exit status."""
-    _err(f"flowmetal: {message}\n{USAGE}")
-    return EXIT_USAGE
+def open_store(path: str | None, create: bool = True) -> Any:
+    """The store at ``path`` (default: $FLOWMETAL_HOME or ./.flowmetal); unless
+    ``create``, a missing store is a StoreError."""
+    from .interpreter import base
+    from .store import LmdbStore, default_path
+
+    store = LmdbStore(path or default_path(), create=create)
+    base()  # the standard library: its programs are what stored states refer to
+    return store
 
 
-def run_file(path: str, args: list[str]) -> int:
-    """Run the script at ``path`` with command-line arguments ``args``."""
+# ---------------------------------------------------------------------------------------
+# Running programs in the foreground
+
+
+def run_file(path: str, args: list[str], store_path: str | None = None,
+             slice_size: int | None = None, trace: bool = False) -> int:
+    """Run the script at ``path`` as a task with command-line arguments ``args``."""
+    text = _read_program(path)
+    if text is None:
+        return EXIT_USAGE
+    store = open_store(store_path)
+    return run_source(store, text, path, args, script=path, print_value=False,
+                      slice_size=slice_size, trace=trace)
+
+
+def _read_program(path: str) -> str | None:
     try:
-        text = read_script(path)
+        return read_script(path)
     except OSError as exc:
         _err(f"flowmetal: cannot read {path}: {exc.strerror or exc}")
-        return EXIT_USAGE
     except UnicodeDecodeError:
         _err(f"flowmetal: cannot read {path}: it is not UTF-8 text")
-        return EXIT_USAGE
-    return run_source(text, path, args, script=path, print_value=False)
+    return None
 
 
-def run_source(text: str, file: str, args: list[str], script: str | None,
-               print_value: bool) -> int:
-    """Load and run program ``text`` (named ``file`` in messages), streaming its output.
+def run_expression(expr: str, args: list[str]) -> int:
+    """Evaluate ``expr`` as a task in a temporary store and print its value."""
+    from .store import LmdbStore
+
+    where = tempfile.mkdtemp(prefix="flowmetal-eval-")
+    try:
+        store = LmdbStore(where, sync=False)  # a scratch store: no need to sync
+        return run_source(store, expr, EXPR_FILE, args, script=None, print_value=True,
+                          resumable=False)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def run_source(store: Any, text: str, file: str, args: list[str], script: str | None,
+               print_value: bool, slice_size: int | None = None, trace: bool = False,
+               resumable: bool = True) -> int:
+    """Start program ``text`` (named ``file`` in messages) as a task in ``store`` and run
+    it in the foreground, streaming its output.
 
     ``script`` becomes ``*file*``; with ``print_value`` the final value is printed
     readably unless it is nil.
     """
-    session = Session()
-    session.globals[COMMAND_LINE_ARGS] = Vector(args)
-    session.globals[FILE] = script
+    from .runtime import api
+
     try:
-        program = session.load(text, file)
+        task_id = api.start(store, text, file, args, trace=trace, script=script)
     except FlowmetalError as exc:
         # Read errors, syntax errors, and errors raised by macros during expansion.
         _err(format_source_error(exc, file))
         return EXIT_USAGE
-    m = session.machine(program)
-    m.write = write_stdout
-    if m.run_to_end() == "error":
+    return follow(store, task_id, print_value, slice_size, resumable)
+
+
+def follow(store: Any, task_id: str, print_value: bool = False,
+           slice_size: int | None = None, resumable: bool = True) -> int:
+    """Run the store's tasks until ``task_id`` finishes, showing its output; report its
+    end.  SIGINT or SIGTERM stops the run and leaves the task in the store."""
+    from .runtime import api
+    from .runtime.records import FINISHED
+    from .runtime.worker import Worker
+
+    worker = Worker(store) if slice_size is None else Worker(store, slice_size=slice_size)
+    with stop_signals() as stopped:
+        try:
+            rec = api.run_foreground(store, task_id, write_stdout, worker, stop=stopped)
+        except KeyboardInterrupt:
+            rec = None
+    if rec is None or rec["status"] not in FINISHED:
         _flush_stdout()
-        _err(format_error(m.error))
-        return EXIT_ERROR
-    if print_value and m.val is not None:
-        write_stdout(to_string(m.val) + "\n")
+        if resumable:
+            _err(f"flowmetal: task {task_id} left in the store; finish it with: "
+                 f"{resume_command(store, task_id)}")
+        else:
+            _err("flowmetal: interrupted")
+        return EXIT_INTERRUPTED
+    return report_end(rec, print_value)
+
+
+def report_end(rec: dict, print_value: bool = False) -> int:
+    """Print how a finished task ended (its value, or its error on stderr); the exit
+    status for it."""
+    from .runtime.records import result_value
+
+    if rec["status"] == "done":
+        value = result_value(rec)
+        if print_value and value is not None:
+            write_stdout(to_string(value) + "\n")
+        return EXIT_OK
+    _flush_stdout()
+    if rec["status"] == "moved":
+        _err(f"flowmetal: task {rec['id']} moved to another store")
+    else:
+        _err(format_error(result_value(rec)))
+    return EXIT_ERROR
+
+
+def resume_command(store: Any, task_id: str) -> str:
+    """The command that finishes the task (naming the store unless it is the default)."""
+    from .store import default_path
+
+    command = f"flowmetal resume {task_id}"
+    if os.path.abspath(default_path()) != store.path:
+        command += f" --store {shlex.quote(store.path)}"
+    return command
+
+
+@contextmanager
+def stop_signals() -> Iterator[Callable[[], bool]]:
+    """While inside, the first SIGINT or SIGTERM only asks to stop (the callable yielded
+    says whether one came); a second one raises KeyboardInterrupt."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(requested)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# ---------------------------------------------------------------------------------------
+# Commands
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, reporting through UsageError and Exit instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog.split()[-1]}: {message}", self.format_usage())
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore
+        if message:
+            _err(message.rstrip())
+        raise Exit(status)
+
+
+def _parser(name: str, description: str, store_path: str | None) -> _Parser:
+    p = _Parser(prog=f"flowmetal {name}", description=description)
+    p.add_argument("--store", metavar="DIR", default=store_path,
+                   help="the store (default: $FLOWMETAL_HOME, or ./.flowmetal)")
+    return p
+
+
+def _program_options(command: str, args: list[str], store_path: str | None
+                     ) -> tuple[dict, str, list[str]]:
+    """Options before FILE, FILE, and the program's arguments (everything after FILE).
+
+    ``run`` takes ``--store DIR``, ``--slice N`` and ``--trace``; ``start`` (which runs
+    nothing, so has no slice) takes ``--store DIR`` and ``--trace``.
+    """
+    runs = command == "run"
+    usage = (f"usage: flowmetal {command} [--store DIR]{' [--slice N]' if runs else ''} "
+             "[--trace] FILE.fm [ARGS...]")
+    opts: dict[str, Any] = {"store": store_path, "slice": None, "trace": False}
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "-":
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if arg in ("-h", "--help"):
+            _out((RUN_HELP if runs else START_HELP).format(usage=usage) + "\n")
+            raise Exit(EXIT_OK)
+        if arg == "--":
+            i += 1
+            break
+        if name == "--store" or (runs and name == "--slice"):
+            if not eq:
+                if i + 1 >= len(args):
+                    raise UsageError(f"{name} needs a value", usage)
+                value = args[i + 1]
+                i += 1
+            opts[name[2:]] = value
+        elif arg == "--trace":
+            opts["trace"] = True
+        else:
+            raise UsageError(f"unknown option {arg}", usage)
+        i += 1
+    if i >= len(args):
+        raise UsageError(f"{command} needs a FILE", usage)
+    if opts["slice"] is not None:
+        opts["slice"] = _positive(opts["slice"], "--slice", usage)
+    return opts, args[i], args[i + 1:]
+
+
+RUN_HELP = """{usage}
+
+Run the program in FILE.fm as a task in the foreground, showing its output as its steps
+commit; ARGS are its *command-line-args*. The run also works on the store's other
+runnable tasks, as a worker does. Ctrl-C or SIGTERM stops it and leaves the task in the
+store: flowmetal resume ID finishes it.
+
+Options (before FILE.fm):
+  --store DIR   the store (default: $FLOWMETAL_HOME, or ./.flowmetal)
+  --slice N     reductions a step may make before it is committed (default 10000;
+                1 commits every reduction)
+  --trace       keep every step's state in the task's log (see flowmetal log)"""
+
+START_HELP = """{usage}
+
+Submit the program in FILE.fm as a task, runnable, and print its id; ARGS are its
+*command-line-args*. A worker (flowmetal worker) runs it.
+
+Options (before FILE.fm):
+  --store DIR   the store (default: $FLOWMETAL_HOME, or ./.flowmetal)
+  --trace       keep every step's state in the task's log (see flowmetal log)"""
+
+
+def _positive(text: str, name: str, usage: str = USAGE) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"{name} needs a positive integer, got {text!r}", usage)
+    return value
+
+
+def cmd_run(args: list[str], store_path: str | None) -> int:
+    """flowmetal run FILE.fm [ARGS...]"""
+    opts, path, program_args = _program_options("run", args, store_path)
+    return run_file(path, program_args, opts["store"], opts["slice"], opts["trace"])
+
+
+def cmd_start(args: list[str], store_path: str | None) -> int:
+    """flowmetal start FILE.fm [ARGS...]: submit, print the id."""
+    from .runtime import api
+
+    opts, path, program_args = _program_options("start", args, store_path)
+    text = _read_program(path)
+    if text is None:
+        return EXIT_USAGE
+    store = open_store(opts["store"])
+    try:
+        task_id = api.start(store, text, path, program_args, trace=opts["trace"],
+                            script=path)
+    except FlowmetalError as exc:
+        _err(format_source_error(exc, path))
+        return EXIT_USAGE
+    _out(task_id + "\n")
     return EXIT_OK
+
+
+def cmd_resume(args: list[str], store_path: str | None) -> int:
+    """flowmetal resume ID: finish the task in the foreground."""
+    from .runtime import api
+    from .runtime.records import FINISHED
+
+    p = _parser("resume", "Run a task of the store in the foreground until it finishes, "
+                "showing the output it has not shown yet (as run does).", store_path)
+    p.add_argument("id", metavar="ID", help="the task's id (flowmetal tasks lists them)")
+    p.add_argument("--slice", type=int, default=None, metavar="N",
+                   help="reductions per step (default 10000)")
+    ns = p.parse_args(args)
+    if ns.slice is not None and ns.slice < 1:
+        p.error("--slice must be at least 1")
+    store = open_store(ns.store, create=False)
+    rec = api.get(store, ns.id)
+    if rec["status"] == "moved":
+        _err(f"flowmetal: task {ns.id} moved to another store; resume it there")
+        return EXIT_USAGE
+    if rec["status"] not in FINISHED:
+        with store.read() as txn:
+            family = api.tree(txn, ns.id)
+        api.release_dead_leases(store, family)
+    return follow(store, ns.id, slice_size=ns.slice)
+
+
+def cmd_worker(args: list[str], store_path: str | None) -> int:
+    """flowmetal worker: run the store's tasks until stopped."""
+    from .runtime import api
+    from .runtime.worker import Worker
+
+    p = _parser("worker", "Run the tasks of the store: lease runnable tasks, run their "
+                "steps, fire timers. Stops on SIGINT or SIGTERM, committing the steps it "
+                "ran and releasing its leases.", store_path)
+    p.add_argument("--slice", type=int, default=10_000, metavar="N",
+                   help="reductions a step may make before it is committed (default 10000)")
+    p.add_argument("--batch", type=int, default=64, metavar="N",
+                   help="tasks leased and committed together per round (default 64)")
+    p.add_argument("--until-idle", action="store_true",
+                   help="stop when no task is runnable and no timer is armed")
+    ns = p.parse_args(args)
+    for name in ("slice", "batch"):
+        if getattr(ns, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    store = open_store(ns.store)
+    with store.read() as txn:
+        runnable = txn.runnable(1_000_000)
+    api.release_dead_leases(store, runnable)
+    worker = Worker(store, slice_size=ns.slice, batch=ns.batch)
+    with stop_signals() as stopped:
+        try:
+            worker.run(until=stopped, idle_exit=ns.until_idle)
+        except KeyboardInterrupt:
+            api.release_leases(store, worker.id)
+            _err("flowmetal: worker interrupted")
+            return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def cmd_tasks(args: list[str], store_path: str | None) -> int:
+    """flowmetal tasks: the table of tasks."""
+    p = _parser("tasks", "List the tasks of the store, oldest first: every unfinished "
+                f"task and the {RECENT_FINISHED} finished (done, failed, cancelled or "
+                "moved) ones updated last.", store_path)
+    p.add_argument("--all", action="store_true", help="list every task")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    ns = p.parse_args(args)
+    from .runtime import inspect
+    from .runtime.records import FINISHED
+
+    store = open_store(ns.store, create=False)
+    with store.read() as txn:
+        records = list(txn.tasks())
+    hidden = 0
+    if not ns.all:
+        finished = sorted((r for r in records if r["status"] in FINISHED),
+                          key=lambda r: r["updated"])
+        dropped = {r["id"] for r in finished[:-RECENT_FINISHED]} if \
+            len(finished) > RECENT_FINISHED else set()
+        hidden = len(dropped)
+        records = [r for r in records if r["id"] not in dropped]
+    now = time.time()
+    rows = [inspect.task_summary(rec, now) for rec in records]
+    if ns.json:
+        _print_json(rows)
+        return EXIT_OK
+    if not rows:
+        _out(f"no tasks in {store.path}\n")
+    else:
+        table = [("ID", "PROGRAM", "STATUS", "AGE", "WAITING ON")]
+        table += [(r["id"], r["name"], r["state"], _age(r["age"]), r["waiting"] or "")
+                  for r in rows]
+        _out(_table(table))
+    if hidden:
+        _out(f"({hidden} older finished tasks not listed: flowmetal tasks --all)\n")
+    return EXIT_OK
+
+
+def cmd_show(args: list[str], store_path: str | None) -> int:
+    """flowmetal show ID: one task in detail."""
+    p = _parser("show", "Show a task: status, result or error, limits, counts, and its "
+                "continuation's frames (innermost first) with their source and local "
+                "variables.", store_path)
+    p.add_argument("id", metavar="ID", help="the task's id (flowmetal tasks lists them)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    ns = p.parse_args(args)
+    from .runtime import inspect
+
+    store = open_store(ns.store, create=False)
+    detail = inspect.task_detail(store, ns.id)
+    if ns.json:
+        _print_json(detail)
+    else:
+        _out(_detail_text(detail))
+    return EXIT_OK
+
+
+def cmd_log(args: list[str], store_path: str | None) -> int:
+    """flowmetal log ID: the task's events."""
+    from .runtime import inspect
+    from .runtime.records import TaskError
+
+    p = _parser("log", "Print a task's event log: sequence number, time, kind and "
+                "details of each event (requests, answers, messages, the end).", store_path)
+    p.add_argument("id", metavar="ID", help="the task's id (flowmetal tasks lists them)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    ns = p.parse_args(args)
+    store = open_store(ns.store, create=False)
+    with store.read() as txn:
+        if txn.get_task(ns.id) is None:
+            raise TaskError(f"no task {ns.id}")
+        events = [inspect.log_entry(seq, event) for seq, event in txn.log_items(ns.id)]
+    if ns.json:
+        _print_json(events)
+        return EXIT_OK
+    rows = [("SEQ", "TIME", "KIND", "DETAILS")]
+    for e in events:
+        details = " ".join(f"{k}={_cut(_short(k, v), 200)}"
+                           for k, v in e["details"].items() if v is not None)
+        rows.append((str(e["seq"]), _when(e["at"], True), e["kind"], details))
+    _out(_table(rows))
+    return EXIT_OK
+
+
+def cmd_send(args: list[str], store_path: str | None) -> int:
+    """flowmetal send ID FORM: a message from outside."""
+    from .reader import read_one
+    from .runtime import api
+
+    p = _parser("send", "Put FORM (Flowmetal data, read, not evaluated) in a task's "
+                "inbox; a receive waiting for it wakes.", store_path)
+    p.add_argument("id", metavar="ID", help="the task's id (flowmetal tasks lists them)")
+    p.add_argument("form", metavar="FORM", help="the message, e.g. '[:ok 42]'")
+    ns = p.parse_args(args)
+    try:
+        message = read_one(ns.form, "<send>")
+    except FlowmetalError as exc:
+        _err(format_source_error(exc, "<send>"))
+        return EXIT_USAGE
+    api.send(open_store(ns.store, create=False), ns.id, message)
+    return EXIT_OK
+
+
+def cmd_cancel(args: list[str], store_path: str | None) -> int:
+    """flowmetal cancel ID."""
+    from .runtime import api
+
+    p = _parser("cancel", "Cancel a task: a {:type :cancelled} error is raised where it "
+                "stands (at once if it waits), and it ends cancelled unless it catches "
+                "the error.", store_path)
+    p.add_argument("id", metavar="ID", help="the task's id (flowmetal tasks lists them)")
+    ns = p.parse_args(args)
+    api.cancel(open_store(ns.store, create=False), ns.id)
+    return EXIT_OK
+
+
+def cmd_export(args: list[str], store_path: str | None) -> int:
+    """flowmetal export ID: one file holding the task; it is marked moved here."""
+    from .runtime.migrate import export_task
+
+    p = _parser("export", "Write a task (its program, continuation, inbox, output and "
+                "log) to one file, and mark it moved in this store so it never runs "
+                "here again. A task a live worker is running cannot move: stop the "
+                "worker first.", store_path)
+    p.add_argument("id", metavar="ID", help="the task's id (flowmetal tasks lists them)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write to FILE instead of standard output")
+    ns = p.parse_args(args)
+    store = open_store(ns.store, create=False)
+    try:
+        if ns.output is None:
+            if sys.stdout.isatty():
+                raise UsageError("export: the export is binary: redirect it (flowmetal "
+                                 "export ID > task.fmt) or use -o FILE", p.format_usage())
+            _flush_stdout()
+            export_task(store, ns.id, _synced_writer(sys.stdout.buffer))
+        else:
+            with open(ns.output, "wb") as out:
+                try:
+                    export_task(store, ns.id, _synced_writer(out))
+                except BaseException:
+                    out.close()
+                    os.unlink(ns.output)
+                    raise
+    except BrokenPipeError:
+        raise OutputClosed from None
+    _err(f"flowmetal: task {ns.id} exported; it is marked moved in {store.path}")
+    return EXIT_OK
+
+
+def _synced_writer(stream: Any) -> Callable[[bytes], None]:
+    """Write and flush to ``stream``, and sync it to disk when it is a file: the export
+    must be safe before the store commits the task's move."""
+    def write(data: bytes) -> None:
+        stream.write(data)
+        stream.flush()
+        try:
+            os.fsync(stream.fileno())
+        except OSError:
+            pass  # a pipe: nothing to sync
+
+    return write
+
+
+def cmd_import(args: list[str], store_path: str | None) -> int:
+    """flowmetal import FILE: add an exported task; print its id."""
+    from .runtime.migrate import import_task
+
+    p = _parser("import", "Add a task exported from another store (flowmetal export) to "
+                "this one, runnable or waiting as it was; a worker or flowmetal resume "
+                "then finishes it. Prints the task's id.", store_path)
+    p.add_argument("file", help='the export file ("-" for standard input)')
+    ns = p.parse_args(args)
+    try:
+        if ns.file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(ns.file, "rb") as f:
+                data = f.read()
+    except OSError as exc:
+        _err(f"flowmetal: cannot read {ns.file}: {exc.strerror or exc}")
+        return EXIT_USAGE
+    rec = import_task(open_store(ns.store), data)
+    _out(rec["id"] + "\n")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
+    "run": cmd_run, "resume": cmd_resume, "start": cmd_start, "worker": cmd_worker,
+    "tasks": cmd_tasks, "show": cmd_show, "log": cmd_log, "send": cmd_send,
+    "cancel": cmd_cancel, "export": cmd_export, "import": cmd_import,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# The listings as text (runtime/inspect.py gives them as data)
+
+
+def _detail_text(d: dict) -> str:
+    """``flowmetal show``'s text for a task's detail."""
+    status = d["state"]
+    if d["waiting"]:
+        status += f": {d['waiting']}"
+    if d["cancel"] and d["status"] not in ("cancelled",):
+        status += " (cancel requested)"
+    lines = [f"task {d['id']} ({d['name']})",
+             f"  status      {status}",
+             f"  program     {d['file'] or '?'} ({d['program'][:12]})",
+             f"  created     {_when(d['created'])} ({_age(d['age'])} ago), "
+             f"updated {_when(d['updated'])}",
+             f"  steps       {d['steps']} ({d['reductions']} reductions), state "
+             f"{d['state_bytes']} bytes, inbox {d['inbox']} messages",
+             "  limits      " + ", ".join(f"{k} {'none' if v is None else _number(v)}"
+                                          for k, v in d["limits"].items())]
+    if d["parent"]:
+        lines.append(f"  parent      {d['parent']}")
+    if d["children"]:
+        lines.append(f"  children    {' '.join(d['children'])}")
+    if d["request"]:
+        lines.append(f"  request     {d['request']}")
+    if d["result"] is not None:
+        lines.append(f"  result      {d['result']}")
+    if d["error_text"] is not None:
+        first, *rest = d["error_text"].splitlines()
+        lines.append(f"  error       {first}")
+        lines += [f"            {line}" for line in rest]
+    if d["frames_error"]:
+        lines.append(f"  state       cannot be read: {d['frames_error']}")
+    if not d["frames"] and d["status"] == "runnable" and d["steps"] == 0:
+        lines.append("continuation: not started yet")
+    if d["frames"]:
+        lines.append("continuation, innermost first:")
+        for i, f in enumerate(d["frames"]):
+            if f["kind"] == "more":
+                lines.append(f"  ... {f['count']} more frames")
+                continue
+            where = f" at {f['file']}:{f['line']}:{f['col']}" if f["file"] else ""
+            lines.append(f"  #{i} {f['proc']}{where}")
+            if f["source"] is not None:
+                lines.append(f"       | {f['source'].strip()}")
+            for b in f["bindings"]:
+                lines.append(f"       {b['name']} = {_cut(b['value'], 100)}")
+    return "\n".join(lines) + "\n"
+
+
+def _short(key: str, value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:12] if key == "program" else text
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n"
+                   for row in rows)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _when(at: float | None, precise: bool = False) -> str:
+    if at is None:
+        return "?"
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    return text + f".{int(at * 1000) % 1000:03d}" if precise else text
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _print_json(data: Any) -> None:
+    _out(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------------------------------
+# Output
 
 
 def write_stdout(text: str) -> None:

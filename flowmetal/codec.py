@@ -343,6 +343,11 @@ def _array_header(n: int) -> bytes:
     return b"\x9b" + n.to_bytes(8, "big")
 
 
+def _items_bytes(items: list) -> bytes:
+    """The CBOR items of ``items``, one after another (an array's body, no header)."""
+    return cbor2.dumps(items)[len(_array_header(len(items))):]
+
+
 _DOC_HEAD = b"\xa3" + cbor2.dumps("format") + cbor2.dumps(FORMAT) + cbor2.dumps("records")
 _ROOT_KEY = cbor2.dumps("root")
 
@@ -361,6 +366,8 @@ class Image:
         self.base_globals = base_globals
         self.enc: Encoder | None = None
         self.chunks: list[bytes] = []
+        self.env_chunk: dict[int, int] = {}  # record number of an environment -> its chunk
+        self.serialized = 0  # records already in chunks
         self.rebuild_at = 0
 
     def encode(self, m: Machine, programs: set | None = None) -> bytes:
@@ -370,7 +377,7 @@ class Image:
         rebuild = enc is None or len(enc.records) > self.rebuild_at
         if rebuild:
             enc = self.enc = Encoder(_base_names(self.base_globals))
-            self.chunks = []
+            self.chunks, self.env_chunk, self.serialized = [], {}, 0
             dirty = []
         changed = []
         for env in dirty:
@@ -384,16 +391,31 @@ class Image:
             m.own_map = Map(m.own)
         root = enc.add((m.node, m.env, m.k, m.val, m.winders, m.error, m.own_map, m.status,
                         m.reductions, m.gensym_counter, m.request))
-        chunks, records = self.chunks, enc.records
+        chunks, records, where = self.chunks, enc.records, self.env_chunk
         for at in changed:
-            if at < len(chunks):
-                chunks[at] = cbor2.dumps(records[at])
-        chunks.extend(cbor2.dumps(r) for r in records[len(chunks):])
+            if at in where:
+                chunks[where[at]] = cbor2.dumps(records[at])
+        # New records are serialized together; environments, which a later step may
+        # have to rewrite, each get a chunk of their own.
+        run: list = []
+        for at in range(self.serialized, len(records)):
+            record = records[at]
+            if record[0] == R_ENV:
+                if run:
+                    chunks.append(_items_bytes(run))
+                    run = []
+                where[at] = len(chunks)
+                chunks.append(cbor2.dumps(record))
+            else:
+                run.append(record)
+        if run:
+            chunks.append(_items_bytes(run))
+        self.serialized = len(records)
         if rebuild:
-            self.rebuild_at = 2 * len(records) + 256
+            self.rebuild_at = 2 * len(records) + 32
         if programs is not None:
             programs.update(enc.programs)
-        return b"".join((_DOC_HEAD, _array_header(len(chunks)), *chunks, _ROOT_KEY,
+        return b"".join((_DOC_HEAD, _array_header(len(records)), *chunks, _ROOT_KEY,
                          cbor2.dumps(root)))
 
 

@@ -25,6 +25,12 @@ from flowmetal.values import Map, Vector, kw
 TIMEOUT = 30
 
 
+@pytest.fixture(autouse=True)
+def store_in_tmp(tmp_path, monkeypatch):
+    """Scripts run as tasks in a store: keep it in the test's directory."""
+    monkeypatch.setenv("FLOWMETAL_HOME", str(tmp_path / "store"))
+
+
 def flowmetal_cmd(*args: str, cwd: Path | None = None, stdin: str = "",
                   env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m flowmetal ARGS`` and capture its output."""
@@ -68,8 +74,9 @@ def read_line_soon(stream, seconds: float = 10) -> str:
 def test_help_exits_0_and_describes_the_command():
     r = flowmetal_cmd("--help")
     assert r.returncode == 0
-    assert r.stdout.startswith("usage: flowmetal FILE.fm [ARGS...]\n")
-    for text in ("-e, --eval EXPR", "*command-line-args*", "REPL", "130"):
+    assert r.stdout.startswith("usage: flowmetal [--store DIR] FILE.fm [ARGS...]\n")
+    for text in ("-e, --eval EXPR", "*command-line-args*", "REPL", "130", "resume ID",
+                 "worker", "export ID"):
         assert text in r.stdout
     assert r.stderr == ""
 
@@ -92,6 +99,10 @@ def test_no_arguments_prints_usage_to_stderr_and_exits_2():
     (["--frobnicate"], "flowmetal: unknown option --frobnicate\n"),
     (["-e"], "flowmetal: -e needs an expression\n"),
     (["run"], "flowmetal: run needs a FILE\n"),
+    (["--store"], "flowmetal: --store needs a directory\n"),
+    (["run", "--slice", "0", "x.fm"], "flowmetal: --slice needs a positive integer, got '0'\n"),
+    (["tasks", "--frobnicate"], "flowmetal: tasks: unrecognized arguments: --frobnicate\n"),
+    (["show"], "flowmetal: show: the following arguments are required: ID\n"),
 ])
 def test_usage_errors_exit_2(args, message):
     r = flowmetal_cmd(*args)
@@ -111,6 +122,11 @@ def test_eval_prints_the_last_value_readably():
 def test_eval_prints_nothing_for_nil():
     r = flowmetal_cmd("-e", '(println "side effect")')
     assert (r.returncode, r.stdout) == (0, "side effect\n")
+
+
+def test_eval_runs_as_a_task_so_effects_work():
+    r = flowmetal_cmd("-e", "(sleep 0.1) (def t (spawn (fn [x] (* x 2)) 21)) [(join t) (task? t)]")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "[42 true]\n", "")
 
 
 def test_eval_sees_the_arguments_after_the_expression():
@@ -273,7 +289,26 @@ def test_output_streams_while_the_program_runs_and_ctrl_c_exits_130(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 130
-    assert (out, err) == ("", "flowmetal: interrupted\n")
+    assert out == ""
+    assert re.fullmatch(r"flowmetal: task (\w+) left in the store; finish it with: "
+                        r"flowmetal resume \1\n", err), err
+
+
+def test_ctrl_c_during_eval_exits_130_and_leaves_nothing(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "flowmetal", "-e",
+                             '(println "started") (defn spin [] (spin)) (spin)'],
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_sigint_default)
+    try:
+        assert read_line_soon(proc.stdout) == "started\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, out, err) == (130, "", "flowmetal: interrupted\n")
+    assert not (tmp_path / "store").exists()
 
 
 def test_a_closed_stdout_stops_the_program_quietly(tmp_path):

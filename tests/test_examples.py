@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +40,15 @@ EXPECTED: dict[str, tuple[list[str], int, str, str]] = {
         "  at <stdlib>\n"
         "  at <toplevel> (examples/error.fm:18:1)\n"
     )),
+    "countdown.fm": ([], 0, "5\n4\n3\n2\n1\nliftoff\n", ""),
+    "ping_pong.fm": ([], 0, (
+        "ping 1\n  pong 1\nping 2\n  pong 2\nping 3\n  pong 3\ndone after 3 rounds\n"
+    ), ""),
+    "fan_out.fm": ([], 0, "squares: [1 4 9 16 25]\nsum: 55\n", ""),
+    "receive_timeout.fm": ([], 0, (
+        "no answer: receive timed out after 0.3 s\n"
+        "config: {:retries 3}\n"
+    ), ""),
 }
 
 STDLIB_FRAME = re.compile(r"^  at \S+ \(stdlib/[^)]*\)$")
@@ -64,12 +75,22 @@ def test_every_expectation_has_an_example():
     assert sorted(EXPECTED) == [n for n in example_names() if n in EXPECTED]
 
 
+@pytest.fixture(autouse=True)
+def store_in_tmp(tmp_path, monkeypatch):
+    """Examples run as tasks in a store: keep it in the test's directory."""
+    monkeypatch.setenv("FLOWMETAL_HOME", str(tmp_path / "store"))
+
+
+def flowmetal(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flowmetal", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, **kwargs)
+
+
 @pytest.mark.parametrize("name", example_names())
 def test_example(name):
     assert name in EXPECTED, f"examples/{name} has no expected output in {__file__}"
     args, status, stdout, stderr = EXPECTED[name]
-    r = subprocess.run([sys.executable, "-m", "flowmetal", f"examples/{name}", *args],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = flowmetal(f"examples/{name}", *args)
     assert normalize_stdlib(r.stderr) == stderr
     assert r.stdout == stdout
     assert r.returncode == status
@@ -82,3 +103,29 @@ def test_example_is_an_executable_script(name):
     assert lines[0] == "#!/usr/bin/env flowmetal"
     assert lines[1].startswith("; "), "the second line should say what the example shows"
     assert os.access(path, os.X_OK), f"chmod +x examples/{name}"
+
+
+def test_countdown_survives_kill_9_and_resume_prints_the_rest_once():
+    proc = subprocess.Popen([sys.executable, "-m", "flowmetal", "examples/countdown.fm"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        while len(seen) < 3:
+            ready, _, _ = select.select([proc.stdout], [], [], 10)
+            assert ready, f"the countdown stopped printing after {seen}"
+            seen.append(proc.stdout.readline())
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert seen == ["5\n", "4\n", "3\n"]
+    listed = json.loads(flowmetal("tasks", "--json").stdout)
+    (task,) = [t for t in listed if t["name"] == "countdown.fm"]
+    assert task["status"] in ("waiting", "runnable")
+    r = flowmetal("resume", task["id"])
+    assert (r.returncode, r.stderr) == (0, "")
+    assert "".join(seen) + r.stdout == "5\n4\n3\n2\n1\nliftoff\n"
+    listed = json.loads(flowmetal("tasks", "--json").stdout)
+    assert [t["status"] for t in listed if t["id"] == task["id"]] == ["done"]

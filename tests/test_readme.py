@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -63,10 +64,11 @@ def test_the_files_it_names_exist():
         assert (ROOT / name).exists(), name
 
 
-def test_the_error_transcript_is_what_error_fm_prints():
+def test_the_error_transcript_is_what_error_fm_prints(tmp_path):
     (block,) = [b for b in code_blocks("") if b.startswith("$ flowmetal examples/error.fm")]
     lines = block.splitlines()[1:]
     shown = lines[:lines.index("  ...")]
     r = subprocess.run([sys.executable, "-m", "flowmetal", "examples/error.fm"], cwd=ROOT,
+                       env=dict(os.environ, FLOWMETAL_HOME=str(tmp_path / "store")),
                        capture_output=True, text=True, timeout=60)
     assert (r.stdout + r.stderr).splitlines()[:len(shown)] == shown

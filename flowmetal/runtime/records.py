@@ -35,8 +35,9 @@ class TaskError(Exception):
 
 
 def new_task_id() -> str:
-    """A fresh task id: milliseconds since the epoch and randomness, sortable, 16 chars."""
-    return f"{int(time.time() * 1000):011x}{secrets.token_hex(3)[:5]}"
+    """A fresh task id: milliseconds since the epoch (11 hex digits, so ids sort by
+    creation) and 40 random bits (10 hex digits); callers check it is not taken."""
+    return f"{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
 
 
 def program_record(program: Program) -> dict:
@@ -51,6 +52,7 @@ def load_program(txn: Any, digest: str) -> Program:
     The analysis must give the very same program (hash and node count), or the
     continuation could be resumed against different code.
     """
+    base()  # registers the standard library's programs, which the store does not keep
     program = PROGRAMS.get(digest)
     if program is not None:
         return program

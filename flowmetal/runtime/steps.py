@@ -349,6 +349,8 @@ def handle_spawn(tasks, rec, request_id, req, step, now) -> None:
     args = tuple(_arg(req, "args") or ())
     parent = step.machine
     child_id = new_task_id()
+    while tasks.get(child_id) is not None:
+        child_id = new_task_id()
     try:
         if type(target) is str:
             program, m = _program_machine(tasks, rec, target, args)

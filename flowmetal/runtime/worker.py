@@ -156,6 +156,10 @@ class Worker:
 
     def _slice(self, rec: dict, m: Machine, step: Step) -> None:
         fuel = self.slice_size
+        if not rec.get("trace"):
+            # Committing a step costs in proportion to the state's size: let a big state
+            # run longer between commits, so that cost stays a bounded share of the work.
+            fuel = max(fuel, rec.get("state_bytes", 0) // 4)
         limit = rec["limits"].get("fuel")
         if limit is not None:
             fuel = max(0, min(fuel, limit - m.reductions))

@@ -82,6 +82,9 @@ class Txn(Protocol):
     def output_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, str]]:
         """The task's output above ``after``."""
 
+    def delete_task_data(self, task_id: str) -> None:
+        """Remove a task's continuation, inbox, log and output (it moved away)."""
+
     def runnable_add(self, task_id: str) -> None:
         """Mark the task as having work to do."""
 

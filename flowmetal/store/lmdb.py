@@ -185,7 +185,8 @@ class LmdbTxn:
     # runnable set --------------------------------------------------------------------
 
     def runnable_add(self, task_id: str) -> None:
-        self.txn.put(task_id.encode(), b"", db=self.dbs["runnable"])
+        # Not rewriting an existing key keeps its page clean (fewer pages to sync).
+        self.txn.put(task_id.encode(), b"", db=self.dbs["runnable"], overwrite=False)
 
     def runnable_remove(self, task_id: str) -> None:
         self.txn.delete(task_id.encode(), db=self.dbs["runnable"])

@@ -1,0 +1,344 @@
+"""Describing tasks as plain data (dicts and lists, ready for JSON) for the command
+line and the REPL's inspector: a task's summary and detail, its log's events, and above
+all its stored continuation: the frames, where they are in the source, and the local
+variables each one can see.
+
+Environments carry no names: an environment is ``[parent, slot1, ...]``.  The names come
+from the analysis.  Walking a program's nodes from the top, each node gets its *scope
+chain*, the analysis-time frames around it innermost first (a ``fn`` clause, each frame
+of a ``let``, a ``letrec``, a ``catch``), and each scope gets its slot names from the
+parameters and bindings that make it and from the variables that refer into it
+(internal ``def``s).  A continuation frame ``(owner, next, env, ...)`` is then read by
+pairing the levels of ``env`` with the scope chain of its owner node.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .. import nodes as N
+from ..codec import CodecError, decode_machine
+from ..interpreter import base
+from ..machine import UNSET, FrameKind, Machine
+from ..printer import to_string
+from ..program import Program
+from ..report import format_error
+from .records import FINISHED, TaskError, load_program, result_value
+
+MAX_FRAMES = 100
+RUNTIME_FRAMES = {
+    "winder": "dynamic-wind (moving between extents)",
+    "dw-before": "dynamic-wind (before thunk)",
+    "dw-body": "dynamic-wind (body: a try with finally)",
+    "dw-after": "dynamic-wind (after thunk: a finally)",
+    "call": "spawned call (not started)",
+}
+MAX_VALUE_CHARS = 1000
+
+
+class Scope:
+    """One analysis-time frame: its kind and the names of its slots."""
+
+    __slots__ = ("kind", "names")
+
+    def __init__(self, kind: str, names: dict[int, str] | None = None):
+        self.kind = kind
+        self.names: dict[int, str] = names or {}
+
+
+class ProgramScopes:
+    """The scope chain of every node of one program (see the module docstring)."""
+
+    def __init__(self, program: Program):
+        self.chains: dict[int, tuple[Scope, ...]] = {}
+        # The scopes a let (its groups) or letrec makes, outermost first: a frame of
+        # the let or letrec itself may hold an environment that includes some of them.
+        self.made: dict[int, list[Scope]] = {}
+        children: set[int] = set()
+        for node in program.nodes:
+            for child in node.children():
+                children.add(id(child))
+        pending = [(node, ()) for node in program.nodes if id(node) not in children]
+        while pending:
+            node, chain = pending.pop()
+            if id(node) in self.chains:
+                continue
+            self.chains[id(node)] = chain
+            pending.extend(self._inner(node, chain))
+
+    def _inner(self, node: N.Node, chain: tuple) -> list[tuple[N.Node, tuple]]:
+        """The children of ``node`` with their scope chains; names slots on the way."""
+        t = type(node)
+        if t is N.Clause:
+            scope = Scope("fn", {i + 1: name.name for i, name in enumerate(node.params)})
+            return [(node.body, (scope, *chain))]
+        if t is N.Let:
+            return self._let(node, chain)
+        if t is N.Letrec:
+            scope = Scope("letrec", {slot: name.name
+                                     for (slot, _), name in zip(node.inits, node.names)})
+            inner = (scope, *chain)
+            self.made[id(node)] = [scope]
+            return [(init, inner) for _, init in node.inits] + [(node.body, inner)]
+        if t is N.Catch:
+            inner = (Scope("catch", {1: node.name.name}), *chain)
+            return [(node.body, inner)]
+        if t is N.LocalRef or t is N.SetLocal:
+            if node.depth < len(chain):
+                chain[node.depth].names.setdefault(node.slot, node.name.name)
+        return [(child, chain) for child in node.children()]
+
+    def _let(self, node: N.Let, chain: tuple) -> list[tuple[N.Node, tuple]]:
+        out = []
+        groups: list[Scope] = []
+        names = iter(node.names)
+        inner = chain
+        for _, inits in node.groups:
+            scope = Scope("let")
+            groups.append(scope)
+            outer, inner = inner, (scope, *inner)
+            for i, (slot, init) in enumerate(inits):
+                scope.names[slot] = next(names).name
+                # A group's first init runs in the frame before the group.
+                out.append((init, outer if i == 0 else inner))
+        self.made[id(node)] = groups
+        out.append((node.body, inner))
+        return out
+
+    def scopes_for(self, owner: N.Node, levels: int) -> list[Scope | None]:
+        """The scopes of an environment ``levels`` deep seen by a frame of ``owner``,
+        innermost first (None where the analysis does not say)."""
+        chain = list(self.chains.get(id(owner), ()))
+        extra = levels - len(chain)
+        if extra > 0 and id(owner) in self.made:
+            # A let waiting for a group's first init (its earlier groups' frames are
+            # made), or a letrec waiting for an init (its frame is made).
+            chain = list(reversed(self.made[id(owner)][:extra])) + chain
+        return (chain + [None] * levels)[:levels]
+
+
+_SCOPES: dict[str, ProgramScopes] = {}
+
+
+def program_scopes(program: Program) -> ProgramScopes:
+    """The (cached) scopes of ``program``."""
+    found = _SCOPES.get(program.hash)
+    if found is None:
+        found = _SCOPES[program.hash] = ProgramScopes(program)
+    return found
+
+
+def load_machine(txn: Any, rec: dict) -> Machine | None:
+    """The task's machine decoded from its stored continuation (None if it has none).
+
+    Raises ``records.TaskError`` or ``codec.CodecError`` if it cannot be decoded.
+    """
+    data = txn.get_cont(rec["id"])
+    if data is None:
+        return None
+    load_programs(txn, rec)
+    return decode_machine(bytes(data), base().globals)
+
+
+def load_programs(txn: Any, rec: dict) -> None:
+    """Make the programs the task's state refers to known here (TaskError if one cannot
+    be had)."""
+    base()  # registers the standard library's programs, which the store does not keep
+    for digest in rec.get("programs") or [rec["program"]]:
+        load_program(txn, digest)
+
+
+def value_text(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
+    """The printed text of a value, cut at ``limit`` characters."""
+    text = "#<unset>" if value is UNSET else to_string(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def source_line(node: Any) -> str | None:
+    """The line of source text where ``node`` starts, if its program is known."""
+    program, span = getattr(node, "program", None), getattr(node, "span", None)
+    if program is None or span is None or span[0] != program.file:
+        return None
+    lines = program.source.splitlines()
+    return lines[span[1] - 1].rstrip() if 0 < span[1] <= len(lines) else None
+
+
+def bindings(owner: Any, env: Any) -> list[dict]:
+    """The local variables visible in ``env`` from a frame of ``owner``, innermost first:
+    ``{"name", "value", "depth"}`` (a name hidden by an inner one is left out)."""
+    levels = []
+    e = env
+    while type(e) is list:
+        levels.append(e)
+        e = e[0]
+    if not levels:
+        return []
+    program = getattr(owner, "program", None)
+    scopes = (program_scopes(program).scopes_for(owner, len(levels))
+              if program is not None else [None] * len(levels))
+    out: list[dict] = []
+    seen: set[str] = set()
+    for depth, (level, scope) in enumerate(zip(levels, scopes)):
+        for slot in range(1, len(level)):
+            name = scope.names.get(slot) if scope is not None else None
+            if name is None:
+                name = f"#{depth}.{slot}"
+            elif name in seen or name.startswith("%"):
+                continue  # shadowed, or a name the analyzer made up
+            seen.add(name)
+            out.append({"name": name, "value": value_text(level[slot]), "depth": depth})
+    return out
+
+
+def _location(owner: Any) -> dict:
+    span = getattr(owner, "span", None)
+    if span is None:
+        return {"file": None, "line": None, "col": None, "source": None}
+    return {"file": span[0], "line": span[1], "col": span[2], "source": source_line(owner)}
+
+
+def _awaited(frame: tuple) -> Any:
+    """The node whose value a frame waits for, when its layout (machine.py) says and the
+    node has a position; else the frame's owner.  A ``do`` frame holds the number of the
+    body form running, a ``let`` frame the number of the group whose first init runs, a
+    ``letrec`` frame the number of the init running."""
+    owner = frame[0]
+    i = frame[3] if len(frame) > 3 and type(frame[3]) is int else -1
+    child = None
+    if type(owner) is N.Do and 0 <= i < len(owner.body):
+        child = owner.body[i]
+    elif type(owner) is N.Let and 0 <= i < len(owner.groups) and owner.groups[i][1]:
+        child = owner.groups[i][1][0][1]
+    elif type(owner) is N.Letrec and 0 <= i < len(owner.inits):
+        child = owner.inits[i][1]
+    return child if child is not None and child.span is not None else owner
+
+
+def frames(m: Machine, limit: int = MAX_FRAMES) -> list[dict]:
+    """The machine's continuation as a list of frames, innermost first.
+
+    Each frame is ``{"proc", "kind", "file", "line", "col", "source", "bindings"}``:
+    ``kind`` is "control" for the expression about to run (a task between slices),
+    "frame" for a frame waiting for a value, or the name of a runtime frame
+    (``dynamic-wind``'s, a spawned call's).  Frames of no source position (the program's
+    top-level sequence) are left out, as backtraces leave them out.  After ``limit``
+    frames a last ``{"kind": "more", "count": n}`` says how many were left out.
+    """
+    out: list[dict] = []
+    if m.status == "running" and m.node is not None and m.node.span is not None:
+        out.append({"proc": m.node.proc, "kind": "control", **_location(m.node),
+                    "bindings": bindings(m.node, m.env)})
+    k = m.k
+    skipped = 0
+    while k is not None:
+        owner = k[0]
+        if len(out) >= limit:
+            skipped += 1
+        elif type(owner) is FrameKind:
+            out.append({"proc": RUNTIME_FRAMES.get(owner.name, owner.name),
+                        "kind": owner.name, **_location(owner),
+                        "bindings": []})
+        elif owner.span is not None:
+            out.append({"proc": owner.proc, "kind": "frame", **_location(_awaited(k)),
+                        "bindings": bindings(owner, k[2])})
+        k = k[1]
+    if skipped:
+        out.append({"kind": "more", "count": skipped})
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Tasks
+
+
+def task_summary(rec: dict, now: float) -> dict:
+    """A task in a listing: id, name, program hash, status, "state" (the status, or
+    "running" while a live worker holds it), times, age, what it waits on, counts."""
+    from .api import lease_live
+
+    running = rec["status"] == "runnable" and lease_live(rec, now)
+    return {
+        "id": rec["id"], "name": rec["name"], "program": rec["program"],
+        "status": rec["status"], "state": "running" if running else rec["status"],
+        "created": rec["created"], "updated": rec["updated"],
+        "age": max(0.0, now - rec["created"]), "waiting": waiting_on(rec, now) or None,
+        "parent": rec.get("parent"), "steps": rec.get("steps", 0),
+        "reductions": rec.get("reductions", 0),
+    }
+
+
+WAIT_WORDS = {"next-message": "message"}
+
+
+def waiting_on(rec: dict, now: float | None = None) -> str:
+    """What a waiting task waits for, in words: "sleep until 12:00:03", "message until
+    2024-05-02 12:00:03" (the date when it is not today), "join ID until ..."; else ""."""
+    waiting = rec.get("waiting")
+    if rec["status"] != "waiting" or not waiting:
+        return ""
+    op = waiting.get("op", "")
+    text = WAIT_WORDS.get(op, op)
+    if op == "join" and waiting.get("task"):
+        text += f" {waiting['task']}"
+    until = waiting.get("until")
+    if until:
+        today = time.localtime(time.time() if now is None else now)[:3]
+        when = time.localtime(until)
+        text += " until " + time.strftime("%H:%M:%S" if when[:3] == today else
+                                          "%Y-%m-%d %H:%M:%S", when)
+    return text
+
+
+def task_detail(store: Any, task_id: str) -> dict:
+    """Everything known about a task: its summary, and its program file, children,
+    state size, limits, inbox size, cancel request, lease, the request it waits on, its
+    result or error (printed, and the error formatted as for a person), and the frames
+    of its continuation (``frames_error`` says why they could not be read)."""
+    with store.read() as txn:
+        rec = txn.get_task(task_id)
+        if rec is None:
+            raise TaskError(f"no task {task_id}")
+        program = txn.get_program(rec["program"]) or {}
+        inbox = sum(1 for _ in txn.inbox_items(task_id))
+        stack, problem, request = [], None, None
+        if rec["status"] not in FINISHED:
+            try:
+                m = load_machine(txn, rec)
+            except (TaskError, CodecError) as exc:
+                m, problem = None, str(exc)
+            if m is not None:
+                stack = frames(m)
+                if m.status == "waiting" and m.request is not None:
+                    request = value_text(m.request)
+    detail = task_summary(rec, time.time())
+    detail.update({
+        "file": program.get("file"), "children": rec.get("children", []),
+        "state_bytes": rec.get("state_bytes", 0), "limits": rec["limits"],
+        "inbox": inbox, "cancel": bool(rec.get("cancel")), "lease": rec.get("lease"),
+        "moved_to": rec.get("moved_to"), "request": request,
+        "result": None, "error": None, "error_text": None,
+        "frames": stack, "frames_error": problem,
+    })
+    if rec["status"] == "done":
+        detail["result"] = value_text(result_value(rec))
+    elif rec["status"] in FINISHED and rec.get("error") is not None:
+        error = result_value(rec)
+        detail["error"] = value_text(error)
+        detail["error_text"] = format_error(error)
+    return detail
+
+
+def log_entry(seq: int, event: dict) -> dict:
+    """One event of a task's log: ``{"seq", "at", "kind", "details"}``; bytes in the
+    details (a trace step's state) become their length, as ``KEY_bytes``."""
+    details: dict[str, Any] = {}
+    for key, value in event.items():
+        if key in ("v", "at", "kind"):
+            continue
+        if isinstance(value, bytes | bytearray):
+            details[f"{key}_bytes"] = len(value)
+        else:
+            details[key] = value
+    return {"seq": seq, "at": event.get("at"), "kind": event.get("kind"),
+            "details": details}
