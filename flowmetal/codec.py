@@ -369,12 +369,19 @@ class Image:
         self.env_chunk: dict[int, int] = {}  # record number of an environment -> its chunk
         self.serialized = 0  # records already in chunks
         self.rebuild_at = 0
+        self.size = 0  # bytes of the chunks
+        self.rebuild_size = 0
+
+    def reset(self) -> None:
+        """Forget everything: the next ``encode`` is a full one (no unreachable records)."""
+        self.enc = None
 
     def encode(self, m: Machine, programs: set | None = None) -> bytes:
         """The machine's state as bytes; adds its code's program hashes to ``programs``."""
         enc = self.enc
         dirty, m.dirty = m.dirty, []
-        rebuild = enc is None or len(enc.records) > self.rebuild_at
+        rebuild = enc is None or len(enc.records) > self.rebuild_at or \
+            self.size > self.rebuild_size
         if rebuild:
             enc = self.enc = Encoder(_base_names(self.base_globals))
             self.chunks, self.env_chunk, self.serialized = [], {}, 0
@@ -411,8 +418,10 @@ class Image:
         if run:
             chunks.append(_items_bytes(run))
         self.serialized = len(records)
+        self.size = sum(map(len, chunks))
         if rebuild:
             self.rebuild_at = 2 * len(records) + 32
+            self.rebuild_size = 2 * self.size + 4096
         if programs is not None:
             programs.update(enc.programs)
         return b"".join((_DOC_HEAD, _array_header(len(records)), *chunks, _ROOT_KEY,

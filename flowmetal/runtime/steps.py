@@ -156,7 +156,13 @@ def task_error(kind: str, message: str, data: Any = None) -> Map:
 
 def finish(tasks: Tasks, rec: dict, status: str, now: float, value: Any = None,
            error: Any = None) -> None:
-    """Mark the task finished and answer everyone joined on it."""
+    """Mark the task finished, disarm its timers and answer everyone joined on it."""
+    waiting = rec.get("waiting")
+    if waiting and waiting.get("timer") is not None:
+        tasks.txn.timer_delete(waiting["timer"], rec["id"], waiting["request"])
+    deadline = rec["limits"].get("deadline")
+    if deadline:
+        tasks.txn.timer_delete(rec["created"] + deadline, rec["id"], 0)
     rec["status"] = status
     rec["waiting"] = None
     rec["answer"] = None

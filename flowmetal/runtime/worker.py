@@ -62,6 +62,18 @@ class Worker:
         """
         now = time.time()
         leased: list[tuple[dict, bytes | None]] = []
+        try:
+            self._commit_round(now, stopping, leased)
+        except BaseException:
+            # The steps run since the last commit are lost with this transaction: forget
+            # the machines that ran them, so the tasks resume from their committed state.
+            self.machines.clear()
+            self.pending = []
+            raise
+        self.pending = [self._run(rec, cont) for rec, cont in leased]
+        return len(self.pending)
+
+    def _commit_round(self, now: float, stopping: bool, leased: list) -> None:
         with self.store.write() as txn:
             tasks = Tasks(txn)
             for step in self.pending:
@@ -71,12 +83,10 @@ class Worker:
             self.pending = []
             fire_timers(tasks, now)
             if not stopping:
-                leased = self._lease(tasks, now)
+                leased.extend(self._lease(tasks, now))
             if self.on_commit is not None:
                 self.on_commit(tasks)
             tasks.flush()
-        self.pending = [self._run(rec, cont) for rec, cont in leased]
-        return len(self.pending)
 
     def _lease(self, tasks: Tasks, now: float) -> list[tuple[dict, bytes | None]]:
         txn = tasks.txn
@@ -185,6 +195,10 @@ class Worker:
             if image is None:
                 image = m.image = Image(base().globals)
             step.state = image.encode(m, step.programs)
+            if len(step.state) > limits["state"]:
+                # Perhaps only unreachable records: encode afresh before judging.
+                image.reset()
+                step.state = image.encode(m, step.programs)
             if len(step.state) > limits["state"]:
                 return self._limit(rec, step, "state", f"state of {len(step.state)} bytes "
                                                        f"exceeds {limits['state']}")
