@@ -26,6 +26,7 @@ from .records import TaskError, decode_data, load_program
 from .steps import Step, Tasks, commit_step, fire_timers, task_error
 
 K_TYPE = kw("type")
+MIN_FRAME_BYTES = 4  # a frame's record: its kind, owner, next and env
 
 
 def count_frames(k: object, limit: int) -> int:
@@ -188,13 +189,16 @@ class Worker:
             return self._limit(rec, step, "fuel", f"fuel of {limits['fuel']} reductions "
                                                   "used up")
         if m.status in ("running", "waiting"):
-            if count_frames(m.k, limits["depth"]) > limits["depth"]:
-                return self._limit(rec, step, "depth", f"continuation deeper than "
-                                                       f"{limits['depth']} frames")
             image = getattr(m, "image", None)
             if image is None:
                 image = m.image = Image(base().globals)
             step.state = image.encode(m, step.programs)
+            # Every frame takes at least MIN_FRAME_BYTES of the encoded state, so only a
+            # state that big can be too deep; only then are the frames counted.
+            if len(step.state) > limits["depth"] * MIN_FRAME_BYTES and \
+                    count_frames(m.k, limits["depth"]) > limits["depth"]:
+                return self._limit(rec, step, "depth", f"continuation deeper than "
+                                                       f"{limits['depth']} frames")
             if len(step.state) > limits["state"]:
                 # Perhaps only unreachable records: encode afresh before judging.
                 image.reset()
