@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from .machine import (
+    K_BACKTRACE,
+    K_COL,
+    K_DATA,
+    K_FILE,
+    K_LINE,
+    K_MESSAGE,
+    K_MORE,
+    K_PROC,
+    K_REPEATED,
+    K_TYPE,
+)
 from .printer import display_string, to_string
-from .values import TRUE, FlowmetalError, Map, kw
-
-K_TYPE = kw("type")
-K_MESSAGE = kw("message")
-K_DATA = kw("data")
-K_BACKTRACE = kw("backtrace")
-K_PROC = kw("proc")
-K_FILE = kw("file")
-K_LINE = kw("line")
-K_COL = kw("col")
-K_MORE = kw("more")
-K_REPEATED = kw("repeated")
+from .values import TRUE, FlowmetalError, Map
 
 
 def format_error(error: Any) -> str:
