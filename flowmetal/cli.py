@@ -25,6 +25,7 @@ from .values import FlowmetalError
 USAGE = """\
 usage: flowmetal [--store DIR] FILE.fm [ARGS...]
        flowmetal [--store DIR] COMMAND [OPTIONS...]
+       flowmetal [--store DIR] [repl]
        flowmetal -e EXPR [ARGS...]
        flowmetal --help | --version"""
 
@@ -34,7 +35,13 @@ Run a Flowmetal program as a durable task: its state is committed to a store aft
 every step, so it survives Ctrl-C, kill -9 and restarts, and carries on where it
 stopped.
 
+With no arguments, flowmetal opens the REPL (the plain line REPL when standard input
+or output is not a terminal, so it can be scripted).
+
 Commands:
+  repl                    the REPL: ,help there lists its meta-commands
+  attach ID               inspect a task (status, frames, locals, inbox, log), live
+                          while a worker runs it, without changing it
   run FILE.fm [ARGS...]   run the program as a task in the foreground, showing its
                           output ("run" is optional); the program sees ARGS as
                           *command-line-args* (a vector of strings), the path as *file*
@@ -60,7 +67,6 @@ Options:
   -V, --version       show the version and exit
 
 A script whose first line is "#!/usr/bin/env flowmetal" can be run directly.
-There is no interactive REPL yet: it is planned for a later release.
 
 Exit status:
   0    done
@@ -143,8 +149,7 @@ def dispatch(args: list[str]) -> int:
     """Interpret the command-line arguments and do what they ask."""
     store_path, args = _leading_store(args)
     if not args:
-        _err(USAGE)
-        return EXIT_USAGE
+        return cmd_repl([], store_path)
     first = args[0]
     if first in ("-h", "--help"):
         _out(HELP + "\n")
@@ -479,6 +484,32 @@ def cmd_resume(args: list[str], store_path: str | None) -> int:
     return follow(store, ns.id, slice_size=ns.slice)
 
 
+def cmd_repl(args: list[str], store_path: str | None) -> int:
+    """flowmetal repl: the read-eval-print loop."""
+    from .repl.repl import main as repl_main
+
+    p = _parser("repl", "Read, evaluate and print Flowmetal: prompt_toolkit on a "
+                "terminal, a plain line REPL otherwise (values on stdout, errors on "
+                "stderr, exit status 1 if an input failed). ,help lists the "
+                "meta-commands.", store_path)
+    ns = p.parse_args(args)
+    return repl_main(ns.store)
+
+
+def cmd_attach(args: list[str], store_path: str | None) -> int:
+    """flowmetal attach ID: the inspector on one task."""
+    from .repl.repl import main as repl_main
+
+    p = _parser("attach", "Inspect a task: its status and its committed continuation's "
+                "frames with their source and local variables; ,up ,down ,locals ,inbox "
+                ",log ,watch and (trace mode) ,step ,back there. Only reads the store, so "
+                "it works while a worker runs the task.", store_path)
+    p.add_argument("id", metavar="ID", help="the task's id, or a part of it that names "
+                   "one task (flowmetal tasks lists them)")
+    ns = p.parse_args(args)
+    return repl_main(ns.store, attach=ns.id)
+
+
 def cmd_worker(args: list[str], store_path: str | None) -> int:
     """flowmetal worker: run the store's tasks until stopped."""
     from .runtime import api
@@ -701,6 +732,7 @@ def cmd_import(args: list[str], store_path: str | None) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
+    "repl": cmd_repl, "attach": cmd_attach,
     "run": cmd_run, "resume": cmd_resume, "start": cmd_start, "worker": cmd_worker,
     "tasks": cmd_tasks, "show": cmd_show, "log": cmd_log, "send": cmd_send,
     "cancel": cmd_cancel, "export": cmd_export, "import": cmd_import,

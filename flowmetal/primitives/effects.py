@@ -44,7 +44,7 @@ def _request(op: str, **fields: Any) -> Map:
 def _seconds(op: str, value: Any, what: str = "seconds") -> Any:
     if value is None:
         return None
-    if type(value) not in (int, float) or value < 0:
+    if type(value) not in (int, float) or not value >= 0:  # NaN is not >= 0 either
         raise FlowmetalError(f"{op}: {what} must be a number of seconds >= 0, got "
                              f"{to_string(value)}", "type-error")
     return float(value)

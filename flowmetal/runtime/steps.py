@@ -18,7 +18,7 @@ from ..codec import encode_machine
 from ..interpreter import Session, base
 from ..machine import Machine, call_state, error_value
 from ..primitives.effects import TaskId
-from ..printer import to_string
+from ..printer import display_string, to_string
 from ..program import Program
 from ..values import Map, Vector, kw, sym
 from .records import (
@@ -208,8 +208,9 @@ def fire_timers(tasks: Tasks, now: float, limit: int = 10_000) -> int:
             deliver(tasks, rec, request_id, True, None, now)
         elif kind == "timeout":
             op = WAIT_NAMES.get(timer.get("op"), timer.get("op", "wait"))
+            seconds = round(timer.get("seconds", 0), 3)
             deliver(tasks, rec, request_id, False,
-                    task_error("timeout", f"{op} timed out after {timer.get('seconds', 0):g} s",
+                    task_error("timeout", f"{op} timed out after {seconds:g} s",
                                Map({kw("op"): kw(op)})), now)
         elif kind == "deadline":
             fail(tasks, rec, "limit-error",
@@ -219,6 +220,7 @@ def fire_timers(tasks: Tasks, now: float, limit: int = 10_000) -> int:
 
 
 WAIT_NAMES = {"next-message": "receive"}
+MAX_WAIT = 100 * 365 * 86_400.0  # a century: no timer is armed further away
 
 
 def wait(tasks: Tasks, rec: dict, request_id: int, op: str, now: float, seconds: float | None,
@@ -227,6 +229,9 @@ def wait(tasks: Tasks, rec: dict, request_id: int, op: str, now: float, seconds:
     if deadline is None:
         seconds = rec["limits"]["wait"] if seconds is None else seconds
         deadline = now + seconds
+    if not deadline >= now:  # in the past, or NaN
+        deadline = now
+    deadline = min(deadline, now + MAX_WAIT)
     rec["waiting"] = {"request": request_id, "op": op, "until": deadline, "timer": deadline,
                       **extra}
     tasks.txn.timer_add(deadline, rec["id"], request_id,
@@ -313,6 +318,10 @@ def post(tasks: Tasks, target: dict, message: Any, sender: str | None, now: floa
 def handle_next_message(tasks, rec, request_id, req, step, now) -> None:
     after = _arg(req, "after")
     deadline = _arg(req, "deadline")
+    if deadline is not None and type(deadline) not in (int, float):
+        deliver(tasks, rec, request_id, False,
+                task_error("type-error", "receive: the deadline must be a number"), now)
+        return
     if deadline is None:
         timeout = _arg(req, "timeout")
         deadline = now + (rec["limits"]["wait"] if timeout is None else timeout)
@@ -405,7 +414,7 @@ def _program_machine(tasks: Tasks, rec: dict, path: str, args: tuple) -> tuple[P
     session = Session()
     program = session.load(source, path)
     save_program(tasks.txn, program)
-    session.globals[COMMAND_LINE_ARGS] = Vector(str(a) if type(a) is not str else a
+    session.globals[COMMAND_LINE_ARGS] = Vector(a if type(a) is str else display_string(a)
                                                 for a in args)
     return program, session.machine(program)
 

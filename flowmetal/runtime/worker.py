@@ -21,9 +21,10 @@ from collections.abc import Callable
 from ..codec import CodecError, Image, decode_machine
 from ..interpreter import base
 from ..machine import Machine
+from ..store.base import StoreError
 from ..values import Map, kw
-from .records import TaskError, decode_data, load_program
-from .steps import Step, Tasks, commit_step, fire_timers, task_error
+from .records import FINISHED, TaskError, decode_data, load_program
+from .steps import Step, Tasks, commit_step, fail, fire_timers, task_error
 
 K_TYPE = kw("type")
 MIN_FRAME_BYTES = 4  # a frame's record: its kind, owner, next and env
@@ -63,16 +64,41 @@ class Worker:
         """
         now = time.time()
         leased: list[tuple[dict, bytes | None]] = []
+        steps = self.pending
         try:
             self._commit_round(now, stopping, leased)
-        except BaseException:
-            # The steps run since the last commit are lost with this transaction: forget
-            # the machines that ran them, so the tasks resume from their committed state.
+        except BaseException as exc:
+            # The round's transaction is lost: forget the machines that ran its steps, so
+            # their tasks resume from their committed state.
             self.machines.clear()
             self.pending = []
-            raise
+            if not isinstance(exc, Exception) or isinstance(exc, StoreError):
+                raise
+            # A step the runtime cannot commit must fail its task, not every worker:
+            # commit the steps one by one and fail the one that breaks.
+            self._commit_singly(steps, now)
+            return 0
         self.pending = [self._run(rec, cont) for rec, cont in leased]
         return len(self.pending)
+
+    def _commit_singly(self, steps: list[Step], now: float) -> None:
+        for step in steps:
+            try:
+                with self.store.write() as txn:
+                    tasks = Tasks(txn)
+                    commit_step(tasks, step, self.id, now, self.lease_seconds)
+                    tasks.flush()
+            except StoreError:
+                raise
+            except Exception as exc:
+                with self.store.write() as txn:
+                    tasks = Tasks(txn)
+                    rec = tasks.get(step.task_id)
+                    if rec is not None and rec["status"] not in FINISHED:
+                        fail(tasks, rec, "internal-error",
+                             f"the step of task {step.task_id} could not be committed: "
+                             f"{type(exc).__name__}: {exc}", now)
+                        tasks.flush()
 
     def _commit_round(self, now: float, stopping: bool, leased: list) -> None:
         with self.store.write() as txn:
