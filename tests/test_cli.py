@@ -88,11 +88,10 @@ def test_version_comes_from_the_installed_metadata():
     assert flowmetal.__version__ == metadata.version("flowmetal")
 
 
-def test_no_arguments_prints_usage_to_stderr_and_exits_2():
-    r = flowmetal_cmd()
-    assert r.returncode == 2
-    assert r.stdout == ""
-    assert r.stderr.startswith("usage: flowmetal")
+def test_no_arguments_opens_the_repl_which_reads_piped_input():
+    r = flowmetal_cmd(stdin="(def x 40)\n(+ x 2)\n")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "x\n42\n", "")
+    assert flowmetal_cmd().returncode == 0  # no input at all: nothing to do
 
 
 @pytest.mark.parametrize("args, message", [

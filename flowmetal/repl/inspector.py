@@ -165,6 +165,8 @@ class Inspector:
             if m.status == "running" and m.node is None:
                 c.line(f"no frames: returning {inspect.value_text(m.val, 200)} to the "
                        "top level", "note")
+            elif self.rec.get("steps", 0) == 0 and self.position is None:
+                c.line("no frames: the task has not run a step yet", "note")
             else:
                 c.line("no frames: at the program's top level", "note")
             return

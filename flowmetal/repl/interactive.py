@@ -264,11 +264,16 @@ def quiet_terminal() -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
-def run_interactive(repl: Repl, session: PromptSession | None = None) -> int:
+GREETING = "Flowmetal REPL: ,help lists the commands, Ctrl-D quits"
+
+
+def run_interactive(repl: Repl, session: PromptSession | None = None,
+                    greet: bool = True) -> int:
     """Read, evaluate and print until Ctrl-D or ``,quit``; the exit status (0).
     ``session`` is the prompt_toolkit session (default: ``make_session(repl)``)."""
     session = session or make_session(repl)
-    repl.console.line("Flowmetal REPL: ,help lists the commands, Ctrl-D quits", "note")
+    if greet:
+        repl.console.line(GREETING, "note")
     # On a terminal, output from the REPL's worker thread goes above the prompt.
     with patch_stdout(raw=True) if repl.console.color else nullcontext(), \
             quiet_terminal():

@@ -118,10 +118,13 @@ def main(store_path: str | None = None, attach: str | None = None) -> int:
     a terminal; with ``attach``, start by inspecting that task.  The exit status: 0, or
     (plain REPL) 1 if an input failed."""
     if interactive_terminal():
-        from .interactive import run_interactive
+        from .interactive import GREETING, run_interactive
 
         repl = Repl(Console(color=True), store_path)
-        runner = run_interactive
+        repl.console.line(GREETING, "note")
+
+        def runner(repl: Repl) -> int:
+            return run_interactive(repl, greet=False)
     else:
         from .plain import run_plain
 

@@ -224,13 +224,17 @@ class LmdbStore:
                 dbs = {name: env.open_db(name.encode()) for name in TABLES}
                 _ENVS[key] = (env, dbs)
             self.env, self.dbs = _ENVS[key]
-        with self.env.begin(write=True) as txn:
+        # Read first: opening a store to look at it must not take the writer's lock.
+        with self.env.begin() as txn:
             found = txn.get(b"format", db=self.dbs["meta"])
-            if found is None:
-                txn.put(b"format", STORE_FORMAT.encode(), db=self.dbs["meta"])
-            elif bytes(found).decode() != STORE_FORMAT:
-                raise StoreError(f"{self.path} is a {bytes(found).decode()} store; "
-                                 f"this Flowmetal reads {STORE_FORMAT}")
+        if found is None:
+            with self.env.begin(write=True) as txn:
+                found = txn.get(b"format", db=self.dbs["meta"])
+                if found is None:
+                    txn.put(b"format", STORE_FORMAT.encode(), db=self.dbs["meta"])
+        if found is not None and bytes(found).decode() != STORE_FORMAT:
+            raise StoreError(f"{self.path} is a {bytes(found).decode()} store; "
+                             f"this Flowmetal reads {STORE_FORMAT}")
 
     @contextmanager
     def read(self) -> Iterator[LmdbTxn]:
