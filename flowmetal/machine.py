@@ -846,8 +846,8 @@ def _link_try(node: N.Try) -> None:
     node.exec, node.resume = exec_, resume
 
 
-def _link_nothing(node: N.Node) -> None:
-    pass
+def _link_catch(node: N.Node) -> None:
+    """Catch clauses are entered by ``Machine.throw``, never stepped: nothing to attach."""
 
 
 LINKERS = {
@@ -865,7 +865,7 @@ LINKERS = {
     N.App: _link_app,
     N.PrimCall: _link_primcall,
     N.Try: _link_try,
-    N.Catch: _link_nothing,
+    N.Catch: _link_catch,
 }
 
 
