@@ -86,14 +86,6 @@ def new_task_record(task_id: str, program: Program, limits: dict | None = None,
     }
 
 
-def start_state(program: Program, globals_: dict | None = None) -> Machine:
-    """A machine at the start of ``program``."""
-    session = Session()
-    if globals_:
-        session.globals.update(globals_)
-    return session.machine(program)
-
-
 def encode_state(m: Machine, programs: set | None = None) -> bytes:
     """The machine's state as stored continuation bytes (adds the hashes of the programs
     its code comes from to ``programs``)."""
@@ -114,16 +106,3 @@ def encode_data(value: Any) -> bytes:
 def decode_data(data: bytes | None) -> Any:
     """The value of ``encode_data`` bytes."""
     return None if data is None else decode_value(data, base().globals)
-
-
-def waiting_text(record: dict) -> str:
-    """What a task waits on, for listings: e.g. "sleep until 12:00:03", "message"."""
-    waiting = record.get("waiting")
-    if record["status"] != "waiting" or not waiting:
-        return ""
-    text = waiting.get("op", "")
-    until = waiting.get("until")
-    if until:
-        text += " until " + time.strftime("%H:%M:%S", time.localtime(until))
-    return text
-
