@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from .printer import to_string
@@ -851,18 +851,14 @@ def _err(text: str) -> None:
 
 
 def _flush_stdout() -> None:
-    try:
+    with suppress(OSError, ValueError):
         sys.stdout.flush()
-    except (OSError, ValueError):
-        pass
 
 
 def _detach_stdout() -> None:
     # Point stdout at /dev/null so that the interpreter's flush at exit does not
     # complain about the closed pipe.
-    try:
+    with suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass

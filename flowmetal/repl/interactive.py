@@ -58,8 +58,7 @@ def history_file() -> History:
     path = os.environ.get("FLOWMETAL_HISTORY") or os.path.join(
         os.path.expanduser("~"), ".flowmetal_history")
     try:
-        with open(path, "a", encoding="utf-8"):
-            pass
+        open(path, "a", encoding="utf-8").close()  # can it be written?
     except OSError:
         return InMemoryHistory()
     return FileHistory(path)
