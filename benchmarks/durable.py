@@ -36,12 +36,12 @@ from contextlib import contextmanager, nullcontext
 
 import lmdb
 
-from flowmetal.codec import decode_machine, encode_machine
+from flowmetal.codec import decode_machine
 from flowmetal.interpreter import Session, base
 from flowmetal.runtime import api
 from flowmetal.runtime import worker as worker_module
 from flowmetal.runtime.records import new_task_id, new_task_record
-from flowmetal.runtime.steps import Tasks, log, post, save_program, schedule_deadline
+from flowmetal.runtime.steps import Tasks, add_task, post, save_program
 from flowmetal.runtime.worker import Worker
 from flowmetal.store import LmdbStore
 from flowmetal.values import Vector, sym
@@ -119,7 +119,6 @@ def create_tasks(store: LmdbStore, source: str, file: str, count: int,
     session = Session()
     program = session.load(source, file)
     session.globals[FILE] = file
-    state, programs = None, set()
     ids: list[str] = []
     taken: set[str] = set()
     while len(ids) < count:
@@ -128,22 +127,13 @@ def create_tasks(store: LmdbStore, source: str, file: str, count: int,
             save_program(txn, program)
             now = time.time()
             for i in range(len(ids), min(count, len(ids) + per_txn)):
-                if args_for is not None or state is None:
-                    session.globals[COMMAND_LINE_ARGS] = Vector(args_for(i) if args_for else [])
-                    programs = set()
-                    state = encode_machine(session.machine(program), base().globals, programs)
+                session.globals[COMMAND_LINE_ARGS] = Vector(args_for(i) if args_for else [])
                 task_id = new_task_id()
                 while task_id in taken or txn.get_task(task_id) is not None:
                     task_id = new_task_id()
                 taken.add(task_id)
-                rec = new_task_record(task_id, program)
-                rec["programs"] = sorted(programs | {program.hash})
-                rec["state_bytes"] = len(state)
-                txn.put_cont(task_id, state)
-                txn.runnable_add(task_id)
-                tasks.put(rec)
-                schedule_deadline(tasks, rec, now)
-                log(tasks, task_id, "created", now, program=program.hash, file=file)
+                add_task(tasks, new_task_record(task_id, program), session.machine(program),
+                         now, file=file)
                 ids.append(task_id)
             tasks.flush()
     return ids
@@ -252,10 +242,7 @@ class Timings:
 
         wrap(worker_module, "decode_machine", "decode continuation")
         wrap(worker_module.Worker, "_slice", "run machine")
-        if hasattr(worker_module, "encode_state"):
-            wrap(worker_module, "encode_state", "encode continuation")
-        elif hasattr(worker_module, "Image"):
-            wrap(worker_module.Image, "encode", "encode continuation")
+        wrap(worker_module.Image, "encode", "encode continuation")
         wrap(worker_module, "commit_step", "commit_step")
         wrap(worker_module, "fire_timers", "fire_timers")
         wrap(worker_module.Worker, "_lease", "lease")

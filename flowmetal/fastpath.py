@@ -3,8 +3,9 @@
 A *simple* node (a constant, a variable, a ``fn``, or an ``if``/``do``/``let`` or a pure
 primitive call made only of simple nodes) has no effects and cannot capture a
 continuation, so the machine evaluates it with one Python call instead of transitions.
-``compile_simple`` turns a whole simple subtree into the source of one Python function,
-so evaluating ``(< n 2)`` costs one call rather than one per node.
+``Batch`` turns each whole simple subtree into the source of one Python function (and
+calls and ``if`` tests into ``exec`` functions that inline their simple parts), so
+evaluating ``(< n 2)`` costs one call rather than one per node.
 
 The generated function is only a faster route to the node's own ``ev``: if anything goes
 wrong inside it, it evaluates the node again through the per-node closures, which raise

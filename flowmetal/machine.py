@@ -27,7 +27,6 @@ from .values import (
     EMPTY,
     FALSE,
     TRUE,
-    Boolean,
     FlowmetalError,
     Keyword,
     Map,
@@ -1010,5 +1009,4 @@ class Machine:
         return Symbol(f"{prefix}{self.gensym_counter}")
 
 
-__all__ = ["Machine", "apply_procedure", "link", "UNSET", "FrameKind", "transition",
-           "Boolean", "EMPTY"]
+__all__ = ["Machine", "apply_procedure", "link", "UNSET", "FrameKind", "transition"]

@@ -8,8 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..codec import encode_machine
-from ..interpreter import Session, base
+from ..interpreter import Session
 from ..values import Vector, sym
 from .records import (
     FINISHED,
@@ -17,7 +16,7 @@ from .records import (
     new_task_id,
     new_task_record,
 )
-from .steps import Tasks, deliver, log, post, save_program, schedule_deadline, task_error
+from .steps import Tasks, add_task, deliver, log, post, save_program, task_error
 from .worker import Worker
 
 COMMAND_LINE_ARGS = sym("*command-line-args*")
@@ -37,8 +36,6 @@ def start(store, source: str, file: str, args: list[str] | None = None,
     session.globals[COMMAND_LINE_ARGS] = Vector(args or [])
     session.globals[FILE] = file if script is SAME else script
     m = session.machine(program)
-    programs: set = set()
-    state = encode_machine(m, base().globals, programs)
     task_id = new_task_id()
     now = time.time()
     with store.write() as txn:
@@ -46,14 +43,8 @@ def start(store, source: str, file: str, args: list[str] | None = None,
         while tasks.get(task_id) is not None:
             task_id = new_task_id()
         save_program(txn, program)
-        rec = new_task_record(task_id, program, limits, trace=trace)
-        rec["programs"] = sorted(programs | {program.hash})
-        rec["state_bytes"] = len(state)
-        txn.put_cont(task_id, state)
-        txn.runnable_add(task_id)
-        tasks.put(rec)
-        schedule_deadline(tasks, rec, now)
-        log(tasks, task_id, "created", now, program=program.hash, file=file)
+        add_task(tasks, new_task_record(task_id, program, limits, trace=trace), m, now,
+                 file=file)
         tasks.flush()
     return task_id
 

@@ -11,9 +11,8 @@ import secrets
 import time
 from typing import Any
 
-from ..codec import decode_value, encode_machine, encode_value
+from ..codec import decode_value, encode_value
 from ..interpreter import Session, base
-from ..machine import Machine
 from ..program import PROGRAMS, Program, register
 
 TASK_FORMAT = 1
@@ -84,12 +83,6 @@ def new_task_record(task_id: str, program: Program, limits: dict | None = None,
         "steps": 0, "reductions": 0, "result": None, "error": None, "cancel": False,
         "moved_to": None, "trace": trace, "joiners": [], "state_bytes": 0,
     }
-
-
-def encode_state(m: Machine, programs: set | None = None) -> bytes:
-    """The machine's state as stored continuation bytes (adds the hashes of the programs
-    its code comes from to ``programs``)."""
-    return encode_machine(m, base().globals, programs)
 
 
 def result_value(record: dict) -> Any:

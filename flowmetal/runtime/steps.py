@@ -383,20 +383,26 @@ def handle_spawn(tasks, rec, request_id, req, step, now) -> None:
         deliver(tasks, rec, request_id, False,
                 task_error("spawn-error", f"spawn: {exc}"), now)
         return
-    programs: set = set()
-    state = encode_machine(m, base().globals, programs)
     child = new_task_record(child_id, program, rec["limits"], parent=rec["id"],
                             root=rec.get("root") or rec["id"], trace=rec.get("trace", False),
                             name=name)
-    child["programs"] = sorted(programs)
-    child["state_bytes"] = len(state)
-    tasks.txn.put_cont(child_id, state)
-    tasks.txn.runnable_add(child_id)
-    tasks.put(child)
-    schedule_deadline(tasks, child, now)
+    add_task(tasks, child, m, now, parent=rec["id"], name=name)
     rec.setdefault("children", []).append(child_id)
-    log(tasks, child_id, "created", now, parent=rec["id"], program=program.hash, name=name)
     deliver(tasks, rec, request_id, True, TaskId(child_id), now)
+
+
+def add_task(tasks: Tasks, rec: dict, m: Machine, now: float, **logged: Any) -> None:
+    """Store a new task: its record, the machine's state as its continuation, runnable,
+    its deadline armed and a "created" log entry (with ``logged`` details)."""
+    programs: set = set()
+    state = encode_machine(m, base().globals, programs)
+    rec["programs"] = sorted(programs | {rec["program"]})
+    rec["state_bytes"] = len(state)
+    tasks.txn.put_cont(rec["id"], state)
+    tasks.txn.runnable_add(rec["id"])
+    tasks.put(rec)
+    schedule_deadline(tasks, rec, now)
+    log(tasks, rec["id"], "created", now, program=rec["program"], **logged)
 
 
 def _program_of(tasks: Tasks, rec: dict) -> Program:
