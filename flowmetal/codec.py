@@ -6,12 +6,19 @@ depth of the state.  An encoded graph is a CBOR map::
 
     {"format": FORMAT, "records": [record, ...], "root": item}
 
+and a machine's state has ``"machine": [item, ...]``, the items of its registers in the
+order of ``MACHINE_FIELDS``, in place of ``"root"``.
+
 Every compound object becomes one *record*, a CBOR array whose first element is its kind
-(the ``R_*`` numbers below); an *item* is either an immediate value (nil, true, false,
-an integer, a float, a string) or ``tag(REF_TAG, i)``, a reference to record ``i``.
+(the ``R_*`` numbers below); an *item* is either an immediate value (nil, true, false, a
+float, a string, or an integer as a byte string: its two's complement, big-endian) or a
+plain integer ``i``, a reference to record ``i``.  (Integers are byte strings because
+cbor2 encodes a tag or a nested array several times slower than a byte string.)
 Records of immutable objects come after the records they refer to (post-order), so the
 decoder builds them in order; environments, closures and continuations, which may be
-part of cycles, are created empty first and filled in at the end.
+part of cycles, are created empty first and filled in at the end.  Format 1 documents,
+which wrote an integer as ``tag(INT_TAG, n)`` and a machine's state as a tuple record
+at the root, are read too.
 
 Code is referred to by ``(program hash, node id)``; the program must be loaded in the
 decoding process (it is found in ``program.PROGRAMS``).  Values of the standard library's
@@ -43,8 +50,9 @@ from .values import (
     Vector,
 )
 
-FORMAT = "flowmetal-state/1"
-INT_TAG = 39_999
+FORMAT = "flowmetal-state/2"
+READABLE_FORMATS = ("flowmetal-state/1", FORMAT)
+INT_TAG = 39_999  # format 1 integers
 
 (R_SYMBOL, R_KEYWORD, R_RATIO, R_LIST, R_IMPROPER, R_EMPTY, R_VECTOR, R_MAP, R_SET, R_ENV,
  R_CLOSURE, R_CONTINUATION, R_TUPLE, R_NODE, R_FRAMEKIND, R_PRIMITIVE, R_UNSET,
@@ -52,6 +60,20 @@ INT_TAG = 39_999
 
 _MUTABLE = (list, Closure, Continuation)
 _EXPANDED = object()  # on the encoder's stack: the object below it has its children done
+
+
+def _int_bytes(n: int) -> bytes:
+    return n.to_bytes(n.bit_length() // 8 + 1, "big", signed=True)
+
+
+_SMALL_INT_ITEMS = [_int_bytes(n) for n in range(-256, 1024)]
+
+
+def int_item(n: int) -> bytes:
+    """The item of integer ``n``: a byte string, its two's complement, big-endian."""
+    if -256 <= n < 1024:
+        return _SMALL_INT_ITEMS[n + 256]
+    return _int_bytes(n)
 
 
 class CodecError(Exception):
@@ -102,8 +124,10 @@ def _is_immediate(value: Any) -> bool:
     return type(value) in _IMMEDIATE
 
 
+_IMMEDIATE_ITEM = frozenset({float, str, type(None)})  # items that are the value itself
 _KINDS = {Vector: R_VECTOR, Map: R_MAP, Set: R_SET, tuple: R_TUPLE, list: R_ENV,
           Closure: R_CLOSURE, Continuation: R_CONTINUATION}
+_COMPOUND = frozenset({Pair, *_KINDS})
 
 
 class Encoder:
@@ -122,17 +146,27 @@ class Encoder:
         if t is Boolean:
             return value.value
         if t is int:
-            return cbor2.CBORTag(INT_TAG, value)
+            return int_item(value)
         if t is float or t is str or value is None:
             return value
         return self.index[id(value)]
 
     def add(self, root: Any) -> Any:
         """Add everything reachable from ``root``; return root's item."""
-        stack: list[Any] = [root]
+        self.add_all((root,))
+        return self.item(root)
+
+    def add_all(self, roots: Any) -> None:
+        """Add everything reachable from each of ``roots``.
+
+        Depth-first without recursion: a compound object whose children are all added
+        gets its record at once; otherwise it waits on the stack below them.
+        """
+        stack: list[Any] = list(roots)
+        stack.reverse()
         index, records, keep, immediate = self.index, self.records, self.keep, _IMMEDIATE
-        atoms = _ATOM_RECORDS
-        expanded = _EXPANDED
+        atoms, base_names, compound = _ATOM_RECORDS, self.base_names, _COMPOUND
+        kinds, expanded = _KINDS, _EXPANDED
         while stack:
             obj = stack.pop()
             if obj is expanded:
@@ -143,34 +177,50 @@ class Encoder:
                     index[id(obj)] = len(records)
                     records.append(self._record(obj))
                 continue
-            if type(obj) in immediate or id(obj) in index:
+            t = type(obj)
+            if t in immediate:
                 continue
-            cached = atoms.get(id(obj))
+            key = id(obj)
+            if key in index:
+                continue
+            if t in compound and key not in base_names:
+                keep.append(obj)
+                children = _children(obj)
+                if t is Pair:
+                    if children[-1] is EMPTY:
+                        children = children[:-1]
+                        record = [R_LIST]
+                    else:
+                        record = [R_IMPROPER]
+                else:
+                    record = [kinds[t]]
+                if self._append_items(record, children):
+                    index[key] = len(records)
+                    records.append(record)
+                    continue
+                if t in _MUTABLE:
+                    index[key] = len(records)
+                    records.append(None)
+                stack.append(obj)
+                stack.append(expanded)
+                stack.extend([c for c in reversed(children)
+                              if type(c) not in immediate and id(c) not in index])
+                continue
+            cached = atoms.get(key)
             if cached is not None and cached[0] is obj:
-                index[id(obj)] = len(records)
+                index[key] = len(records)
                 records.append(cached[1])
                 if cached[2] is not None:
                     self.programs.add(cached[2])
                 continue
             atom = self._atom_record(obj)
             keep.append(obj)
-            if atom is not None and type(obj) in _INTERNED:
-                atoms[id(obj)] = (obj, atom, obj.program.hash if atom[0] == R_NODE else None)
-            if atom is not None:
-                index[id(obj)] = len(records)
-                records.append(atom)
-                continue
-            if type(obj) in _MUTABLE:
-                index[id(obj)] = len(records)
-                records.append(None)
-            stack.append(obj)
-            stack.append(expanded)
-            for child in reversed(_children(obj)):
-                if type(child) not in immediate and id(child) not in index:
-                    stack.append(child)
-        return self.item(root)
+            if t in _INTERNED:
+                atoms[key] = (obj, atom, obj.program.hash if atom[0] == R_NODE else None)
+            index[key] = len(records)
+            records.append(atom)
 
-    def _atom_record(self, obj: Any) -> list | None:
+    def _atom_record(self, obj: Any) -> list:
         t = type(obj)
         base = self.base_names.get(id(obj))
         if base is not None and base[0] is obj:
@@ -196,24 +246,51 @@ class Encoder:
                 raise CodecError(f"node {obj!r} belongs to no program")
             self.programs.add(obj.program.hash)
             return [R_NODE, obj.program.hash, obj.id]
-        if t in (Pair, Map, Vector, Set, tuple, list, Closure, Continuation):
-            return None
         raise CodecError(f"cannot encode a {t.__name__}: it is not Flowmetal state")
 
     def _record(self, obj: Any) -> list:
-        item = self.item
         t = type(obj)
         if t is Pair:
             values = _pair_items(obj)
-            tail = values.pop()
-            if tail is EMPTY:
-                return [R_LIST, *[item(x) for x in values]]
-            return [R_IMPROPER, *[item(x) for x in values], item(tail)]
-        return [_KINDS[t], *[item(x) for x in _children(obj)]]
+            if values[-1] is EMPTY:
+                record, values = [R_LIST], values[:-1]
+            else:
+                record = [R_IMPROPER]
+        else:
+            record, values = [_KINDS[t]], _children(obj)
+        return self.items(values, record)
 
-    def finish(self, root_item: Any) -> bytes:
-        """The encoded bytes, with ``root_item`` as the root."""
-        return cbor2.dumps({"format": FORMAT, "records": self.records, "root": root_item})
+    def items(self, values: Any, out: list | None = None) -> list:
+        """The CBOR items of ``values`` (each already added, if compound), appended to
+        ``out`` if given."""
+        out = [] if out is None else out
+        if not self._append_items(out, values):
+            raise CodecError("a value was not added before the record that refers to it")
+        return out
+
+    def _append_items(self, out: list, values: Any) -> bool:
+        """Append the items of ``values`` to ``out``; False (leaving ``out`` partly
+        filled) at the first compound value not added yet."""
+        index, plain = self.index, _IMMEDIATE_ITEM
+        append = out.append
+        for x in values:
+            tx = type(x)
+            if tx is int:
+                append(int_item(x))
+            elif tx in plain:
+                append(x)
+            elif tx is Boolean:
+                append(x.value)
+            else:
+                at = index.get(id(x))
+                if at is None:
+                    return False
+                append(at)
+        return True
+
+    def finish(self, root_item: Any, key: str = "root") -> bytes:
+        """The encoded bytes, with ``root_item`` under ``key``."""
+        return cbor2.dumps({"format": FORMAT, "records": self.records, key: root_item})
 
 
 class Decoder:
@@ -234,6 +311,10 @@ class Decoder:
             return TRUE
         if x is False:
             return FALSE
+        if t is bytes:
+            if not x:
+                raise CodecError("an empty integer item")
+            return int.from_bytes(x, "big", signed=True)
         if t is cbor2.CBORTag:
             if x.tag != INT_TAG or type(x.value) is not int:
                 raise CodecError(f"unexpected tag {x.tag}")
@@ -324,13 +405,13 @@ def _load(data: bytes) -> dict:
         top = cbor2.loads(data)
     except Exception as exc:
         raise CodecError(f"not CBOR: {exc}") from None
-    if type(top) is not dict or top.get("format") != FORMAT or \
+    if type(top) is not dict or top.get("format") not in READABLE_FORMATS or \
             type(top.get("records")) is not list:
         raise CodecError(f"not a {FORMAT} document")
     return top
 
 
-def _array_header(n: int) -> bytes:
+def array_header(n: int) -> bytes:
     """The CBOR header of an array of ``n`` items."""
     if n < 24:
         return bytes((0x80 + n,))
@@ -345,11 +426,12 @@ def _array_header(n: int) -> bytes:
 
 def _items_bytes(items: list) -> bytes:
     """The CBOR items of ``items``, one after another (an array's body, no header)."""
-    return cbor2.dumps(items)[len(_array_header(len(items))):]
+    return cbor2.dumps(items)[len(array_header(len(items))):]
 
 
 _DOC_HEAD = b"\xa3" + cbor2.dumps("format") + cbor2.dumps(FORMAT) + cbor2.dumps("records")
 _ROOT_KEY = cbor2.dumps("root")
+_MACHINE_KEY = cbor2.dumps("machine")
 
 
 class Image:
@@ -359,15 +441,20 @@ class Image:
 
     The bytes are the same document ``encode_machine`` makes, with records that are no
     longer reachable left in until the image is rebuilt (when it has doubled since the
-    last rebuild), so decoding is unchanged.
+    last rebuild, plus some slack), so decoding is unchanged.  The records each encode
+    adds are serialized as one chunk; a chunk holding an environment that changes later
+    is serialized again.
     """
+
+    SLACK_RECORDS = 64
+    SLACK_BYTES = 1024
 
     def __init__(self, base_globals: dict):
         self.base_globals = base_globals
         self.enc: Encoder | None = None
         self.chunks: list[bytes] = []
+        self.bounds: list[tuple[int, int]] = []  # the records each chunk holds
         self.env_chunk: dict[int, int] = {}  # record number of an environment -> its chunk
-        self.serialized = 0  # records already in chunks
         self.rebuild_at = 0
         self.size = 0  # bytes of the chunks
         self.rebuild_size = 0
@@ -384,63 +471,68 @@ class Image:
             self.size > self.rebuild_size
         if rebuild:
             enc = self.enc = Encoder(_base_names(self.base_globals))
-            self.chunks, self.env_chunk, self.serialized = [], {}, 0
+            self.chunks, self.bounds, self.env_chunk, self.size = [], [], {}, 0
             dirty = []
-        changed = []
+        chunks, records, where = self.chunks, enc.records, self.env_chunk
+        stale = set()
         for env in dirty:
             at = enc.index.get(id(env))
             if at is not None and type(env) is list:
-                for child in env:
-                    enc.add(child)
-                enc.records[at] = enc._record(env)
-                changed.append(at)
-        if m.own_map is None:
-            m.own_map = Map(m.own)
-        root = enc.add((m.node, m.env, m.k, m.val, m.winders, m.error, m.own_map, m.status,
-                        m.reductions, m.gensym_counter, m.request))
-        chunks, records, where = self.chunks, enc.records, self.env_chunk
-        for at in changed:
-            if at in where:
-                chunks[where[at]] = cbor2.dumps(records[at])
-        # New records are serialized together; environments, which a later step may
-        # have to rewrite, each get a chunk of their own.
-        run: list = []
-        for at in range(self.serialized, len(records)):
-            record = records[at]
-            if record[0] == R_ENV:
-                if run:
-                    chunks.append(_items_bytes(run))
-                    run = []
-                where[at] = len(chunks)
-                chunks.append(cbor2.dumps(record))
-            else:
-                run.append(record)
-        if run:
-            chunks.append(_items_bytes(run))
-        self.serialized = len(records)
-        self.size = sum(map(len, chunks))
+                enc.add_all(env)
+                records[at] = enc._record(env)
+                if at in where:
+                    stale.add(where[at])
+        state = _machine_state(m)
+        enc.add_all(state)
+        items = enc.items(state)
+        for i in stale:
+            first, last = self.bounds[i]
+            chunk = _items_bytes(records[first:last])
+            self.size += len(chunk) - len(chunks[i])
+            chunks[i] = chunk
+        first = self.bounds[-1][1] if self.bounds else 0
+        if first < len(records):
+            number = len(chunks)
+            for at in range(first, len(records)):
+                if records[at][0] == R_ENV:
+                    where[at] = number
+            chunk = _items_bytes(records[first:])
+            chunks.append(chunk)
+            self.bounds.append((first, len(records)))
+            self.size += len(chunk)
         if rebuild:
-            self.rebuild_at = 2 * len(records) + 32
-            self.rebuild_size = 2 * self.size + 4096
+            self.rebuild_at = 2 * len(records) + self.SLACK_RECORDS
+            self.rebuild_size = 2 * self.size + self.SLACK_BYTES
         if programs is not None:
             programs.update(enc.programs)
-        return b"".join((_DOC_HEAD, _array_header(len(records)), *chunks, _ROOT_KEY,
-                         cbor2.dumps(root)))
+        return b"".join((_DOC_HEAD, array_header(len(records)), *chunks, _MACHINE_KEY,
+                         cbor2.dumps(items)))
 
 
 def encode_value(value: Any) -> bytes:
     """Encode a Flowmetal value (any state reachable from it) as bytes."""
     enc = Encoder()
+    if type(value) in _IMMEDIATE:  # no records: the most common answers (now, random)
+        return b"".join((_DOC_HEAD, b"\x80", _ROOT_KEY, cbor2.dumps(enc.item(value))))
     return enc.finish(enc.add(value))
 
 
 def decode_value(data: bytes, base_globals: dict | None = None) -> Any:
     """The value encoded by ``encode_value``."""
+    return _decode(data, base_globals, "root")
+
+
+def _decode(data: bytes, base_globals: dict | None, key: str) -> Any:
     top = _load(data)
     dec = Decoder(top["records"], base_globals)
     try:
         dec.build()
-        return dec.item(top["root"])
+        if key == "machine" and "machine" in top:
+            items = top["machine"]
+            if type(items) is not list or len(items) != len(MACHINE_FIELDS):
+                raise CodecError("not a machine state")
+            return tuple(dec.item(x) for x in items)
+        return dec.item(top.get("root"))
     except CodecError:
         raise
     except Exception as exc:
@@ -463,16 +555,27 @@ def _base_names(base_globals: dict) -> dict[int, tuple[Any, str]]:
     return names
 
 
+MACHINE_FIELDS = ("node", "env", "k", "val", "winders", "error", "own", "status",
+                  "reductions", "gensym_counter", "request")
+
+
+def _machine_state(m: Machine) -> tuple:
+    """The machine's registers in the order of MACHINE_FIELDS (own globals as a Map)."""
+    if m.own_map is None:
+        m.own_map = Map(m.own)
+    return (m.node, m.env, m.k, m.val, m.winders, m.error, m.own_map, m.status,
+            m.reductions, m.gensym_counter, m.request)
+
+
 def encode_machine(m: Machine, base_globals: dict, programs: set | None = None) -> bytes:
     """Encode a machine's whole state; globals are stored as their changes to the base.
 
     The hashes of the programs the state's code comes from are added to ``programs``.
     """
     enc = Encoder(_base_names(base_globals))
-    own = m.own
-    state = (m.node, m.env, m.k, m.val, m.winders, m.error,
-             Map(own), m.status, m.reductions, m.gensym_counter, m.request)
-    data = enc.finish(enc.add(state))
+    state = _machine_state(m)
+    enc.add_all(state)
+    data = enc.finish(enc.items(state), "machine")
     if programs is not None:
         programs.update(enc.programs)
     return data
@@ -480,12 +583,14 @@ def encode_machine(m: Machine, base_globals: dict, programs: set | None = None) 
 
 def decode_machine(data: bytes, base_globals: dict) -> Machine:
     """A machine in the state ``encode_machine`` saved, with globals over ``base_globals``."""
-    state = decode_value(data, base_globals)
-    if type(state) is not tuple or len(state) != 11:
+    state = _decode(data, base_globals, "machine")
+    if type(state) is not tuple or len(state) != len(MACHINE_FIELDS):
         raise CodecError("not a machine state")
     node, env, k, val, winders, error, own, status, reductions, gensyms, request = state
     if status not in ("running", "waiting", "done", "error"):
         raise CodecError(f"bad machine status {status!r}")
+    if type(own) is not Map or type(reductions) is not int or type(gensyms) is not int:
+        raise CodecError("not a machine state")
     globals_ = dict(base_globals)
     globals_.update(own)
     m = Machine(globals_, node, env, k, own=dict(own))

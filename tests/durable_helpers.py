@@ -342,20 +342,22 @@ def _record_steps(path: str) -> None:
 
     sink = open(path, "a", buffering=1)
     commit_step, run = wm.commit_step, wm.Worker._run
+    ran: dict = {}  # step -> (reductions before, when its slice started)
 
     def recording_commit(tasks, step, worker, now, lease_for):
         ok = commit_step(tasks, step, worker, now, lease_for)
-        if ok and hasattr(step, "before"):
+        before, started = ran.pop(step, (None, None))
+        if ok and before is not None:
             sink.write(json.dumps({"task": step.task_id, "epoch": step.epoch,
-                                   "worker": worker, "before": step.before,
+                                   "worker": worker, "before": before,
                                    "after": step.machine.reductions,
-                                   "started": step.started, "at": now}) + "\n")
+                                   "started": started, "at": now}) + "\n")
         return ok
 
     def recording_run(self, rec, cont):
         started = time.time()
         step = run(self, rec, cont)
-        step.before, step.started = rec["reductions"], started
+        ran[step] = (rec["reductions"], started)
         return step
 
     wm.commit_step = recording_commit

@@ -117,9 +117,10 @@ def test_worker_processes_share_the_tasks_and_never_run_one_twice(store, tmp_pat
     assert max(lo for lo, _ in spans.values()) < min(hi for _, hi in spans.values())
 
 
-STEADY = """
+STEADY_LINES = 1_000  # enough steps that A is still busy when it is killed
+STEADY = f"""
 (loop [i 0]
-  (when (< i 300)
+  (when (< i {STEADY_LINES})
     (println "TAG line" i)
     (now)
     (recur (inc i))))
@@ -128,7 +129,7 @@ STEADY = """
 
 
 def steady_output(tag: str) -> str:
-    return "".join(f"{tag} line {i}\n" for i in range(300))
+    return "".join(f"{tag} line {i}\n" for i in range(STEADY_LINES))
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ that commit, and an answer is in the store before the task that asked sees it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any
+
+import cbor2
 
 from ..codec import encode_machine
 from ..interpreter import Session, base
@@ -20,7 +21,7 @@ from ..machine import Machine, call_state, error_value
 from ..primitives.effects import TaskId
 from ..printer import display_string, to_string
 from ..program import Program
-from ..values import Map, Vector, kw, sym
+from ..values import Boolean, Map, Vector, kw, sym
 from .records import (
     FINISHED,
     decode_data,
@@ -30,50 +31,85 @@ from .records import (
     program_record,
 )
 
-K_SEQ, K_MESSAGE, K_DEADLINE = kw("seq"), kw("message"), kw("deadline")
+K_SEQ, K_MESSAGE, K_DEADLINE, K_OP = kw("seq"), kw("message"), kw("deadline"), kw("op")
 COMMAND_LINE_ARGS = sym("*command-line-args*")
+ATOMS = frozenset({int, float, str, type(None), Boolean, TaskId})  # values with no parts
 
 
-@dataclass
 class Step:
     """What running one task's slice produced, waiting to be committed."""
 
-    task_id: str
-    epoch: int
-    machine: Machine
-    state: bytes | None = None        # the continuation to store (None when finished)
-    programs: set = field(default_factory=set)
-    output: str = ""
-    consumed: list = field(default_factory=list)
-    took_answer: bool = False
-    status: str = "runnable"          # runnable, waiting, done, failed, cancelled
-    request: Any = None               # the effect asked for (a Map), when waiting
-    value: Any = None                 # the result, when done
-    error: Any = None                 # the error value, when failed or cancelled
-    keep_lease: bool = True
-    cancel_delivered: bool = False
+    __slots__ = ("task_id", "epoch", "machine", "state", "programs", "output", "consumed",
+                 "took_answer", "status", "request", "value", "error", "keep_lease",
+                 "cancel_delivered")
+
+    def __init__(self, task_id: str, epoch: int, machine: Machine):
+        self.task_id = task_id
+        self.epoch = epoch
+        self.machine = machine
+        self.state: bytes | None = None   # the continuation to store (None when finished)
+        self.programs: set = set()        # the programs the continuation's code is from
+        self.output = ""
+        self.consumed: list = []          # inbox messages taken
+        self.took_answer = False
+        self.status = "runnable"          # runnable, waiting, done, failed, cancelled
+        self.request: Any = None          # the effect asked for (a Map), when waiting
+        self.value: Any = None            # the result, when done
+        self.error: Any = None            # the error value, when failed or cancelled
+        self.keep_lease = True
+        self.cancel_delivered = False
 
 
 class Tasks:
-    """The task records touched in one transaction: read once, written once at the end."""
+    """The task records touched in one transaction: read once, written once at the end.
 
-    def __init__(self, txn: Any):
+    ``known`` (id -> (stored bytes, record)) carries records from one transaction to the
+    next: a record whose stored bytes are unchanged is not decoded again.  Whoever keeps
+    it must drop it when a transaction fails, since its records were changed in place.
+    """
+
+    def __init__(self, txn: Any, known: dict[str, tuple[bytes, dict]] | None = None):
         self.txn = txn
         self.cache: dict[str, dict | None] = {}
         self.dirty: set[str] = set()
+        self.known = known
+        # Answers given in this transaction whose values are atoms (task id -> (request,
+        # value)): once it commits, a worker may hand them over without decoding them.
+        self.answers: dict[str, tuple[int, Any]] = {}
 
     def get(self, task_id: str) -> dict | None:
-        if task_id not in self.cache:
-            self.cache[task_id] = self.txn.get_task(task_id)
-        return self.cache[task_id]
+        """The task's record (changes go back with ``put``)."""
+        cache = self.cache
+        if task_id in cache:
+            return cache[task_id]
+        if self.known is None:
+            rec = cache[task_id] = self.txn.get_task(task_id)
+            return rec
+        data = self.txn.get_task_data(task_id)
+        if data is None:
+            rec = None
+        else:
+            kept = self.known.get(task_id)
+            rec = kept[1] if kept is not None and kept[0] == data else cbor2.loads(data)
+        cache[task_id] = rec
+        return rec
 
     def put(self, record: dict) -> None:
+        """Mark a record as changed."""
         self.cache[record["id"]] = record
         self.dirty.add(record["id"])
 
     def flush(self) -> None:
+        """Write the changed records."""
+        known = self.known
         for task_id in sorted(self.dirty):
-            self.txn.put_task(self.cache[task_id])
+            rec = self.cache[task_id]
+            if known is None:
+                self.txn.put_task(rec)
+                continue
+            data = cbor2.dumps(rec)
+            self.txn.put_task_data(task_id, data)
+            known[task_id] = (data, rec)
         self.dirty.clear()
 
 
@@ -137,6 +173,8 @@ def deliver(tasks: Tasks, rec: dict, request_id: int, ok: bool, value: Any, now:
     if rec["status"] != "waiting" or not waiting or waiting["request"] != request_id:
         return False
     rec["answer"] = {"request": request_id, "ok": ok, "value": encode_data(value)}
+    if type(value) in ATOMS:
+        tasks.answers[rec["id"]] = (request_id, value)
     rec["status"] = "runnable"
     rec["waiting"] = None
     rec["updated"] = now
@@ -245,7 +283,7 @@ def wait(tasks: Tasks, rec: dict, request_id: int, op: str, now: float, seconds:
 def request(tasks: Tasks, rec: dict, step: Step, now: float) -> None:
     """Record the step's request and do what can be done at once."""
     req = step.request
-    op = req.get(kw("op")).name
+    op = req.get(K_OP).name
     rec["request_seq"] += 1
     request_id = rec["request_seq"]
     rec["status"] = "waiting"

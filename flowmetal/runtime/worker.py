@@ -28,6 +28,10 @@ from .steps import Step, Tasks, commit_step, fail, fire_timers, task_error
 
 K_TYPE = kw("type")
 MIN_FRAME_BYTES = 4  # a frame's record: its kind, owner, next and env
+# A task seen leased by another worker is passed over, unread, for this long (at most
+# until its lease ends), so that workers sharing a store do not keep reading each
+# other's records; a lease given up early is noticed within this time.
+RECHECK_ELSEWHERE = 1.0
 
 
 def count_frames(k: object, limit: int) -> int:
@@ -52,6 +56,10 @@ class Worker:
         self.poll = poll
         self.pending: list[Step] = []
         self.machines: dict[str, tuple[int, Machine]] = {}
+        self.records: dict[str, tuple[bytes, dict]] = {}  # Tasks.known, for leased tasks
+        self.answers: dict[str, tuple[int, object]] = {}  # Tasks.answers of the last round
+        # Tasks another worker holds: when to read their records again.
+        self.elsewhere: dict[str, float] = {}
         self.cursor = ""
         self.on_commit: Callable[[Tasks], None] | None = None
 
@@ -69,8 +77,10 @@ class Worker:
             self._commit_round(now, stopping, leased)
         except BaseException as exc:
             # The round's transaction is lost: forget the machines that ran its steps, so
-            # their tasks resume from their committed state.
+            # their tasks resume from their committed state, and the records it changed.
             self.machines.clear()
+            self.records.clear()
+            self.answers = {}
             self.pending = []
             if not isinstance(exc, Exception) or isinstance(exc, StoreError):
                 raise
@@ -102,7 +112,7 @@ class Worker:
 
     def _commit_round(self, now: float, stopping: bool, leased: list) -> None:
         with self.store.write() as txn:
-            tasks = Tasks(txn)
+            tasks = Tasks(txn, self.records)
             for step in self.pending:
                 step.keep_lease = not stopping
                 if not commit_step(tasks, step, self.id, now, self.lease_seconds):
@@ -114,6 +124,7 @@ class Worker:
             if self.on_commit is not None:
                 self.on_commit(tasks)
             tasks.flush()
+        self.answers = tasks.answers
 
     def _lease(self, tasks: Tasks, now: float) -> list[tuple[dict, bytes | None]]:
         txn = tasks.txn
@@ -122,8 +133,13 @@ class Worker:
             candidates += txn.runnable(self.batch * 4 - len(candidates))
         out: list[tuple[dict, bytes | None]] = []
         seen = set()
+        elsewhere = self.elsewhere
+        if len(elsewhere) > 8 * self.batch:
+            elsewhere = self.elsewhere = {t: u for t, u in elsewhere.items() if u > now}
         for task_id in candidates:
-            if len(out) >= self.batch or task_id in seen:
+            if len(out) >= self.batch:
+                break
+            if task_id in seen or elsewhere.get(task_id, 0.0) > now:
                 continue
             seen.add(task_id)
             rec = tasks.get(task_id)
@@ -132,6 +148,7 @@ class Worker:
                 continue
             lease = rec.get("lease")
             if lease and lease["until"] > now and lease["worker"] != self.id:
+                elsewhere[task_id] = min(lease["until"], now + RECHECK_ELSEWHERE)
                 continue
             if not (lease and lease["worker"] == self.id and lease["until"] > now):
                 rec["epoch"] = rec.get("epoch", 0) + 1
@@ -148,6 +165,8 @@ class Worker:
         leased = {rec["id"] for rec, _ in out}
         for task_id in [t for t in self.machines if t not in leased]:
             del self.machines[task_id]
+        for task_id in [t for t in self.records if t not in leased]:
+            del self.records[task_id]
         return out
 
     # -- running a slice ------------------------------------------------------------
@@ -174,7 +193,11 @@ class Worker:
         m.task_id = rec["id"]
         answer = rec.get("answer")
         if m.status == "waiting" and answer is not None:
-            value = decode_data(answer["value"])
+            given = self.answers.get(rec["id"])
+            if given is not None and given[0] == answer["request"]:
+                value = given[1]
+            else:
+                value = decode_data(answer["value"])
             if answer["ok"]:
                 m.answer(value)
             else:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-STORE_FORMAT = "flowmetal-store/1"
+STORE_FORMAT = "flowmetal-store/2"
 
 
 class StoreError(Exception):
@@ -33,6 +33,12 @@ class Txn(Protocol):
 
     def put_task(self, record: dict) -> None:
         """Write a task record (keyed by ``record["id"]``)."""
+
+    def get_task_data(self, task_id: str) -> bytes | None:
+        """The task record as stored (CBOR), or None."""
+
+    def put_task_data(self, task_id: str, data: bytes) -> None:
+        """Write a task record already encoded as CBOR."""
 
     def tasks(self) -> Iterator[dict]:
         """Every task record, in id order."""

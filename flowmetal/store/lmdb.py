@@ -3,14 +3,18 @@
 Named databases and their keys (``id`` is a task id in UTF-8, ``seq`` and ``request`` are
 8-byte big-endian integers, ``due`` is milliseconds since the epoch, big-endian):
 
-    meta      b"format"                 -> b"flowmetal-store/1"
+    meta      b"format"                 -> b"flowmetal-store/2"
     programs  hash                      -> CBOR program record
     tasks     id                        -> CBOR task record
     conts     id                        -> encoded continuation (codec.py)
     inbox     id 0x00 seq               -> CBOR message record
     timers    due id 0x00 request       -> CBOR timer record
-    log       id 0x00 seq               -> CBOR event record
-    output    id 0x00 seq               -> UTF-8 text
+    log       id 0x00 seq               -> a chunk: CBOR array of the event records
+                                           numbered seq, seq + 1, ...
+    output    id 0x00 seq               -> a chunk: CBOR array of texts, likewise
+    tails     table 0x00 id             -> the newest items of a journal (log, output):
+                                           first seq (8 bytes), count (2 bytes), then
+                                           that many CBOR items
     runnable  id                        -> b""
 
 LMDB allows one writer at a time across processes, so every write transaction is a
@@ -24,14 +28,19 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import cbor2
 import lmdb
 
+from ..codec import array_header
 from .base import STORE_FORMAT, StoreError
 
 TABLES = ("meta", "programs", "tasks", "conts", "inbox", "timers", "log", "output",
-          "runnable")
+          "tails", "runnable")
+CHUNK_ITEMS = 16    # a journal tail becomes a chunk at this many items,
+CHUNK_BYTES = 1024  # or at this many bytes
+_TAIL_HEAD = struct.Struct(">QH")  # a tail's first sequence number and item count
 MAP_SIZE = int(os.environ.get("FLOWMETAL_LMDB_MAP_SIZE", str(64 << 30)))
 _U64 = struct.Struct(">Q")
 
@@ -52,7 +61,17 @@ def _seq(key: bytes) -> int:
     return _U64.unpack(key[-8:])[0]
 
 
-def _load(data: bytes) -> dict:
+def _prefixed(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The (key, value) pairs whose key starts with ``prefix``."""
+    if not cursor.set_range(prefix):
+        return
+    for key, value in cursor:
+        if not key.startswith(prefix):
+            return
+        yield key, value
+
+
+def _load(data: bytes) -> Any:
     return cbor2.loads(data)
 
 
@@ -76,6 +95,12 @@ class LmdbTxn:
     def put_task(self, record: dict) -> None:
         self.txn.put(record["id"].encode(), _dump(record), db=self.dbs["tasks"])
 
+    def get_task_data(self, task_id: str) -> bytes | None:
+        return self.txn.get(task_id.encode(), db=self.dbs["tasks"])
+
+    def put_task_data(self, task_id: str, data: bytes) -> None:
+        self.txn.put(task_id.encode(), data, db=self.dbs["tasks"])
+
     def tasks(self) -> Iterator[dict]:
         for _, data in self.txn.cursor(db=self.dbs["tasks"]):
             yield _load(data)
@@ -95,20 +120,6 @@ class LmdbTxn:
                      overwrite=False)
 
     # per-task sequences --------------------------------------------------------------
-
-    def _append(self, table: str, task_id: str, data: bytes) -> int:
-        db = self.dbs[table]
-        prefix = _prefix(task_id)
-        cursor = self.txn.cursor(db=db)
-        seq = 1
-        # The last key with this prefix: position after the prefix range, step back.
-        if cursor.set_range(prefix[:-1] + b"\1"):
-            if cursor.prev() and cursor.key().startswith(prefix):
-                seq = _seq(cursor.key()) + 1
-        elif cursor.last() and cursor.key().startswith(prefix):
-            seq = _seq(cursor.key()) + 1
-        self.txn.put(_key(task_id, seq), data, db=db)
-        return seq
 
     def _items(self, table: str, task_id: str, after: int) -> Iterator[tuple[int, bytes]]:
         prefix = _prefix(task_id)
@@ -130,25 +141,78 @@ class LmdbTxn:
     def inbox_delete(self, task_id: str, seq: int) -> None:
         self.txn.delete(_key(task_id, seq), db=self.dbs["inbox"])
 
+    # Journals (the event log, the output): append-only, in chunks.  The newest items
+    # of a task wait in its tail (one small value, rewritten at each append) until the
+    # tail is full and becomes a chunk, so that a commit of many tasks' steps rewrites
+    # a few densely packed tail pages rather than one journal page per task.
+
+    def _tail(self, table: str, task_id: str) -> tuple[bytes, int, int, bytes]:
+        """(key, first sequence number, count, items) of the task's tail."""
+        key = table.encode() + b"\0" + task_id.encode()
+        data = self.txn.get(key, db=self.dbs["tails"])
+        if data is None:
+            return key, 1, 0, b""
+        first, count = _TAIL_HEAD.unpack_from(data)
+        return key, first, count, data[_TAIL_HEAD.size:]
+
+    def _journal_append(self, table: str, task_id: str, item: bytes) -> int:
+        key, first, count, items = self._tail(table, task_id)
+        items += item
+        count += 1
+        if count >= CHUNK_ITEMS or len(items) >= CHUNK_BYTES:
+            self.txn.put(_key(task_id, first), array_header(count) + items,
+                         db=self.dbs[table])
+            self.txn.put(key, _TAIL_HEAD.pack(first + count, 0), db=self.dbs["tails"])
+        else:
+            self.txn.put(key, _TAIL_HEAD.pack(first, count) + items, db=self.dbs["tails"])
+        return first + count - 1
+
+    def _journal_items(self, table: str, task_id: str, after: int) -> Iterator[tuple[int, Any]]:
+        prefix = _prefix(task_id)
+        start = _key(task_id, after + 1)
+        cursor = self.txn.cursor(db=self.dbs[table])
+        found = cursor.set_range(start)
+        if not (found and cursor.key() == start):
+            # after + 1 may be inside the chunk before the one found, if that is this task's
+            back = cursor.prev() if found else cursor.last()
+            found = back and cursor.key().startswith(prefix) or cursor.set_range(start)
+        while found and cursor.key().startswith(prefix):
+            first = _seq(cursor.key())
+            for i, value in enumerate(_load(cursor.value())):
+                if first + i > after:
+                    yield first + i, value
+            found = cursor.next()
+        _, first, count, items = self._tail(table, task_id)
+        if count:
+            for i, value in enumerate(_load(array_header(count) + items)):
+                if first + i > after:
+                    yield first + i, value
+
+    def _journal_delete(self, table: str, task_id: str) -> None:
+        keys = [key for key, _ in _prefixed(self.txn.cursor(db=self.dbs[table]),
+                                              _prefix(task_id))]
+        for key in keys:
+            self.txn.delete(key, db=self.dbs[table])
+        self.txn.delete(table.encode() + b"\0" + task_id.encode(), db=self.dbs["tails"])
+
     def log_append(self, task_id: str, record: dict) -> int:
-        return self._append("log", task_id, _dump(record))
+        return self._journal_append("log", task_id, _dump(record))
 
     def log_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, dict]]:
-        for seq, data in self._items("log", task_id, after):
-            yield seq, _load(data)
+        return self._journal_items("log", task_id, after)
 
     def output_append(self, task_id: str, text: str) -> int:
-        return self._append("output", task_id, text.encode("utf-8"))
+        return self._journal_append("output", task_id, cbor2.dumps(text))
 
     def output_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, str]]:
-        for seq, data in self._items("output", task_id, after):
-            yield seq, bytes(data).decode("utf-8")
+        return self._journal_items("output", task_id, after)
 
     def delete_task_data(self, task_id: str) -> None:
         """Remove everything kept for a task (after it moved to another store)."""
-        for table in ("inbox", "log", "output"):
-            for seq, _ in list(self._items(table, task_id, 0)):
-                self.txn.delete(_key(task_id, seq), db=self.dbs[table])
+        for seq, _ in list(self._items("inbox", task_id, 0)):
+            self.txn.delete(_key(task_id, seq), db=self.dbs["inbox"])
+        self._journal_delete("log", task_id)
+        self._journal_delete("output", task_id)
         self.txn.delete(task_id.encode(), db=self.dbs["conts"])
         self.txn.delete(task_id.encode(), db=self.dbs["runnable"])
 
