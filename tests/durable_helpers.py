@@ -9,6 +9,7 @@ forkserver [FILE.fm ...]`` serves fork requests read on stdin, one JSON command 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -338,20 +339,31 @@ def _record_steps(path: str) -> None:
     """Make this process's workers append a line to ``path`` for every step they commit:
     task, epoch, worker, reductions before and after, when the slice started and when it
     was committed."""
+    import flowmetal.runtime.drafts as drafts
     import flowmetal.runtime.worker as wm
 
     sink = open(path, "a", buffering=1)
-    commit_step, run = wm.commit_step, wm.Worker._run
+    commit_step, apply, run = wm.commit_step, drafts.apply, wm.Worker._run
     ran: dict = {}  # step -> (reductions before, when its slice started)
 
-    def recording_commit(tasks, step, worker, now, lease_for):
-        ok = commit_step(tasks, step, worker, now, lease_for)
+    def record(step, worker, now):
         before, started = ran.pop(step, (None, None))
-        if ok and before is not None:
+        if before is not None:
             sink.write(json.dumps({"task": step.task_id, "epoch": step.epoch,
                                    "worker": worker, "before": before,
                                    "after": step.machine.reductions,
                                    "started": started, "at": now}) + "\n")
+
+    def recording_commit(tasks, step, worker, now, lease_for):
+        ok = commit_step(tasks, step, worker, now, lease_for)
+        if ok:
+            record(step, worker, now)
+        return ok
+
+    def recording_apply(tasks, draft):
+        ok = apply(tasks, draft)
+        if ok:
+            record(draft.step, draft.record["lease"]["worker"], draft.record["updated"])
         return ok
 
     def recording_run(self, rec, cont):
@@ -361,11 +373,12 @@ def _record_steps(path: str) -> None:
         return step
 
     wm.commit_step = recording_commit
+    drafts.apply = recording_apply
     wm.Worker._run = recording_run
 
 
 def run_worker(cmd: dict) -> int:
-    """Run a worker as ``cmd`` says: store, slice, lease, batch, poll, id, record,
+    """Run a worker as ``cmd`` says: store, slice, lease, batch, poll, draft, id, record,
     seconds, ready (a file created once the worker is about to start).  Exits when idle
     (status 0), or with status 3 when ``seconds`` passed first."""
     from flowmetal.runtime.worker import Worker
@@ -376,7 +389,7 @@ def run_worker(cmd: dict) -> int:
     store = LmdbStore(cmd["store"])
     worker = Worker(store, worker_id=cmd.get("id"), slice_size=cmd.get("slice", 50),
                     lease_seconds=cmd.get("lease", 30.0), batch=cmd.get("batch", 64),
-                    poll=cmd.get("poll", 0.01))
+                    poll=cmd.get("poll", 0.01), draft=cmd.get("draft", "auto"))
     end = time.monotonic() + cmd.get("seconds", 60.0)
     late = []
     if cmd.get("ready"):
@@ -461,7 +474,10 @@ class ForkServer:
         """SIGKILL the worker unless it has exited; its exit status."""
         self._read(0)
         if pid not in self.exits:
-            os.kill(pid, signal.SIGKILL)
+            # It may exit and be reaped by the fork server just now: then its exit
+            # message is on its way.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         code = self.wait(pid, 30.0)
         if code is None:
             raise TimeoutError(f"worker {pid} did not die")

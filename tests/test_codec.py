@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import cbor2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,6 +51,46 @@ def test_corpus_programs_succeed():
 def test_value_round_trip_keeps_types():
     value = Map({Keyword("a"): Vector([1, 2.5, "s", None, TRUE]), "k": (1, 2)})
     assert decode_value(encode_value(value)) == value
+
+
+@given(st.lists(st.integers(), max_size=8))
+def test_integers_of_any_size_round_trip(numbers):
+    value = Vector(numbers)
+    back = decode_value(encode_value(value))
+    assert back == value and all(type(x) is int for x in back)
+    for n in numbers:
+        assert decode_value(encode_value(n)) == n
+
+
+def _format_1(data: bytes) -> bytes:
+    """The same document as format 1 wrote it: integers as tag 39999, and a machine's
+    registers as a tuple record at the root."""
+    top = cbor2.loads(data)
+
+    def item(x):
+        return cbor2.CBORTag(39_999, int.from_bytes(x, "big", signed=True)) \
+            if type(x) is bytes else x
+
+    records = [[r[0], *map(item, r[1:])] for r in top["records"]]
+    if "machine" in top:
+        records.append([12, *map(item, top["machine"])])
+        root = len(records) - 1
+    else:
+        root = item(top["root"])
+    return cbor2.dumps({"format": "flowmetal-state/1", "records": records, "root": root})
+
+
+def test_format_1_documents_are_read():
+    value = Map({Keyword("a"): Vector([1, -2**70, 2.5, "s", None, TRUE])})
+    assert decode_value(_format_1(encode_value(value))) == value
+    assert decode_value(_format_1(encode_value(7))) == 7
+    s = Session()
+    m = s.machine(s.load(CORPUS["closures_share_env"]))
+    m.run(40)
+    old = decode_machine(_format_1(encode_machine(m, s.base.globals)), s.base.globals)
+    assert old.run_to_end() == "done"
+    output = "".join(m.output) + "".join(old.output)
+    assert (to_string(old.val), output) == STRAIGHT["closures_share_env"][1:3]
 
 
 def test_shared_environment_stays_shared():

@@ -100,6 +100,7 @@ def crash_until_finished(server: ForkServer, store, rnd: random.Random, kills_wa
         assert time.monotonic() < end, "the tasks did not finish in 60 s"
         pid = server.start({"store": store.path, "slice": SLICE,
                             "lease": rnd.choice([0.0, 0.02, 0.1]), "poll": 0.005,
+                            "draft": rnd.choice(["auto", "always"]),
                             "stderr": errors, "seconds": 30.0})
         if kills < kills_wanted:
             code = kill_at_random_moment(server, pid, store, rnd)
@@ -122,6 +123,7 @@ def crash_pairs_until_finished(server: ForkServer, store, rnd: random.Random,
     def start() -> int:
         return server.start({"store": store.path, "slice": SLICE,
                              "lease": rnd.choice([0.15, 0.3]), "poll": 0.005,
+                             "draft": rnd.choice(["auto", "always"]),
                              "stderr": errors, "seconds": 30.0})
 
     live = [start(), start()]

@@ -62,11 +62,11 @@ class Runs:
 
 
 def run(store, root: str, slices: list[int], crashes: list[tuple[int, str]], lease: float,
-        prefix: str) -> int:
+        prefix: str, draft: str = "never") -> int:
     """Run rounds until the tree is finished, replacing the worker at the planned rounds:
     "drop" loses the steps it ran but did not commit, "abort" dies in its commit.  Worker
-    number n runs slices of ``slices[n % len(slices)]`` reductions.  The number of
-    workers used."""
+    number n runs slices of ``slices[n % len(slices)]`` reductions, drafting its commits
+    as ``draft`` says.  The number of workers used."""
     plan = dict(crashes)
     workers = 0
 
@@ -75,7 +75,7 @@ def run(store, root: str, slices: list[int], crashes: list[tuple[int, str]], lea
         workers += 1
         return Worker(store, worker_id=f"{prefix}-{workers}",
                       slice_size=slices[(workers - 1) % len(slices)], lease_seconds=lease,
-                      poll=0.002)
+                      poll=0.002, draft=draft)
 
     worker = fresh()
     end = time.monotonic() + 30
@@ -122,14 +122,15 @@ def test_reference_runs_finish(runs):
        slices=st.lists(st.integers(1, 200), min_size=1, max_size=4),
        stops=st.lists(st.tuples(st.floats(0.0, 1.0), st.sampled_from(["drop", "abort"])),
                       max_size=5),
-       lease=st.sampled_from([0.0, 30.0]))
-def test_crashing_workers_change_nothing(runs, name, slices, stops, lease):
-    """Each new worker may use another slice size."""
+       lease=st.sampled_from([0.0, 30.0]),
+       draft=st.sampled_from(["never", "always"]))
+def test_crashing_workers_change_nothing(runs, name, slices, stops, lease, draft):
+    """Each new worker may use another slice size; workers may draft their commits."""
     store = LmdbStore(tempfile.mkdtemp(prefix="store-", dir=runs.dir))
     root = runs.start(store, name)
     rounds = runs.size[name] // slices[0] + 10
     crashes = sorted((1 + int(f * rounds), kind) for f, kind in stops)
-    workers = run(store, root, slices, crashes, lease, "w")
+    workers = run(store, root, slices, crashes, lease, "w", draft)
     event("workers replaced: " + ("3+" if workers > 3 else str(workers - 1)))
     assert without_chunks(snapshot(store, root)) == runs.reference[name]
 
@@ -140,10 +141,12 @@ def test_crashing_workers_change_nothing(runs, name, slices, stops, lease):
        slice_size=st.integers(1, 200),
        schedule=st.lists(st.tuples(st.sampled_from(["round", "round", "round", "crash",
                                                     "expire"]), st.integers(0, 2)),
-                         max_size=60))
-def test_workers_taking_turns_change_nothing(runs, name, slice_size, schedule):
+                         max_size=60),
+       draft=st.sampled_from(["never", "always"]))
+def test_workers_taking_turns_change_nothing(runs, name, slice_size, schedule, draft):
     """Three workers run rounds in any order; some die, and leases lapse at any time
-    (a worker then finds its task taken over, and its steps refused)."""
+    (a worker then finds its task taken over, and its steps refused, whether it
+    committed them the ordinary way or from drafts)."""
     store = LmdbStore(tempfile.mkdtemp(prefix="store-", dir=runs.dir))
     root = runs.start(store, name)
     made = [0]
@@ -151,7 +154,7 @@ def test_workers_taking_turns_change_nothing(runs, name, slice_size, schedule):
     def fresh() -> Worker:
         made[0] += 1
         return Worker(store, worker_id=f"t-{made[0]}", slice_size=slice_size,
-                      lease_seconds=30.0, poll=0.002)
+                      lease_seconds=30.0, poll=0.002, draft=draft)
 
     workers = [fresh(), fresh(), fresh()]
     for op, i in schedule:

@@ -169,7 +169,7 @@ def test_a_killed_workers_tasks_resume_elsewhere_after_its_leases_expire(store, 
         killed = time.time()
         with store.read() as txn:
             at_kill = {tid: txn.get_task(tid) for tid in ids}
-        assert read_steps(str(tmp_path / "B.steps")) == []
+        assert read_steps(str(tmp_path / "B.steps")) == [], at_kill
         code = server.wait(second, 60)
     finally:
         for pid in (first, second):
@@ -188,14 +188,14 @@ def test_a_killed_workers_tasks_resume_elsewhere_after_its_leases_expire(store, 
             continue
         assert mine, "B did not resume " + tag
         # Resumed from the last step A committed, after A's lease ran out.
-        assert mine[0]["before"] == rec["reductions"]
+        assert mine[0]["before"] == rec["reductions"], (rec, mine[0])
         if rec["lease"] and rec["lease"]["worker"] == "A":
             held += 1
-            assert mine[0]["started"] >= rec["lease"]["until"]
-            assert rec["lease"]["until"] > killed - 0.5
+            assert mine[0]["started"] >= rec["lease"]["until"], (rec, mine[0])
+            assert rec["lease"]["until"] > killed - 0.5, (rec, killed)
         with store.read() as txn:
             final = txn.get_task(tid)
         assert final["status"] == "done"
-        assert final["steps"] == rec["steps"] + len(mine)
-        assert mine[-1]["after"] == final["reductions"]
-    assert held >= 2
+        assert final["steps"] == rec["steps"] + len(mine), (rec, final, mine)
+        assert mine[-1]["after"] == final["reductions"], (final, mine[-1])
+    assert held >= 2, at_kill

@@ -75,10 +75,13 @@ def sleep(m: Any, args: tuple, k: Any) -> tuple:
     return m.suspend(_request("sleep", seconds=_seconds("sleep", args[0])), k)
 
 
+NOW_REQUEST = _request("now")  # one map for every (now): the state encodes it once
+
+
 @define("now", CONTROL, 0)
 def now(m: Any, args: tuple, k: Any) -> tuple:
     """The current time in seconds since the epoch (a float), recorded for resumption."""
-    return m.suspend(_request("now"), k)
+    return m.suspend(NOW_REQUEST, k)
 
 
 @define("random", CONTROL, 0, 1)

@@ -41,7 +41,7 @@ class Step:
 
     __slots__ = ("task_id", "epoch", "machine", "state", "programs", "output", "consumed",
                  "took_answer", "status", "request", "value", "error", "keep_lease",
-                 "cancel_delivered")
+                 "cancel_delivered", "draft")
 
     def __init__(self, task_id: str, epoch: int, machine: Machine):
         self.task_id = task_id
@@ -58,6 +58,7 @@ class Step:
         self.error: Any = None            # the error value, when failed or cancelled
         self.keep_lease = True
         self.cancel_delivered = False
+        self.draft: Any = None            # its commit worked out in advance (drafts.py)
 
 
 class Tasks:
@@ -145,18 +146,17 @@ def commit_step(tasks: Tasks, step: Step, worker: str, now: float, lease_for: fl
             log(tasks, task_id, "step", now, reductions=step.machine.reductions,
                 state=step.state)
     if step.status == "waiting":
-        request(tasks, rec, step, now)
+        request(tasks, rec, step, now)  # an answer given at once makes it runnable again
     elif step.status in ("done", "failed", "cancelled"):
         finish(tasks, rec, step.status, now, step.value, step.error)
     else:
         rec["status"] = "runnable"
+        txn.runnable_add(task_id)
     if rec["status"] == "runnable" and step.keep_lease:
         rec["lease"] = {"worker": worker, "epoch": step.epoch, "until": now + lease_for}
     else:
         rec["lease"] = None
-    if rec["status"] == "runnable":
-        txn.runnable_add(task_id)
-    else:
+    if rec["status"] != "runnable":
         txn.runnable_remove(task_id)
     tasks.put(rec)
     return True

@@ -38,8 +38,8 @@ from .base import STORE_FORMAT, StoreError
 
 TABLES = ("meta", "programs", "tasks", "conts", "inbox", "timers", "log", "output",
           "tails", "runnable")
-CHUNK_ITEMS = 16    # a journal tail becomes a chunk at this many items,
-CHUNK_BYTES = 1024  # or at this many bytes
+CHUNK_ITEMS = 8     # a journal tail becomes a chunk at this many items,
+CHUNK_BYTES = 512   # or at this many bytes
 _TAIL_HEAD = struct.Struct(">QH")  # a tail's first sequence number and item count
 MAP_SIZE = int(os.environ.get("FLOWMETAL_LMDB_MAP_SIZE", str(64 << 30)))
 _U64 = struct.Struct(">Q")
