@@ -43,7 +43,7 @@ from flowmetal.runtime import api
 from flowmetal.runtime import worker as worker_module
 from flowmetal.runtime.records import new_task_id, new_task_record
 from flowmetal.runtime.steps import Tasks, add_task, post, save_program
-from flowmetal.runtime.worker import Worker
+from flowmetal.runtime.worker import Worker, tune_gc
 from flowmetal.store import LmdbStore
 from flowmetal.values import Vector, sym
 
@@ -157,6 +157,7 @@ def child(config: str) -> int:
     then idle rounds; reports RSS), ``quit``."""
     options = json.loads(config)
     store = LmdbStore(options["store"])
+    tune_gc()  # as `flowmetal worker` does
     worker = Worker(store, batch=options["batch"])
     base()
     print(json.dumps({"ready": True}), flush=True)
@@ -376,6 +377,7 @@ def many_tasks_in_process(path: str, tasks: int, steps: int, timings: Timings | 
     """``tasks`` tasks of ``steps`` effect steps each, one worker with batch = tasks."""
     store = LmdbStore(path)
     create_tasks(store, LOOP.format(n=steps), "many.fm", tasks)
+    tune_gc()  # as `flowmetal worker` does
     worker = Worker(timings.store(store) if timings else store, batch=tasks)
     start = time.perf_counter()
     with timings.installed() if timings else nullcontext():

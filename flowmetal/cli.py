@@ -269,8 +269,9 @@ def follow(store: Any, task_id: str, print_value: bool = False,
     end.  SIGINT or SIGTERM stops the run and leaves the task in the store."""
     from .runtime import api
     from .runtime.records import FINISHED
-    from .runtime.worker import Worker
+    from .runtime.worker import Worker, tune_gc
 
+    tune_gc()
     worker = Worker(store) if slice_size is None else Worker(store, slice_size=slice_size)
     with stop_signals() as stopped:
         try:
@@ -513,7 +514,7 @@ def cmd_attach(args: list[str], store_path: str | None) -> int:
 def cmd_worker(args: list[str], store_path: str | None) -> int:
     """flowmetal worker: run the store's tasks until stopped."""
     from .runtime import api
-    from .runtime.worker import Worker
+    from .runtime.worker import Worker, tune_gc
 
     p = _parser("worker", "Run the tasks of the store: lease runnable tasks, run their "
                 "steps, fire timers. Stops on SIGINT or SIGTERM, committing the steps it "
@@ -532,6 +533,7 @@ def cmd_worker(args: list[str], store_path: str | None) -> int:
     with store.read() as txn:
         runnable = txn.runnable(1_000_000)
     api.release_dead_leases(store, runnable)
+    tune_gc()
     worker = Worker(store, slice_size=ns.slice, batch=ns.batch)
     with stop_signals() as stopped:
         try:

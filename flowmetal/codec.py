@@ -120,6 +120,15 @@ _ATOM_RECORDS: dict[int, tuple[Any, list, str | None]] = {}
 _INTERNED = frozenset({Symbol, Keyword, Primitive, FrameKind, *N.NODE_TYPES.values()})
 
 
+def _immediate_item(value: Any) -> Any:
+    t = type(value)
+    if t is int:
+        return int_item(value)
+    if t is Boolean:
+        return value.value
+    return value  # a float, a string or nil
+
+
 def _is_immediate(value: Any) -> bool:
     return type(value) in _IMMEDIATE
 
@@ -142,13 +151,8 @@ class Encoder:
 
     def item(self, value: Any) -> Any:
         """The CBOR item for ``value`` (which must already have been added if compound)."""
-        t = type(value)
-        if t is Boolean:
-            return value.value
-        if t is int:
-            return int_item(value)
-        if t is float or t is str or value is None:
-            return value
+        if type(value) in _IMMEDIATE:
+            return _immediate_item(value)
         return self.index[id(value)]
 
     def add(self, root: Any) -> Any:
@@ -466,13 +470,15 @@ class Image:
     def encode(self, m: Machine, programs: set | None = None) -> bytes:
         """The machine's state as bytes; adds its code's program hashes to ``programs``."""
         enc = self.enc
-        dirty, m.dirty = m.dirty, []
+        dirty = m.dirty
+        if dirty:
+            m.dirty = []
         rebuild = enc is None or len(enc.records) > self.rebuild_at or \
             self.size > self.rebuild_size
         if rebuild:
             enc = self.enc = Encoder(_base_names(self.base_globals))
             self.chunks, self.bounds, self.env_chunk, self.size = [], [], {}, 0
-            dirty = []
+            dirty = ()
         chunks, records, where = self.chunks, enc.records, self.env_chunk
         stale = set()
         for env in dirty:
@@ -511,9 +517,9 @@ class Image:
 
 def encode_value(value: Any) -> bytes:
     """Encode a Flowmetal value (any state reachable from it) as bytes."""
-    enc = Encoder()
     if type(value) in _IMMEDIATE:  # no records: the most common answers (now, random)
-        return b"".join((_DOC_HEAD, b"\x80", _ROOT_KEY, cbor2.dumps(enc.item(value))))
+        return b"".join((_DOC_HEAD, b"\x80", _ROOT_KEY, cbor2.dumps(_immediate_item(value))))
+    enc = Encoder()
     return enc.finish(enc.add(value))
 
 

