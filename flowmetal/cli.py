@@ -479,9 +479,7 @@ def cmd_resume(args: list[str], store_path: str | None) -> int:
         _err(f"flowmetal: task {ns.id} moved to another store; resume it there")
         return EXIT_USAGE
     if rec["status"] not in FINISHED:
-        with store.read() as txn:
-            family = api.tree(txn, ns.id)
-        api.release_dead_leases(store, family)
+        api.release_dead_leases(store, lambda txn: api.tree(txn, ns.id))
     return follow(store, ns.id, slice_size=ns.slice)
 
 
@@ -530,9 +528,7 @@ def cmd_worker(args: list[str], store_path: str | None) -> int:
         if getattr(ns, name) < 1:
             p.error(f"--{name} must be at least 1")
     store = open_store(ns.store)
-    with store.read() as txn:
-        runnable = txn.runnable(1_000_000)
-    api.release_dead_leases(store, runnable)
+    api.release_dead_leases(store, lambda txn: txn.runnable(1_000_000))
     tune_gc()
     worker = Worker(store, slice_size=ns.slice, batch=ns.batch)
     with stop_signals() as stopped:

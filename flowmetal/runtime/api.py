@@ -170,13 +170,15 @@ def lease_live(rec: dict, now: float | None = None) -> bool:
     return bool(lease) and lease["until"] > now and not lease_holder_gone(lease)
 
 
-def release_dead_leases(store, task_ids: list[str]) -> int:
-    """Clear the leases of these tasks held by dead workers of this host (so they can be
-    resumed at once instead of when the lease expires); how many were cleared."""
+def release_dead_leases(store, which: Callable[[Any], list[str]]) -> int:
+    """Clear the leases held by dead workers of this host on the tasks ``which(txn)``
+    names (so they can be resumed at once instead of when the lease expires); how many
+    were cleared.  The tasks are found in the write transaction: only a writer is sure to
+    see the last commit of a worker that died committing."""
     cleared = 0
     with store.write() as txn:
         tasks = Tasks(txn)
-        for task_id in task_ids:
+        for task_id in which(txn):
             rec = tasks.get(task_id)
             if rec and rec.get("lease") and lease_holder_gone(rec["lease"]):
                 rec["lease"] = None
