@@ -7,9 +7,10 @@ LMDB figure that bounds it, measured in the same run with LMDB used directly:
 
 (a) one task making 10,000 effect steps (``(now)`` in a loop, one commit per step):
     steps/s, p50/p99 step latency, and the ratio to raw synced write transactions/s;
-(b) 100 tasks x 1,000 steps with group commit (one worker with batch 100, then two
-    worker processes; each the best of three runs on fresh stores): aggregate steps/s,
-    beside raw puts/s in large synced transactions;
+(b) 100 tasks x 1,000 steps with group commit, aggregate steps/s beside raw puts/s in
+    large synced transactions: two worker processes (a worker process uses one core, and
+    this machine has two), whose figure the target is for; and one worker with batch
+    100 alone, for the speed of one core.  Each the best of three runs on fresh stores;
 (c) 100,000 tasks asleep in ``(sleep 3600)``: store bytes per task, the creation rate,
     and a worker's RSS holding 10,000 and then 100,000 of them;
 (d) timers due at 10,000 per second: when each fired (the worker's clock in the round
@@ -341,6 +342,7 @@ def one_task(path: str, steps: int, raw: Raw, raw_txns: int,
     task_id = api.start(store, f"(dotimes [i {steps}] (now))", "one-task.fm")
     worker = Worker(timings.store(store) if timings else store, batch=1)
     worker.round()  # loads the program and runs the first step
+    os.sync()  # start with no earlier part's writes still going to the disk
     raw.synced_count, raw.synced_time = 0, 0.0
     gaps: list[float] = []
     every = max(1, steps // segments)
@@ -379,6 +381,7 @@ def many_tasks_in_process(path: str, tasks: int, steps: int, timings: Timings | 
     create_tasks(store, LOOP.format(n=steps), "many.fm", tasks)
     tune_gc()  # as `flowmetal worker` does
     worker = Worker(timings.store(store) if timings else store, batch=tasks)
+    os.sync()  # start with no earlier part's writes still going to the disk
     start = time.perf_counter()
     with timings.installed() if timings else nullcontext():
         worker.run(idle_exit=True)
@@ -394,6 +397,7 @@ def many_tasks_processes(path: str, tasks: int, steps: int, processes: int) -> d
     store = LmdbStore(path)
     create_tasks(store, LOOP.format(n=steps), "many.fm", tasks)
     children = [Child(path, max(1, tasks // processes)) for _ in range(processes)]
+    os.sync()  # start with no earlier part's writes still going to the disk
     try:
         for c in children:
             c.send("run")
@@ -617,12 +621,14 @@ def main(argv: list[str] | None = None) -> int:
     table.add("(a) ratio to raw synced commits", f"{ratio:.0%}", "", ">= 50%", ratio >= 0.5)
     table.add("(a) step latency p50 / p99", f"{ms(a['p50'])} / {ms(a['p99'])}",
               f"{ms(1 / a['raw'])} per txn")
-    for label, fig in ((f"1 worker, batch {n}", b1), ("2 worker processes", b2)):
+    for label, fig, judged in (("2 worker processes", b2, True),
+                               (f"1 worker, batch {n} (one core)", b1, False)):
         runs = f" (runs: {', '.join(f'{r:,.0f}' for r in fig['rates'])})" \
             if len(fig["rates"]) > 1 else ""
         table.add(f"(b) {n} tasks x {s:,} effects, {label}: steps/s",
-                  f"{fig['rate']:,.0f}{runs}", f"{puts:,.0f} puts/s", ">= 20,000",
-                  fig["rate"] >= 20_000)
+                  f"{fig['rate']:,.0f}{runs}", f"{puts:,.0f} puts/s",
+                  ">= 20,000" if judged else f"{fig['rate'] / 20_000:.0%} of 20,000",
+                  fig["rate"] >= 20_000 if judged else None)
     first, last = c["rows"][0], c["rows"][-1]
     extra = last["count"] - first["count"]
     table.add("(c) tasks created (batches of 1,000 per txn)/s", f"{c['create_rate']:,.0f}")
