@@ -25,25 +25,15 @@ from .steps import Step, Tasks, commit_step
 LOCAL_OPS = frozenset({"now", "random", "sleep"})
 _OP = kw("op")
 
-class NotLocal(Exception):
-    """The step's commit needs more than its own task's data."""
-
 
 class DraftTxn:
-    """Stands in for a write transaction: serves the task's own record and notes the
-    writes (all of them to the task's own data) that a local commit makes.  Any other
-    method is missing, so a commit that needs more fails and leaves no draft."""
+    """Stands in for a write transaction: notes the writes (all of them to the task's
+    own data) that a local commit makes.  It has no way to read: the task's record is
+    handed to the commit beforehand, and a commit that needs anything else fails with
+    an AttributeError and leaves no draft."""
 
-    def __init__(self, task_id: str, data: bytes):
-        self.task_id = task_id
-        self.data = data
+    def __init__(self):
         self.writes: list[tuple[str, tuple]] = []
-
-    def get_task_data(self, task_id: str) -> bytes:
-        """The record the draft starts from; any other task's record is not local."""
-        if task_id != self.task_id:
-            raise NotLocal(task_id)
-        return self.data
 
     def put_cont(self, *args: Any) -> None:
         self.writes.append(("put_cont", args))
@@ -95,15 +85,13 @@ def prepare(step: Step, known: tuple[bytes, dict] | None, worker: str, now: floa
         return None
     base, committed = known
     record = dict(committed)  # local commits replace fields, never change them in place
-    txn = DraftTxn(step.task_id, base)
+    txn = DraftTxn()
     tasks = Tasks(txn)
     tasks.cache[step.task_id] = record
     try:
         if not commit_step(tasks, step, worker, now, lease_for):
             return None
-    except Exception:  # NotLocal, or a failure the ordinary commit will meet and report
-        return None
-    if tasks.dirty - {step.task_id}:
+    except Exception:  # not local, or a failure the ordinary commit will meet and report
         return None
     return Draft(step, base, record, cbor2.dumps(record), txn.writes, tasks.answers)
 
