@@ -274,7 +274,8 @@ class Encoder:
 
     def _append_items(self, out: list, values: Any) -> bool:
         """Append the items of ``values`` to ``out``; False (leaving ``out`` partly
-        filled) at the first compound value not added yet."""
+        filled) at the first compound value not added yet.  (``_immediate_item`` written
+        out in the loop: this is the encoder's innermost loop.)"""
         index, plain = self.index, _IMMEDIATE_ITEM
         append = out.append
         for x in values:

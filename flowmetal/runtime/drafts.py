@@ -35,29 +35,19 @@ class DraftTxn:
     def __init__(self):
         self.writes: list[tuple[str, tuple]] = []
 
-    def put_cont(self, *args: Any) -> None:
-        self.writes.append(("put_cont", args))
 
-    def log_append(self, *args: Any) -> None:
-        self.writes.append(("log_append", args))
+def _noting(name: str) -> Any:
+    def write(self: DraftTxn, *args: Any) -> None:
+        self.writes.append((name, args))
 
-    def output_append(self, *args: Any) -> None:
-        self.writes.append(("output_append", args))
+    write.__name__ = name
+    return write
 
-    def inbox_delete(self, *args: Any) -> None:
-        self.writes.append(("inbox_delete", args))
 
-    def timer_add(self, *args: Any) -> None:
-        self.writes.append(("timer_add", args))
-
-    def timer_delete(self, *args: Any) -> None:
-        self.writes.append(("timer_delete", args))
-
-    def runnable_add(self, *args: Any) -> None:
-        self.writes.append(("runnable_add", args))
-
-    def runnable_remove(self, *args: Any) -> None:
-        self.writes.append(("runnable_remove", args))
+# The writes a local commit makes, all of them to the task's own data.
+for _name in ("put_cont", "log_append", "output_append", "inbox_delete", "timer_add",
+              "timer_delete", "runnable_add", "runnable_remove"):
+    setattr(DraftTxn, _name, _noting(_name))
 
 
 class Draft:

@@ -83,15 +83,14 @@ class Tasks:
         cache = self.cache
         if task_id in cache:
             return cache[task_id]
-        if self.known is None:
-            rec = cache[task_id] = self.txn.get_task(task_id)
-            return rec
         data = self.txn.get_task_data(task_id)
+        kept = self.known.get(task_id) if self.known is not None else None
         if data is None:
             rec = None
+        elif kept is not None and kept[0] == data:
+            rec = kept[1]
         else:
-            kept = self.known.get(task_id)
-            rec = kept[1] if kept is not None and kept[0] == data else cbor2.loads(data)
+            rec = cbor2.loads(data)
         cache[task_id] = rec
         return rec
 
@@ -102,15 +101,12 @@ class Tasks:
 
     def flush(self) -> None:
         """Write the changed records."""
-        known = self.known
         for task_id in sorted(self.dirty):
             rec = self.cache[task_id]
-            if known is None:
-                self.txn.put_task(rec)
-                continue
             data = cbor2.dumps(rec)
             self.txn.put_task_data(task_id, data)
-            known[task_id] = (data, rec)
+            if self.known is not None:
+                self.known[task_id] = (data, rec)
         self.dirty.clear()
 
 

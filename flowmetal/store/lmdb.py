@@ -61,14 +61,11 @@ def _seq(key: bytes) -> int:
     return _U64.unpack(key[-8:])[0]
 
 
-def _prefixed(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """The (key, value) pairs whose key starts with ``prefix``."""
-    if not cursor.set_range(prefix):
-        return
-    for key, value in cursor:
-        if not key.startswith(prefix):
-            return
-        yield key, value
+def _numbered(first: int, chunk: bytes, after: int) -> Iterator[tuple[int, Any]]:
+    """The items of a journal chunk whose first is number ``first``, above ``after``."""
+    for i, value in enumerate(_load(chunk)):
+        if first + i > after:
+            yield first + i, value
 
 
 def _load(data: bytes) -> Any:
@@ -146,26 +143,30 @@ class LmdbTxn:
     # tail is full and becomes a chunk, so that a commit of many tasks' steps rewrites
     # a few densely packed tail pages rather than one journal page per task.
 
-    def _tail(self, table: str, task_id: str) -> tuple[bytes, int, int, bytes]:
-        """(key, first sequence number, count, items) of the task's tail."""
-        key = table.encode() + b"\0" + task_id.encode()
-        data = self.txn.get(key, db=self.dbs["tails"])
+    @staticmethod
+    def _tail_key(table: str, task_id: str) -> bytes:
+        return table.encode() + b"\0" + task_id.encode()
+
+    def _tail(self, table: str, task_id: str) -> tuple[int, int, bytes]:
+        """(first sequence number, count, items) of the task's tail."""
+        data = self.txn.get(self._tail_key(table, task_id), db=self.dbs["tails"])
         if data is None:
-            return key, 1, 0, b""
+            return 1, 0, b""
         first, count = _TAIL_HEAD.unpack_from(data)
-        return key, first, count, data[_TAIL_HEAD.size:]
+        return first, count, data[_TAIL_HEAD.size:]
 
     def _journal_append(self, table: str, task_id: str, item: bytes) -> int:
-        key, first, count, items = self._tail(table, task_id)
+        first, count, items = self._tail(table, task_id)
+        seq = first + count  # the new item's number
         items += item
         count += 1
         if count >= CHUNK_ITEMS or len(items) >= CHUNK_BYTES:
             self.txn.put(_key(task_id, first), array_header(count) + items,
                          db=self.dbs[table])
-            self.txn.put(key, _TAIL_HEAD.pack(first + count, 0), db=self.dbs["tails"])
-        else:
-            self.txn.put(key, _TAIL_HEAD.pack(first, count) + items, db=self.dbs["tails"])
-        return first + count - 1
+            first, count, items = seq + 1, 0, b""
+        self.txn.put(self._tail_key(table, task_id), _TAIL_HEAD.pack(first, count) + items,
+                     db=self.dbs["tails"])
+        return seq
 
     def _journal_items(self, table: str, task_id: str, after: int) -> Iterator[tuple[int, Any]]:
         prefix = _prefix(task_id)
@@ -177,23 +178,16 @@ class LmdbTxn:
             back = cursor.prev() if found else cursor.last()
             found = back and cursor.key().startswith(prefix) or cursor.set_range(start)
         while found and cursor.key().startswith(prefix):
-            first = _seq(cursor.key())
-            for i, value in enumerate(_load(cursor.value())):
-                if first + i > after:
-                    yield first + i, value
+            yield from _numbered(_seq(cursor.key()), cursor.value(), after)
             found = cursor.next()
-        _, first, count, items = self._tail(table, task_id)
+        first, count, items = self._tail(table, task_id)
         if count:
-            for i, value in enumerate(_load(array_header(count) + items)):
-                if first + i > after:
-                    yield first + i, value
+            yield from _numbered(first, array_header(count) + items, after)
 
     def _journal_delete(self, table: str, task_id: str) -> None:
-        keys = [key for key, _ in _prefixed(self.txn.cursor(db=self.dbs[table]),
-                                              _prefix(task_id))]
-        for key in keys:
-            self.txn.delete(key, db=self.dbs[table])
-        self.txn.delete(table.encode() + b"\0" + task_id.encode(), db=self.dbs["tails"])
+        for seq, _ in list(self._items(table, task_id, 0)):  # chunks start at seq 1 or more
+            self.txn.delete(_key(task_id, seq), db=self.dbs[table])
+        self.txn.delete(self._tail_key(table, task_id), db=self.dbs["tails"])
 
     def log_append(self, task_id: str, record: dict) -> int:
         return self._journal_append("log", task_id, _dump(record))
