@@ -17,7 +17,15 @@ STORE_FORMAT = "flowmetal-store/2"
 
 
 class StoreError(Exception):
-    """The store cannot be opened or used (missing, wrong format, full)."""
+    """The store cannot be opened or used (missing, wrong format, corrupt)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot commit now (disk full, database unreachable): a transient fault.
+
+    Nothing of the failed transaction was written.  A worker keeps the last committed
+    step of each task, backs off and tries again; it never fails a task for this.
+    """
 
 
 def default_path() -> str:
