@@ -198,9 +198,9 @@ def open_store(path: str | None, create: bool = True) -> Any:
     """The store at ``path`` (default: $FLOWMETAL_HOME or ./.flowmetal); unless
     ``create``, a missing store is a StoreError."""
     from .interpreter import base
-    from .store import LmdbStore, default_path
+    from .store import open_store as open_location
 
-    store = LmdbStore(path or default_path(), create=create)
+    store = open_location(path, create=create)
     base()  # the standard library: its programs are what stored states refer to
     return store
 
@@ -232,11 +232,11 @@ def _read_program(path: str) -> str | None:
 
 def run_expression(expr: str, args: list[str]) -> int:
     """Evaluate ``expr`` as a task in a temporary store and print its value."""
-    from .store import LmdbStore
+    from .store import open_store as open_location
 
     where = tempfile.mkdtemp(prefix="flowmetal-eval-")
     try:
-        store = LmdbStore(where, sync=False)  # a scratch store: no need to sync
+        store = open_location(where, sync=False)  # a scratch store: no need to sync
         return run_source(store, expr, EXPR_FILE, args, script=None, print_value=True,
                           resumable=False)
     finally:
@@ -268,7 +268,6 @@ def follow(store: Any, task_id: str, print_value: bool = False,
     """Run the store's tasks until ``task_id`` finishes, showing its output; report its
     end.  SIGINT or SIGTERM stops the run and leaves the task in the store."""
     from .runtime import api
-    from .runtime.records import FINISHED
     from .runtime.worker import Worker, tune_gc
 
     tune_gc()
@@ -278,7 +277,7 @@ def follow(store: Any, task_id: str, print_value: bool = False,
             rec = api.run_foreground(store, task_id, write_stdout, worker, stop=stopped)
         except KeyboardInterrupt:
             rec = None
-    if rec is None or rec["status"] not in FINISHED:
+    if rec is None or not rec.finished:
         _flush_stdout()
         if resumable:
             _err(f"flowmetal: task {task_id} left in the store; finish it with: "
@@ -294,14 +293,14 @@ def report_end(rec: dict, print_value: bool = False) -> int:
     status for it."""
     from .runtime.records import result_value
 
-    if rec["status"] == "done":
+    if rec.status == "done":
         value = result_value(rec)
         if print_value and value is not None:
             write_stdout(to_string(value) + "\n")
         return EXIT_OK
     _flush_stdout()
-    if rec["status"] == "moved":
-        _err(f"flowmetal: task {rec['id']} moved to another store")
+    if rec.status == "moved":
+        _err(f"flowmetal: task {rec.id} moved to another store")
     else:
         _err(format_error(result_value(rec)))
     return EXIT_ERROR
@@ -463,7 +462,6 @@ def cmd_start(args: list[str], store_path: str | None) -> int:
 def cmd_resume(args: list[str], store_path: str | None) -> int:
     """flowmetal resume ID: finish the task in the foreground."""
     from .runtime import api
-    from .runtime.records import FINISHED
 
     p = _parser("resume", "Run a task of the store in the foreground until it finishes, "
                 "showing the output it has not shown yet (as run does).", store_path)
@@ -475,11 +473,13 @@ def cmd_resume(args: list[str], store_path: str | None) -> int:
         p.error("--slice must be at least 1")
     store = open_store(ns.store, create=False)
     rec = api.get(store, ns.id)
-    if rec["status"] == "moved":
+    if rec.status == "moved":
         _err(f"flowmetal: task {ns.id} moved to another store; resume it there")
         return EXIT_USAGE
-    if rec["status"] not in FINISHED:
-        api.release_dead_leases(store, lambda txn: api.tree(txn, ns.id))
+    if not rec.finished:
+        with store.view() as view:
+            family = api.tree(view, ns.id)
+        api.release_dead_leases(store, family)
     return follow(store, ns.id, slice_size=ns.slice)
 
 
@@ -528,14 +528,14 @@ def cmd_worker(args: list[str], store_path: str | None) -> int:
         if getattr(ns, name) < 1:
             p.error(f"--{name} must be at least 1")
     store = open_store(ns.store)
-    api.release_dead_leases(store, lambda txn: txn.runnable(1_000_000))
+    api.release_dead_leases(store)
     tune_gc()
     worker = Worker(store, slice_size=ns.slice, batch=ns.batch)
     with stop_signals() as stopped:
         try:
             worker.run(until=stopped, idle_exit=ns.until_idle)
         except KeyboardInterrupt:
-            api.release_leases(store, worker.id)
+            store.release(worker.id)
             _err("flowmetal: worker interrupted")
             return EXIT_INTERRUPTED
     return EXIT_OK
@@ -550,20 +550,19 @@ def cmd_tasks(args: list[str], store_path: str | None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON")
     ns = p.parse_args(args)
     from .runtime import inspect
-    from .runtime.records import FINISHED
 
     store = open_store(ns.store, create=False)
-    with store.read() as txn:
-        records = list(txn.tasks())
+    with store.view() as view:
+        records = view.tasks(limit=1 << 62)
+        skipped = view.skipped
+        now = view.clock()
     hidden = 0
     if not ns.all:
-        finished = sorted((r for r in records if r["status"] in FINISHED),
-                          key=lambda r: r["updated"])
-        dropped = {r["id"] for r in finished[:-RECENT_FINISHED]} if \
+        finished = sorted((r for r in records if r.finished), key=lambda r: r.updated)
+        dropped = {r.id for r in finished[:-RECENT_FINISHED]} if \
             len(finished) > RECENT_FINISHED else set()
         hidden = len(dropped)
-        records = [r for r in records if r["id"] not in dropped]
-    now = time.time()
+        records = [r for r in records if r.id not in dropped]
     rows = [inspect.task_summary(rec, now) for rec in records]
     if ns.json:
         _print_json(rows)
@@ -577,6 +576,9 @@ def cmd_tasks(args: list[str], store_path: str | None) -> int:
         _out(_table(table))
     if hidden:
         _out(f"({hidden} older finished tasks not listed: flowmetal tasks --all)\n")
+    if skipped:
+        _err(f"flowmetal: {skipped} task records could not be read (flowmetal show ID "
+             "says why)")
     return EXIT_OK
 
 
@@ -610,10 +612,10 @@ def cmd_log(args: list[str], store_path: str | None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON")
     ns = p.parse_args(args)
     store = open_store(ns.store, create=False)
-    with store.read() as txn:
-        if txn.get_task(ns.id) is None:
+    with store.view() as view:
+        if view.task(ns.id) is None and ns.id not in view.unreadable:
             raise TaskError(f"no task {ns.id}")
-        events = [inspect.log_entry(seq, event) for seq, event in txn.log_items(ns.id)]
+        events = [inspect.log_entry(seq, event) for seq, event in view.log(ns.id)]
     if ns.json:
         _print_json(events)
         return EXIT_OK
@@ -725,7 +727,7 @@ def cmd_import(args: list[str], store_path: str | None) -> int:
         _err(f"flowmetal: cannot read {ns.file}: {exc.strerror or exc}")
         return EXIT_USAGE
     rec = import_task(open_store(ns.store), data)
-    _out(rec["id"] + "\n")
+    _out(rec.id + "\n")
     return EXIT_OK
 
 

@@ -168,26 +168,35 @@ def start_programs(store, paths: dict[str, str], **options) -> dict[str, str]:
 
 
 def status(store, task_id: str) -> str:
-    with store.read() as txn:
-        return txn.get_task(task_id)["status"]
+    return str(store.get(task_id).status)
 
 
 def unfinished(store) -> list[str]:
     """Ids of the store's tasks that are not finished."""
-    from flowmetal.runtime.records import FINISHED
-
-    with store.read() as txn:
-        return [rec["id"] for rec in txn.tasks() if rec["status"] not in FINISHED]
+    with store.view() as view:
+        return [rec.id for rec in view.tasks(limit=1 << 62) if not rec.finished]
 
 
 def log_entries(store, task_id: str) -> list[dict]:
-    with store.read() as txn:
-        return [e for _, e in txn.log_items(task_id)]
+    """The task's events as dicts: kind, at, and the details, encoded values printed
+    in full (``value``, ``error``)."""
+    from flowmetal.printer import to_string
+    from flowmetal.runtime.records import decode_data
+
+    out = []
+    with store.view() as view:
+        for _, e in view.log(task_id):
+            entry = {"kind": e.kind, "at": e.at, **e.details}
+            for key in ("value", "error"):
+                if isinstance(entry.get(key), bytes):
+                    entry[key] = to_string(decode_data(entry[key]))
+            out.append(entry)
+    return out
 
 
 def output_chunks(store, task_id: str) -> list[str]:
-    with store.read() as txn:
-        return [text for _, text in txn.output_items(task_id)]
+    with store.view() as view:
+        return [text for _, text in view.output(task_id)]
 
 
 def requests_and_answers(entries: list[dict], complete: bool = True) -> list[tuple[str, dict]]:
@@ -231,17 +240,16 @@ def snapshot(store, root: str) -> dict[str, dict]:
 
     names: dict[str, str] = {}
     queue = [(root, "T")]
-    with store.read() as txn:
+    with store.view() as view:
         while queue:
             tid, name = queue.pop(0)
             names[tid] = name
-            rec = txn.get_task(tid)
-            queue.extend((c, f"{name}.{i}") for i, c in enumerate(rec.get("children", [])))
+            rec = view.task(tid)
+            queue.extend((c, f"{name}.{i}") for i, c in enumerate(rec.children))
     ids = re.compile("|".join(re.escape(t) for t in sorted(names, key=len, reverse=True)))
     out = {}
     for tid, name in names.items():
-        with store.read() as txn:
-            rec = txn.get_task(tid)
+        rec = store.get(tid)
         entries = log_entries(store, tid)
         pairs = requests_and_answers(entries)
         recorded = []
@@ -261,9 +269,9 @@ def snapshot(store, root: str) -> dict[str, dict]:
             return ids.sub(lambda m: names[m.group(0)], text)
 
         chunks = output_chunks(store, tid)
-        value = result_value(rec) if rec["status"] in ("done", "failed") else None
+        value = result_value(rec) if rec.status in ("done", "failed") else None
         out[name] = {
-            "status": rec["status"],
+            "status": str(rec.status),
             "result": norm(to_string(value)),
             "output": norm("".join(chunks)),
             "chunks": [norm(c) for c in chunks],
@@ -283,36 +291,33 @@ def without_chunks(snap: dict[str, dict]) -> dict[str, dict]:
 # Stores and workers in this process
 
 
-class CountingStore:
-    """A store that counts its write transactions."""
-
-    def __init__(self, store):
-        self.store = store
-        self.path = store.path
-        self.writes = 0
-
-    def read(self):
-        return self.store.read()
+def count_writes(store):
+    """``store``, counting its write transactions in ``store.writes``."""
+    backend = store.backend
+    write = backend.write
+    store.writes = 0
 
     @contextmanager
-    def write(self):
-        self.writes += 1
-        with self.store.write() as txn:
-            yield txn
+    def counted():
+        store.writes += 1
+        with write() as t:
+            yield t
+
+    backend.write = counted
+    return store
 
 
 def run_until_finished(store, task_ids, timeout: float = 30.0, **worker_options):
     """Run a worker in this process until the given tasks are finished (at most
     ``timeout`` seconds: TimeoutError); the worker."""
-    from flowmetal.runtime.records import FINISHED
     from flowmetal.runtime.worker import Worker
 
     end = time.monotonic() + timeout
     worker = Worker(store, **worker_options)
 
     def until() -> bool:
-        with store.read() as txn:
-            if all(txn.get_task(t)["status"] in FINISHED for t in task_ids):
+        with store.view() as view:
+            if all(view.task(t).finished for t in task_ids):
                 return True
         if time.monotonic() > end:
             raise TimeoutError(f"tasks not finished after {timeout} s")
@@ -324,11 +329,16 @@ def run_until_finished(store, task_ids, timeout: float = 30.0, **worker_options)
 
 def expire_leases(store) -> None:
     """Let every lease lapse now, as time passing after its worker died would."""
-    with store.write() as txn:
-        for rec in list(txn.tasks()):
-            if rec.get("lease"):
-                rec["lease"]["until"] = 0.0
-                txn.put_task(rec)
+    from flowmetal.store.engine import Unit
+
+    with store.backend.write() as t:
+        unit = Unit(t)
+        for task_id in t.leased():
+            rec = unit.get(task_id)
+            if rec is not None and rec.lease is not None:
+                rec.lease.until = 0.0
+                unit.put(rec)
+        unit.flush()
 
 
 # ---------------------------------------------------------------------------------------
@@ -339,40 +349,41 @@ def _record_steps(path: str) -> None:
     """Make this process's workers append a line to ``path`` for every step they commit:
     task, epoch, worker, reductions before and after, when the slice started and when it
     was committed."""
-    import flowmetal.runtime.drafts as drafts
     import flowmetal.runtime.worker as wm
+    import flowmetal.store.drafts as drafts
+    import flowmetal.store.engine as engine
 
     sink = open(path, "a", buffering=1)
-    commit_step, apply, run = wm.commit_step, drafts.apply, wm.Worker._run
-    ran: dict = {}  # step -> (reductions before, when its slice started)
+    commit_step, apply, run = engine.commit_step, drafts.apply, wm.Worker._run
+    ran: dict = {}  # id(step) -> (reductions before, when its slice started)
 
     def record(step, worker, now):
-        before, started = ran.pop(step, (None, None))
+        before, started = ran.pop(id(step), (None, None))
         if before is not None:
             sink.write(json.dumps({"task": step.task_id, "epoch": step.epoch,
                                    "worker": worker, "before": before,
-                                   "after": step.machine.reductions,
+                                   "after": step.reductions,
                                    "started": started, "at": now}) + "\n")
 
-    def recording_commit(tasks, step, worker, now, lease_for):
-        ok = commit_step(tasks, step, worker, now, lease_for)
-        if ok:
-            record(step, worker, now)
+    def recording_commit(unit, step, worker, lease_for):
+        ok = commit_step(unit, step, worker, lease_for)
+        if ok and step.blocked is None:
+            record(step, worker, unit.now)
         return ok
 
-    def recording_apply(tasks, draft):
-        ok = apply(tasks, draft)
+    def recording_apply(unit, draft, step):
+        ok = apply(unit, draft, step)
         if ok:
-            record(draft.step, draft.record["lease"]["worker"], draft.record["updated"])
+            record(step, draft.record.lease.worker, draft.record.updated)
         return ok
 
     def recording_run(self, rec, cont):
         started = time.time()
         step = run(self, rec, cont)
-        ran[step] = (rec["reductions"], started)
+        ran[id(step)] = (rec.reductions, started)
         return step
 
-    wm.commit_step = recording_commit
+    engine.commit_step = recording_commit
     drafts.apply = recording_apply
     wm.Worker._run = recording_run
 
@@ -382,11 +393,11 @@ def run_worker(cmd: dict) -> int:
     seconds, ready (a file created once the worker is about to start).  Exits when idle
     (status 0), or with status 3 when ``seconds`` passed first."""
     from flowmetal.runtime.worker import Worker
-    from flowmetal.store import LmdbStore
+    from flowmetal.store import open_store
 
     if cmd.get("record"):
         _record_steps(cmd["record"])
-    store = LmdbStore(cmd["store"])
+    store = open_store(cmd["store"])
     worker = Worker(store, worker_id=cmd.get("id"), slice_size=cmd.get("slice", 50),
                     lease_seconds=cmd.get("lease", 30.0), batch=cmd.get("batch", 64),
                     poll=cmd.get("poll", 0.01), draft=cmd.get("draft", "auto"))

@@ -10,11 +10,12 @@ import time
 import pytest
 
 from flowmetal.printer import to_string
-from flowmetal.runtime import api, drafts
-from flowmetal.runtime import worker as worker_module
-from flowmetal.runtime.records import result_value
+from flowmetal.runtime import api
+from flowmetal.runtime.records import Lease, result_value
 from flowmetal.runtime.worker import Worker
-from flowmetal.store import LmdbStore
+from flowmetal.store import drafts, open_store
+from flowmetal.store import lmdb as lmdb_module
+from flowmetal.store.engine import Unit
 
 from .durable_helpers import log_entries, output_chunks, requests_and_answers
 
@@ -32,7 +33,7 @@ LOCAL = """
 
 @pytest.fixture
 def store(tmp_path):
-    return LmdbStore(str(tmp_path / "store"))
+    return open_store(str(tmp_path / "store"))
 
 
 def rounds_until_idle(worker: Worker) -> None:
@@ -42,13 +43,17 @@ def rounds_until_idle(worker: Worker) -> None:
     assert time.monotonic() <= end, "the tasks did not finish"
 
 
+def drafted(store, worker: Worker) -> bool:
+    """Whether the store holds a draft of the worker's first pending step."""
+    return any(d is not None for d in store.drafts.get(worker.id, [])[:1])
+
+
 def summary(store, task_id: str) -> tuple:
-    with store.read() as txn:
-        rec = txn.get_task(task_id)
+    rec = store.get(task_id)
     entries = log_entries(store, task_id)
     kinds = [e["kind"] for e in entries]
-    return (rec["status"], to_string(result_value(rec)), "".join(output_chunks(store, task_id)),
-            rec["steps"], kinds)
+    return (rec.status, to_string(result_value(rec)), "".join(output_chunks(store, task_id)),
+            rec.steps, kinds)
 
 
 def test_drafted_steps_commit_what_ordinary_steps_do(store, tmp_path):
@@ -57,8 +62,8 @@ def test_drafted_steps_commit_what_ordinary_steps_do(store, tmp_path):
     counted = {"applied": 0}
     apply = drafts.apply
 
-    def counting_apply(tasks, draft):
-        ok = apply(tasks, draft)
+    def counting_apply(unit, draft, step):
+        ok = apply(unit, draft, step)
         counted["applied"] += ok
         return ok
 
@@ -89,7 +94,7 @@ def test_only_steps_that_touch_their_own_task_are_drafted(store, tmp_path):
     def noting_prepare(step, *args):
         draft = prepare(step, *args)
         if step.task_id == tid and step.status == "waiting":
-            ops.append((step.request.get(drafts._OP).name, draft is not None))
+            ops.append((step.request.op, draft is not None))
         return draft
 
     drafts.prepare = noting_prepare
@@ -108,25 +113,26 @@ def test_a_draft_whose_record_changed_is_not_used(store, tmp_path, meanwhile):
     worker = Worker(store, draft="always")
     for _ in range(3):
         worker.round()
-    (step,) = worker.pending
-    assert step.draft is not None
+    assert len(worker.pending) == 1
+    assert drafted(store, worker)
     if meanwhile == "send":
         api.send(store, tid, 3)
     elif meanwhile == "cancel":
         api.cancel(store, tid)
     else:
-        with store.write() as txn:
-            rec = txn.get_task(tid)
-            rec["lease"] = {"worker": "someone else", "epoch": rec["epoch"] + 1,
-                            "until": time.time() + 60}
-            rec["epoch"] += 1
-            txn.put_task(rec)
+        with store.backend.write() as t:
+            unit = Unit(t)
+            rec = unit.get(tid)
+            rec.lease = Lease("someone else", rec.epoch + 1, time.time() + 60)
+            rec.epoch += 1
+            unit.put(rec)
+            unit.flush()
     before = summary(store, tid)[3]
     applied = []
     apply = drafts.apply
 
-    def noting_apply(tasks, draft):
-        applied.append(apply(tasks, draft))
+    def noting_apply(unit, draft, step):
+        applied.append(apply(unit, draft, step))
         return applied[-1]
 
     drafts.apply = noting_apply
@@ -151,25 +157,25 @@ def test_a_worker_drafts_once_it_waited_for_the_write_lock(store, tmp_path, monk
     worker = Worker(store)  # draft="auto"
     for _ in range(5):
         worker.round()
-    assert worker.pending[0].draft is None  # nobody else wants the lock
+    assert not drafted(store, worker)  # nobody else wants the lock
     held, release = threading.Event(), threading.Event()
 
     def hold_the_lock():
-        with store.write():
+        with store.backend.write():
             held.set()
             release.wait(5)
 
     holder = threading.Thread(target=hold_the_lock)
     holder.start()
     held.wait(5)
-    threading.Timer(worker_module.CONTENDED * 20, release.set).start()
+    threading.Timer(lmdb_module.CONTENDED * 20, release.set).start()
     worker.round()  # waits for the holder
     holder.join()
-    assert worker.pending[0].draft is not None
-    monkeypatch.setattr(worker_module, "DRAFT_FOR", 0.0)
-    worker.drafting_until = time.monotonic()
+    assert drafted(store, worker)
+    monkeypatch.setattr(lmdb_module, "DRAFT_FOR", 0.0)
+    store.backend.contended_until = time.monotonic()
     worker.round()
-    assert worker.pending[0].draft is None  # the wait is long past
+    assert not drafted(store, worker)  # the wait is long past
     api.cancel(store, tid)
     rounds_until_idle(worker)
 

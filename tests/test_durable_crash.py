@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from flowmetal.store import LmdbStore
+from flowmetal.store import open_store
 
 from .durable_helpers import (
     PROGRAMS,
@@ -38,7 +38,7 @@ def programs(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def reference(programs, tmp_path_factory) -> dict[str, dict]:
     """Every program's snapshot after an uninterrupted run (same slice size)."""
-    store = LmdbStore(str(tmp_path_factory.mktemp("reference")))
+    store = open_store(str(tmp_path_factory.mktemp("reference")))
     ids = start_programs(store, programs)
     run_until_finished(store, list(ids.values()), slice_size=SLICE)
     return {name: comparable(snapshot(store, tid)) for name, tid in ids.items()}
@@ -69,8 +69,8 @@ def comparable(snap: dict[str, dict]) -> dict[str, dict]:
 
 
 def committed_steps(store) -> int:
-    with store.read() as txn:
-        return sum(rec["steps"] for rec in txn.tasks())
+    with store.view() as view:
+        return sum(rec.steps for rec in view.tasks(limit=1 << 62))
 
 
 def kill_at_random_moment(server: ForkServer, pid: int, store, rnd: random.Random) -> int:
@@ -144,18 +144,17 @@ def crash_pairs_until_finished(server: ForkServer, store, rnd: random.Random,
 
 def check_store_is_clean(store) -> None:
     """No task left runnable, no timer armed, no message left unread, one end each."""
-    with store.read() as txn:
-        assert txn.runnable(10) == []
-        assert txn.next_timer() is None
-        records = list(txn.tasks())
+    with store.view() as view:
+        assert not view.has_work()
+        records = view.tasks(limit=1 << 62)
         for rec in records:
-            assert list(txn.inbox_items(rec["id"])) == [], rec["name"]
+            assert view.inbox(rec.id) == [], rec.name
     for rec in records:
-        chunks = output_chunks(store, rec["id"])
-        assert all(chunks) and len(chunks) <= rec["steps"]
-        entries = log_entries(store, rec["id"])
+        chunks = output_chunks(store, rec.id)
+        assert all(chunks) and len(chunks) <= rec.steps
+        entries = log_entries(store, rec.id)
         kinds = [e["kind"] for e in entries]
-        if rec["trace"]:  # each committed step once, in order
+        if rec.trace:  # each committed step once, in order
             steps = [e["reductions"] for e in entries if e["kind"] == "step"]
             assert steps == sorted(set(steps)), steps
         assert kinds.count("created") == 1 and kinds[0] == "created", kinds
@@ -165,7 +164,7 @@ def check_store_is_clean(store) -> None:
 
 def campaign(server, programs, reference, tmp_path, rnd, kills_wanted: int,
              crash=crash_until_finished) -> int:
-    store = LmdbStore(str(tmp_path))
+    store = open_store(str(tmp_path))
     # In trace mode slices keep their size whatever the state's, and every step is logged.
     ids = start_programs(store, programs, trace=rnd.random() < 0.5)
     errors = str(tmp_path) + ".stderr"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from flowmetal.runtime import api
 from flowmetal.runtime.worker import Worker
-from flowmetal.store import LmdbStore
+from flowmetal.store import open_store
 
 from .durable_helpers import (
     PROGRAMS,
@@ -48,14 +49,14 @@ class Runs:
                 f.write(CORPUS[name])
         self.reference = {}
         self.size = {}
-        store = LmdbStore(self.dir + "/reference")
+        store = open_store(self.dir + "/reference")
         for name in SOURCES:
             root = self.start(store, name)
             run(store, root, [10_000], [], 0.0, "ref")
             self.reference[name] = without_chunks(snapshot(store, root))
-            with store.read() as txn:
-                self.size[name] = sum(txn.get_task(t)["reductions"] + txn.get_task(t)["steps"]
-                                      for t in api.tree(txn, root))
+            with store.view() as view:
+                self.size[name] = sum(view.task(t).reductions + view.task(t).steps
+                                      for t in api.tree(view, root))
 
     def start(self, store, name: str) -> str:
         return api.start(store, SOURCES[name], self.paths[name])
@@ -85,10 +86,7 @@ def run(store, root: str, slices: list[int], crashes: list[tuple[int, str]], lea
         n += 1
         kind = plan.get(n)
         if kind == "abort":
-            def die(tasks):
-                raise Crash()
-            worker.on_commit = die
-            with pytest.raises(Crash):
+            with dying_in_commit(store), pytest.raises(Crash):
                 worker.round()
         else:
             ran = worker.round()
@@ -102,6 +100,24 @@ def run(store, root: str, slices: list[int], crashes: list[tuple[int, str]], lea
             return workers
         if ran == 0:
             worker.idle()
+
+
+@contextmanager
+def dying_in_commit(store):
+    """While inside, a write transaction dies (Crash) just before it would commit."""
+    write = store.backend.write
+
+    @contextmanager
+    def dying():
+        with write() as t:
+            yield t
+            raise Crash()
+
+    store.backend.write = dying
+    try:
+        yield
+    finally:
+        store.backend.write = write
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +142,7 @@ def test_reference_runs_finish(runs):
        draft=st.sampled_from(["never", "always"]))
 def test_crashing_workers_change_nothing(runs, name, slices, stops, lease, draft):
     """Each new worker may use another slice size; workers may draft their commits."""
-    store = LmdbStore(tempfile.mkdtemp(prefix="store-", dir=runs.dir))
+    store = open_store(tempfile.mkdtemp(prefix="store-", dir=runs.dir))
     root = runs.start(store, name)
     rounds = runs.size[name] // slices[0] + 10
     crashes = sorted((1 + int(f * rounds), kind) for f, kind in stops)
@@ -147,7 +163,7 @@ def test_workers_taking_turns_change_nothing(runs, name, slice_size, schedule, d
     """Three workers run rounds in any order; some die, and leases lapse at any time
     (a worker then finds its task taken over, and its steps refused, whether it
     committed them the ordinary way or from drafts)."""
-    store = LmdbStore(tempfile.mkdtemp(prefix="store-", dir=runs.dir))
+    store = open_store(tempfile.mkdtemp(prefix="store-", dir=runs.dir))
     root = runs.start(store, name)
     made = [0]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from contextlib import contextmanager
 
 import cbor2
 import pytest
@@ -16,11 +17,11 @@ from flowmetal.printer import to_string
 from flowmetal.runtime import api
 from flowmetal.runtime.records import decode_data, result_value
 from flowmetal.runtime.worker import Worker
-from flowmetal.store import LmdbStore, StoreError
+from flowmetal.store import StoreUnavailable, open_store
 from flowmetal.values import kw
 
 from .durable_helpers import (
-    CountingStore,
+    count_writes,
     expire_leases,
     log_entries,
     output_chunks,
@@ -34,7 +35,7 @@ K_TYPE, K_DATA, K_LIMIT = kw("type"), kw("data"), kw("limit")
 
 @pytest.fixture
 def store(tmp_path):
-    return LmdbStore(str(tmp_path / "store"))
+    return open_store(str(tmp_path / "store"))
 
 
 def start(store, tmp_path, source: str, name: str = "main.fm", **options) -> str:
@@ -45,8 +46,7 @@ def start(store, tmp_path, source: str, name: str = "main.fm", **options) -> str
 
 
 def record(store, task_id: str) -> dict:
-    with store.read() as txn:
-        return txn.get_task(task_id)
+    return store.get(task_id)
 
 
 def result(store, task_id: str) -> str:
@@ -59,7 +59,7 @@ def output(store, task_id: str) -> str:
 
 def error_of(store, task_id: str):
     rec = record(store, task_id)
-    assert rec["status"] == "failed", rec["status"]
+    assert rec.status == "failed", rec.status
     return result_value(rec)
 
 
@@ -77,24 +77,24 @@ def in_memory(source: str, file: str = "mem.fm") -> tuple[str, str, str]:
 
 def test_sleep_waits_without_running_the_task(store, tmp_path):
     tid = start(store, tmp_path, '(println "before") (sleep 0.3) (println "after") :woke')
-    counting = CountingStore(store)
+    counting = count_writes(store)
     worker = Worker(counting, slice_size=1000, poll=0.05)
     began = time.monotonic()
     while status(store, tid) != "waiting":
         worker.round()
         assert time.monotonic() - began < 5
     rec = record(store, tid)
-    assert rec["waiting"]["op"] == "sleep"
-    assert 0.1 < rec["waiting"]["until"] - time.time() <= 0.3
+    assert rec.waiting.op == "sleep"
+    assert 0.1 < rec.waiting.until - time.time() <= 0.3
     assert output(store, tid) == "before\n"  # shown before the sleep ends
-    reductions = rec["reductions"]
+    reductions = rec.reductions
     counting.writes = 0
     worker.run(idle_exit=True)
     elapsed = time.monotonic() - began
     rec = record(store, tid)
-    assert rec["status"] == "done" and result(store, tid) == ":woke"
+    assert rec.status == "done" and result(store, tid) == ":woke"
     assert 0.29 <= elapsed < 3.0
-    assert rec["steps"] == 2 and rec["reductions"] > reductions
+    assert rec.steps == 2 and rec.reductions > reductions
     assert counting.writes < 25  # idle rounds at most every poll, not a busy loop
     assert output(store, tid) == "before\nafter\n"
 
@@ -157,17 +157,17 @@ def test_selective_receive_leaves_other_messages_queued_in_order(store, tmp_path
     tid = start(store, tmp_path, SELECTIVE)
     worker = Worker(store, slice_size=slice_size)
     end = time.monotonic() + 10
-    while not (status(store, tid) == "waiting" and record(store, tid)["waiting"]["op"]
+    while not (status(store, tid) == "waiting" and record(store, tid).waiting.op
                == "sleep"):
         worker.round()
         assert time.monotonic() < end
-    with store.read() as txn:
-        queued = [to_string(decode_data(m["value"])) for _, m in txn.inbox_items(tid)]
+    with store.view() as view:
+        queued = [to_string(decode_data(m.value)) for _, m in view.inbox(tid)]
     assert queued == ["[:b 1]", "[:b 2]", "[:a 2]"]
     worker.run(idle_exit=True)
     assert result(store, tid) == "[[:c 1] [:a 1] [[:b 1] [:b 2] [:a 2]]]"
-    with store.read() as txn:
-        assert list(txn.inbox_items(tid)) == []
+    with store.view() as view:
+        assert view.inbox(tid) == []
     requests_and_answers(log_entries(store, tid))
 
 
@@ -250,13 +250,13 @@ def test_spawn_a_function_and_a_program_file_and_join_them(store, tmp_path):
     assert result(store, tid) == \
         '[49 "child:hello" 49 [:task-failed true :custom] :timeout :spawn-error true]'
     rec = record(store, tid)
-    assert len(rec["children"]) == 4
-    kids = [record(store, c) for c in rec["children"]]
-    assert all(k["parent"] == tid and k["root"] == tid for k in kids)
-    assert [k["status"] for k in kids] == ["done", "done", "failed", "waiting"]
-    assert output(store, kids[0]["id"]) == "squaring 7\n"
-    assert output(store, kids[1]["id"]) == 'child got ["hello" "2"]\n'
-    assert error_of(store, kids[2]["id"]).get(K_TYPE) == kw("custom")
+    assert len(rec.children) == 4
+    kids = [record(store, c) for c in rec.children]
+    assert all(k.parent == tid and k.root == tid for k in kids)
+    assert [k.status for k in kids] == ["done", "done", "failed", "waiting"]
+    assert output(store, kids[0].id) == "squaring 7\n"
+    assert output(store, kids[1].id) == 'child got ["hello" "2"]\n'
+    assert error_of(store, kids[2].id).get(K_TYPE) == kw("custom")
 
 
 def test_spawned_tasks_run_in_parallel_and_join_in_order(store, tmp_path):
@@ -287,14 +287,14 @@ def test_a_step_has_no_effect_before_its_commit(store, tmp_path):
     tid = start(store, tmp_path, src)
     worker = Worker(store, slice_size=10_000)
     worker.round()  # leases the task and runs its first step (up to spawn)
-    with store.read() as txn:
-        assert len(list(txn.tasks())) == 1
+    with store.view() as view:
+        assert len(view.tasks()) == 1
     worker.round()  # commits it: the child exists; runs the step up to send
-    assert len(record(store, tid)["children"]) == 1
-    child = record(store, tid)["children"][0]
+    assert len(record(store, tid).children) == 1
+    child = record(store, tid).children[0]
     assert output(store, tid) == ""
-    with store.read() as txn:
-        assert list(txn.inbox_items(child)) == []
+    with store.view() as view:
+        assert view.inbox(child) == []
     del worker  # the step that printed and sent dies uncommitted
     expire_leases(store)
     assert output(store, tid) == ""
@@ -305,21 +305,30 @@ def test_a_step_has_no_effect_before_its_commit(store, tmp_path):
 
 
 def test_a_round_whose_commit_fails_loses_no_step(store, tmp_path):
-    """The store refuses one round's transaction (the disk is full, say); the worker goes
-    on, and no step's output or request is lost."""
+    """The store cannot commit for a while (the disk is full, say): the worker says so,
+    waits and tries again, and no step's output or request is lost or repeated."""
     tid = start(store, tmp_path, '(dotimes [i 6] (println "line" i) (now)) :ok')
-    worker = Worker(store, slice_size=10_000)
+    said = []
+    worker = Worker(store, slice_size=10_000, log=said.append)
     for _ in range(3):
         worker.round()
+    write = store.backend.write
 
-    def refuse(tasks):
-        raise StoreError("refused")
+    @contextmanager
+    def refusing():
+        with write() as t:
+            yield t
+            raise StoreUnavailable("No space left on device")
 
-    worker.on_commit = refuse
-    with pytest.raises(StoreError):
-        worker.round()
-    worker.on_commit = None
+    store.backend.write = refusing
+    try:
+        assert worker.round() == 0
+        assert worker.round() == 0
+    finally:
+        store.backend.write = write
+    assert status(store, tid) != "failed"
     worker.run(idle_exit=True)
+    assert "cannot commit" in said[0] and "commits again" in said[-1]
     assert result(store, tid) == ":ok"
     assert output(store, tid) == "".join(f"line {i}\n" for i in range(6))
     assert [op for op, _ in requests_and_answers(log_entries(store, tid))] == ["now"] * 6
@@ -353,7 +362,7 @@ def test_output_is_committed_once_with_the_step_that_printed_it(store, tmp_path,
     assert "".join(chunks) == text and status_ == "done"
     assert result(store, tid) == value
     assert all(chunks)
-    assert len(chunks) <= record(store, tid)["steps"]
+    assert len(chunks) <= record(store, tid).steps
     if slice_size == 100_000:
         assert len(chunks) == 1
 
@@ -386,7 +395,7 @@ def test_a_limit_fails_only_its_task(store, tmp_path, limit):
     assert error.get(K_DATA).get(K_LIMIT) == kw(name)
     rec = record(store, bad)
     if name == "fuel":
-        assert rec["reductions"] <= 5000
+        assert rec.reductions <= 5000
     failed = [e for e in log_entries(store, bad) if e["kind"] == "failed"]
     assert len(failed) == 1
     assert ":limit-error" in failed[0]["error"] and f":limit :{name}" in failed[0]["error"]
@@ -429,8 +438,8 @@ def test_the_state_limit_and_the_stored_state_follow_the_live_state(store, tmp_p
     while status(store, tid) not in ("done", "failed"):
         assert time.monotonic() < end
         worker.round()
-        with store.read() as txn:
-            cont = bytes(txn.get_cont(tid))
+        with store.view() as view:
+            cont = view.continuation(tid)
         stored.append(len(cont))
         live.append(len(encode_machine(decode_machine(cont, base().globals),
                                        base().globals)))
@@ -491,8 +500,8 @@ def test_a_corrupt_continuation_fails_only_its_task(store, tmp_path, kind, when)
         while status(store, victim) != "waiting":
             worker.round()
         worker.run(until=lambda: True)  # commits and leaves
-    with store.write() as txn:
-        txn.put_cont(victim, corrupt(kind, bytes(txn.get_cont(victim))))
+    with store.backend.write() as t:
+        t.put_cont(victim, corrupt(kind, t.get_cont(victim)))
     run_until_finished(store, [victim, other], timeout=10)
     assert result(store, other) == ":normal"
     error = error_of(store, victim)
@@ -511,7 +520,7 @@ def test_random_damage_to_continuations_never_stops_the_worker(store, tmp_path):
     damaged = {}
     for i in range(40):
         tid = start(store, tmp_path, src, f"d{i}.fm")
-        with store.write() as txn:
+        with store.backend.write() as txn:
             data = bytearray(txn.get_cont(tid))
             how = i % 3
             if how == 0:
@@ -526,7 +535,7 @@ def test_random_damage_to_continuations_never_stops_the_worker(store, tmp_path):
     assert all(result(store, t) == ":normal" for t in healthy)
     for tid, how in damaged.items():
         rec = record(store, tid)
-        assert rec["status"] in ("done", "failed")
+        assert rec.status in ("done", "failed")
         if how == 0:
             assert result_value(rec).get(K_TYPE) == kw("corrupt-state")
 
@@ -565,13 +574,13 @@ def test_trace_mode_commits_every_reduction(store, tmp_path):
     tid = start(store, tmp_path, TRACED, trace=True)
     run_until_finished(store, [tid], timeout=30, slice_size=1)
     rec = record(store, tid)
-    assert rec["status"] == "done"
+    assert rec.status == "done"
     entries = log_entries(store, tid)
     steps = [e for e in entries if e["kind"] == "step"]
-    total = rec["reductions"]
+    total = rec.reductions
     assert [e["reductions"] for e in steps] == list(range(1, total))
     assert entries[-1]["kind"] == "done"
-    assert rec["steps"] >= total
+    assert rec.steps >= total
     final = result(store, tid)
     for e in steps:
         m = decode_machine(e["state"], base().globals)
@@ -584,8 +593,8 @@ def test_trace_mode_is_inherited_by_spawned_tasks(store, tmp_path):
     src = "(defn f [x] (sleep 0) (+ x 1)) (join (spawn f 2))"
     tid = start(store, tmp_path, src, trace=True)
     run_until_finished(store, [tid], timeout=10, slice_size=1)
-    child = record(store, tid)["children"][0]
-    assert record(store, child)["trace"]
+    child = record(store, tid).children[0]
+    assert record(store, child).trace
     assert any(e["kind"] == "step" for e in log_entries(store, child))
     assert result(store, tid) == "3"
 
@@ -597,9 +606,9 @@ def test_trace_mode_is_inherited_by_spawned_tasks(store, tmp_path):
 def test_steps_of_many_tasks_share_one_commit(store, tmp_path):
     src = '(dotimes [i 5] (println "t" (< 0 (now)))) :ok'
     ids = [start(store, tmp_path, src, f"g{i}.fm") for i in range(20)]
-    counting = CountingStore(store)
+    counting = count_writes(store)
     Worker(counting, batch=64).run(idle_exit=True)
-    steps = sum(record(store, t)["steps"] for t in ids)
+    steps = sum(record(store, t).steps for t in ids)
     assert all(result(store, t) == ":ok" for t in ids)
     assert steps >= 20 * 6
     assert counting.writes * 10 <= steps, (counting.writes, steps)
@@ -612,16 +621,16 @@ def test_one_round_commits_one_step_per_leased_task(store, tmp_path):
     ids = [start(store, tmp_path, "(now) (now) (now)", f"r{i}.fm") for i in range(8)]
     worker = Worker(store, batch=64)
     assert worker.round() == 8  # leased and ran a step of each
-    before = [record(store, t)["steps"] for t in ids]
+    before = [record(store, t).steps for t in ids]
     assert worker.round() == 8  # one transaction committed all eight
-    assert [record(store, t)["steps"] - b for t, b in zip(ids, before)] == [1] * 8
+    assert [record(store, t).steps - b for t, b in zip(ids, before)] == [1] * 8
     worker.run(idle_exit=True)
 
 
 def test_a_step_that_cannot_be_committed_fails_only_its_task(store, tmp_path, monkeypatch):
     """Committing one task's step raises: that task fails with an internal error, the
     round's other steps are committed one by one, and the worker goes on."""
-    from flowmetal.runtime import steps
+    from flowmetal.store import engine as steps
 
     good = start(store, tmp_path, "(now) (now) :good", "good.fm")
     bad = start(store, tmp_path, "(random 5) :bad", "bad.fm")

@@ -13,8 +13,8 @@ import pytest
 
 from flowmetal.printer import to_string
 from flowmetal.runtime import api
-from flowmetal.runtime.records import result_value
-from flowmetal.store import LmdbStore
+from flowmetal.runtime.records import TaskRecord, result_value
+from flowmetal.store import open_store
 
 from .durable_helpers import (
     ForkServer,
@@ -55,12 +55,12 @@ def check_chain(steps: list[dict], rec: dict) -> None:
     """The committed steps of one task follow each other: each starts where the one
     before ended, epochs only grow, and one epoch belongs to one worker."""
     steps = sorted(steps, key=lambda s: s["at"])
-    assert len(steps) == rec["steps"], (len(steps), rec["steps"])
+    assert len(steps) == rec.steps, (len(steps), rec.steps)
     assert steps[0]["before"] == 0
     for a, b in zip(steps, steps[1:]):
         assert b["before"] == a["after"], (a, b)
         assert b["epoch"] >= a["epoch"], (a, b)
-    assert steps[-1]["after"] == rec["reductions"]
+    assert steps[-1]["after"] == rec.reductions
     owner: dict[int, str] = {}
     for s in steps:
         assert owner.setdefault(s["epoch"], s["worker"]) == s["worker"], s
@@ -82,7 +82,7 @@ def wait_all(procs, timeout: float) -> list[int]:
 
 @pytest.fixture
 def store(tmp_path):
-    return LmdbStore(str(tmp_path / "store"))
+    return open_store(str(tmp_path / "store"))
 
 
 def test_worker_processes_share_the_tasks_and_never_run_one_twice(store, tmp_path):
@@ -99,11 +99,11 @@ def test_worker_processes_share_the_tasks_and_never_run_one_twice(store, tmp_pat
     by_task = defaultdict(list)
     for s in steps:
         by_task[s["task"]].append(s)
-    with store.read() as txn:
-        records = {tid: txn.get_task(tid) for tid in ids}
+    with store.view() as view:
+        records = {tid: view.task(tid) for tid in ids}
     for tid, tag in ids.items():
         rec = records[tid]
-        assert rec["status"] == "done"
+        assert rec.status == "done"
         assert to_string(result_value(rec)) == ":finished"
         assert "".join(output_chunks(store, tid)) == expected_output(tag, 12)
         check_chain(by_task[tid], rec)
@@ -141,8 +141,8 @@ def server():
 
 def diagnosis(rec: dict, mine: list[dict], tmp_path) -> str:
     """What A and B committed of the task, for a failure message."""
-    fields = {k: rec.get(k) for k in ("status", "steps", "reductions", "epoch", "lease")}
-    theirs = [s for s in read_steps(str(tmp_path / "A.steps")) if s["task"] == rec["id"]]
+    fields = {k: getattr(rec, k) for k in ("status", "steps", "reductions", "epoch", "lease")}
+    theirs = [s for s in read_steps(str(tmp_path / "A.steps")) if s["task"] == rec.id]
     return f"at the kill: {fields}\nA's last steps: {theirs[-3:]}\nB's first: {mine[:3]}"
 
 
@@ -160,8 +160,8 @@ def test_a_killed_workers_tasks_resume_elsewhere_after_its_leases_expire(store, 
     try:
         end = time.monotonic() + 30
         while True:
-            with store.read() as txn:
-                if all(txn.get_task(t)["steps"] >= 3 for t in ids):
+            with store.view() as view:
+                if all(view.task(t).steps >= 3 for t in ids):
                     break
             assert time.monotonic() < end and server.wait(first, 0.002) is None, \
                 "A made no progress"
@@ -177,8 +177,8 @@ def test_a_killed_workers_tasks_resume_elsewhere_after_its_leases_expire(store, 
         # A write transaction: A may have died inside its commit, after the commit was
         # made but before readers were told of it (LMDB tells them when the next writer
         # takes the lock A held), and B will resume from that commit.
-        with store.write() as txn:
-            at_kill = {tid: txn.get_task(tid) for tid in ids}
+        with store.backend.write() as t:
+            at_kill = {tid: TaskRecord.from_bytes(t.get_task(tid)) for tid in ids}
         assert read_steps(str(tmp_path / "B.steps")) == [], at_kill
         code = server.wait(second, 60)
     finally:
@@ -193,19 +193,18 @@ def test_a_killed_workers_tasks_resume_elsewhere_after_its_leases_expire(store, 
         mine = sorted((s for s in b_steps if s["task"] == tid), key=lambda s: s["at"])
         assert "".join(output_chunks(store, tid)) == steady_output(tag)
         requests_and_answers(log_entries(store, tid))
-        if rec["status"] == "done":
+        if rec.status == "done":
             assert mine == []
             continue
         assert mine, "B did not resume " + tag
         # Resumed from the last step A committed, after A's lease ran out.
-        assert mine[0]["before"] == rec["reductions"], diagnosis(rec, mine, tmp_path)
-        if rec["lease"] and rec["lease"]["worker"] == "A":
+        assert mine[0]["before"] == rec.reductions, diagnosis(rec, mine, tmp_path)
+        if rec.lease and rec.lease.worker == "A":
             held += 1
-            assert mine[0]["started"] >= rec["lease"]["until"], (rec, mine[0])
-            assert rec["lease"]["until"] > killed - 0.5, (rec, killed)
-        with store.read() as txn:
-            final = txn.get_task(tid)
-        assert final["status"] == "done"
-        assert final["steps"] == rec["steps"] + len(mine), (rec, final, mine)
-        assert mine[-1]["after"] == final["reductions"], (final, mine[-1])
+            assert mine[0]["started"] >= rec.lease.until, (rec, mine[0])
+            assert rec.lease.until > killed - 0.5, (rec, killed)
+        final = store.get(tid)
+        assert final.status == "done"
+        assert final.steps == rec.steps + len(mine), (rec, final, mine)
+        assert mine[-1]["after"] == final.reductions, (final, mine[-1])
     assert held >= 2, at_kill

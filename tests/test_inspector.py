@@ -13,13 +13,14 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from flowmetal.repl.console import Console
 from flowmetal.repl.inspector import Inspector
 from flowmetal.repl.repl import Repl
 from flowmetal.runtime import api
 from flowmetal.runtime.worker import Worker
-from flowmetal.store import LmdbStore
+from flowmetal.store import open_store
 from flowmetal.values import Vector, kw
 
 WAIT = 20
@@ -39,16 +40,16 @@ def flowmetal(store: Path, *args: str, stdin: str = "") -> subprocess.CompletedP
                           cwd=store.parent)
 
 
-def start(store: LmdbStore, tmp_path: Path, source: str, trace: bool = False) -> str:
+def start(store: Any, tmp_path: Path, source: str, trace: bool = False) -> str:
     path = tmp_path / "prog.fm"
     path.write_text(textwrap.dedent(source).lstrip(), encoding="utf-8")
     return api.start(store, path.read_text(encoding="utf-8"), "prog.fm", trace=trace)
 
 
-def run_until(store: LmdbStore, task_id: str, statuses: tuple[str, ...],
+def run_until(store: Any, task_id: str, statuses: tuple[str, ...],
               worker: Worker | None = None) -> dict:
     worker = worker or Worker(store)
-    eventually(lambda: (worker.round(), api.get(store, task_id)["status"] in statuses)[1],
+    eventually(lambda: (worker.round(), api.get(store, task_id).status in statuses)[1],
                f"task {task_id} to be {statuses}")
     worker.round(stopping=True)
     return api.get(store, task_id)
@@ -68,14 +69,14 @@ TICKS = """
 
 def test_attach_follows_a_task_that_a_worker_process_runs(tmp_path):
     store_path = tmp_path / "store"
-    store = LmdbStore(str(store_path))
+    store = open_store(str(store_path))
     task_id = start(store, tmp_path, TICKS)
     env = {k: v for k, v in os.environ.items() if k != "FLOWMETAL_HOME"}
     worker = subprocess.Popen([sys.executable, "-m", "flowmetal", "worker", "--store",
                                str(store_path)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     try:
-        eventually(lambda: api.get(store, task_id)["steps"] >= 3, "the worker to run steps")
+        eventually(lambda: api.get(store, task_id).steps >= 3, "the worker to run steps")
         r = flowmetal(store_path, "attach", task_id[-8:],
                       stdin=",up\n,locals\n,bt\n,outbox\n,watch 30\n")
         assert r.returncode == 0, r.stderr
@@ -101,7 +102,7 @@ def test_attach_follows_a_task_that_a_worker_process_runs(tmp_path):
         assert "  | tick 40 1600\n" in out
         assert "the task finished: done\n" in out
         assert "  result   22140\n" in out  # the sum of the squares of 1..40
-        assert api.get(store, task_id)["status"] == "done"
+        assert api.get(store, task_id).status == "done"
     finally:
         worker.send_signal(signal.SIGINT)
         try:
@@ -112,16 +113,16 @@ def test_attach_follows_a_task_that_a_worker_process_runs(tmp_path):
                 worker.wait()
 
 
-def dump(store: LmdbStore) -> dict:
+def dump(store: Any) -> dict:
     """Every key and value of every table of the store."""
-    with store.env.begin() as txn:
+    with store.backend.env.begin() as txn:
         return {name: [(bytes(k), bytes(v)) for k, v in txn.cursor(db=db)]
-                for name, db in store.dbs.items()}
+                for name, db in store.backend.dbs.items()}
 
 
 def test_attaching_never_changes_the_task(tmp_path):
     store_path = tmp_path / "store"
-    store = LmdbStore(str(store_path))
+    store = open_store(str(store_path))
     task_id = start(store, tmp_path, """
         (defn wait-for-ok [patience]
           (let [pred (fn [m] (= (first m) :ok))]
@@ -131,7 +132,7 @@ def test_attaching_never_changes_the_task(tmp_path):
     run_until(store, task_id, ("waiting",))
     api.send(store, task_id, Vector([kw("other"), 1]))  # passed over: stays queued
     rec = run_until(store, task_id, ("waiting",))
-    assert rec["waiting"]["op"] == "next-message"
+    assert rec.waiting.op == "next-message"
     before = dump(store)
     data_file = (store_path / "data.mdb").read_bytes()
     r = flowmetal(store_path, "attach", task_id, stdin=(
@@ -163,7 +164,7 @@ FACT = """
 
 
 def test_step_and_back_move_through_a_trace_mode_task(tmp_path):
-    store = LmdbStore(str(tmp_path / "store"))
+    store = open_store(str(tmp_path / "store"))
     task_id = start(store, tmp_path, FACT, trace=True)
     run_until(store, task_id, ("done",), Worker(store, slice_size=1))
     out = io.StringIO()
@@ -231,6 +232,6 @@ def test_spawn_send_and_attach_from_the_repl(tmp_path):
 
 
 def test_attach_to_an_unknown_task_fails_clearly(tmp_path):
-    LmdbStore(str(tmp_path / "store"))
+    open_store(str(tmp_path / "store"))
     r = flowmetal(tmp_path / "store", "attach", "nosuch")
     assert (r.returncode, r.stdout, r.stderr) == (2, "", "flowmetal: no task nosuch\n")

@@ -20,7 +20,7 @@ import pytest
 from flowmetal import cli
 from flowmetal.runtime import api
 from flowmetal.runtime.worker import Worker
-from flowmetal.store import LmdbStore
+from flowmetal.store import open_store
 
 TIMEOUT = 30
 
@@ -351,7 +351,7 @@ def test_a_sleeping_task_moves_through_stdout_and_wakes_in_the_new_store(tmp_pat
     assert r.returncode == 2 and "cannot read" in r.stderr
     (tmp_path / "junk.fmt").write_bytes(b"\xa1\x66format\x63bad")
     r = fm(two, "import", str(tmp_path / "junk.fmt"))
-    assert (r.returncode, r.stderr) == (2, "flowmetal: not a flowmetal-task-export/1 file "
+    assert (r.returncode, r.stderr) == (2, "flowmetal: not a flowmetal-task-export/2 file "
                                            "(it is bad)\n")
 
 
@@ -380,7 +380,7 @@ def test_a_task_a_live_worker_runs_cannot_be_exported(tmp_path):
 
 
 def test_tasks_lists_recent_finished_tasks_unless_all(tmp_path, capsys):
-    store = LmdbStore(str(tmp_path / "store"))
+    store = open_store(str(tmp_path / "store"))
     ids = [api.start(store, f"{i}", "n.fm") for i in range(cli.RECENT_FINISHED + 2)]
     Worker(store).run(idle_exit=True)
     waiting = api.start(store, "(sleep 60)", "w.fm")

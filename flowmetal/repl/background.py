@@ -14,7 +14,7 @@ from typing import Any
 
 from ..report import format_error
 from ..runtime import inspect
-from ..runtime.records import FINISHED, result_value
+from ..runtime.records import result_value
 from .console import Console
 
 POLL = 0.05
@@ -63,36 +63,40 @@ class BackgroundWorker:
         from ..runtime.worker import Worker
 
         worker = Worker(self.store)
-        worker.on_commit = self._collect
         try:
             while not self.stopping.is_set():
                 ran = worker.round()
+                self._collect()
                 self._show()
                 if ran == 0:
                     self.stopping.wait(POLL)
-            worker.round(stopping=True)
+            worker.stop()
+            self._collect()
             self._show()
         except Exception as exc:  # the REPL goes on without its worker
             self.console.line(f"the REPL's worker stopped: {type(exc).__name__}: {exc}",
                               "error")
 
-    def _collect(self, tasks: Any) -> None:
-        """Inside the worker's commit: the new output and ends of the followed tasks."""
+    def _collect(self) -> None:
+        """After a round: the new output and ends of the followed tasks."""
         with self.lock:
             followed = list(self.followed)
-        for task_id in followed:
-            rec = tasks.get(task_id)
-            if rec is None:
-                continue
-            for child in rec.get("children", []):
+        with self.store.view() as view:
+            for task_id in followed:
+                self._collect_task(view, task_id)
+
+    def _collect_task(self, view: Any, task_id: str) -> None:
+        rec = view.task(task_id)
+        if rec is not None:
+            for child in rec.children:
                 with self.lock:
                     self.followed.setdefault(child, 0)
             shown = self.followed[task_id]
-            for seq, text in tasks.txn.output_items(task_id, shown):
+            for seq, text in view.output(task_id, shown):
                 self.pending.append((task_id, text))
                 shown = seq
             self.followed[task_id] = shown
-            if rec["status"] in FINISHED and task_id not in self.ended:
+            if rec.finished and task_id not in self.ended:
                 self.ended.add(task_id)
                 self.pending.append((task_id, _end_text(rec)))
 
@@ -103,11 +107,11 @@ class BackgroundWorker:
                 self.console.line(f"{tag(task_id)} {line}", "task")
 
 
-def _end_text(rec: dict) -> str:
+def _end_text(rec: Any) -> str:
     """How a followed task ended, for its last line."""
-    if rec["status"] == "done":
+    if rec.status == "done":
         return f"done: {inspect.value_text(result_value(rec), 500)}"
-    if rec["status"] == "moved":
+    if rec.status == "moved":
         return "moved to another store"
-    first = format_error(result_value(rec)).splitlines()[0] if rec.get("error") else ""
-    return f"{rec['status']}: {first} (,attach {rec['id']} shows more)"
+    first = format_error(result_value(rec)).splitlines()[0] if rec.error else ""
+    return f"{rec.status}: {first} (,attach {rec.id} shows more)"

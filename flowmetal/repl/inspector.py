@@ -21,7 +21,7 @@ from ..interpreter import base
 from ..machine import Machine
 from ..report import format_error
 from ..runtime import inspect
-from ..runtime.records import FINISHED, TaskError, decode_data, result_value
+from ..runtime.records import TaskError, decode_data, result_value
 from .console import Console
 from .spans import show_form
 
@@ -48,10 +48,10 @@ def cut(text: str, limit: int) -> str:
 def find_task(store: Any, text: str) -> str:
     """The id of the task named by ``text``: its id, or a prefix or suffix of it that
     names one task only (TaskError otherwise)."""
-    with store.read() as txn:
-        if txn.get_task(text) is not None:
+    with store.view() as view:
+        if view.task(text) is not None or text in view.unreadable:
             return text
-        ids = [rec["id"] for rec in txn.tasks()]
+        ids = [rec.id for rec in view.tasks(limit=1 << 62)]
     found = [i for i in ids if i.startswith(text)] or [i for i in ids if i.endswith(text)]
     if len(found) == 1:
         return found[0]
@@ -67,7 +67,7 @@ class Inspector:
         self.store = store
         self.id = task_id
         self.console = console
-        self.rec: dict = {}
+        self.rec: Any = None
         self.machine: Machine | None = None
         self.frames: list[dict] = []
         self.hidden_frames = 0
@@ -81,19 +81,21 @@ class Inspector:
 
     def load(self) -> None:
         """Read the task again: its record, its trace history, and the state viewed."""
-        with self.store.read() as txn:
-            rec = txn.get_task(self.id)
+        with self.store.view() as txn:
+            rec = txn.task(self.id)
             if rec is None:
-                raise TaskError(f"no task {self.id}")
+                problem = txn.unreadable.get(self.id)
+                raise TaskError(f"task {self.id}: {problem}" if problem else
+                                f"no task {self.id}")
             self.rec = rec
-            self.history = [seq for seq, e in txn.log_items(self.id)
-                            if e.get("kind") == "step"] if rec.get("trace") else []
+            self.history = [seq for seq, e in txn.log(self.id)
+                            if e.kind == "step"] if rec.trace else []
             if self.position is not None and self.position >= len(self.history):
                 self.position = None
             if self.position is not None:
                 state = self._step_state(txn, self.history[self.position])
-            elif rec["status"] not in FINISHED:
-                state = txn.get_cont(self.id)
+            elif not rec.finished:
+                state = txn.continuation(self.id)
             else:
                 state = None
             self.machine, self.problem = None, None
@@ -109,38 +111,38 @@ class Inspector:
         self.index = min(self.index, max(len(self.frames) - 1, 0))
 
     def _step_state(self, txn: Any, seq: int) -> bytes | None:
-        for _, event in txn.log_items(self.id, seq - 1):
-            return event.get("state")
+        for _, event in txn.log(self.id, seq - 1):
+            return event.details.get("state")
         return None
 
     # -- what is shown --------------------------------------------------------------
 
-    def state_text(self, rec: dict | None = None) -> str:
+    def state_text(self, rec: Any = None) -> str:
         """The task's status in words: "running", "waiting: sleep until ...", ..."""
         rec = rec or self.rec
         summary = inspect.task_summary(rec, time.time())
         text = summary["state"]
         if summary["waiting"]:
             text += f": {summary['waiting']}"
-        if rec.get("cancel") and rec["status"] != "cancelled":
+        if rec.cancel and rec.status != "cancelled":
             text += " (cancel requested)"
         return text
 
     def show(self) -> None:
         """The task's summary, then the frame in view."""
         rec, c = self.rec, self.console
-        c.line(f"task {rec['id']} ({rec['name']})", "heading")
+        c.line(f"task {rec.id} ({rec.name})", "heading")
         c.line(f"  status   {self.state_text()}")
-        c.line(f"  steps    {rec.get('steps', 0)} ({rec.get('reductions', 0)} reductions), "
-               f"created {when(rec['created'])}, updated {when(rec['updated'])}")
-        if rec["status"] == "done":
+        c.line(f"  steps    {rec.steps} ({rec.reductions} reductions), "
+               f"created {when(rec.created)}, updated {when(rec.updated)}")
+        if rec.status == "done":
             c.line(f"  result   {inspect.value_text(result_value(rec))}")
-        elif rec["status"] in FINISHED and rec.get("error") is not None:
+        elif rec.finished and rec.error is not None:
             first, *rest = format_error(result_value(rec)).splitlines()
             c.line(f"  error    {first}", "error")
             for line in rest:
                 c.line(f"           {line}", "error")
-        if rec.get("trace"):
+        if rec.trace:
             c.line(f"  trace    {len(self.history)} recorded steps: ,back and ,step move "
                    "through them", "note")
         self.show_view()
@@ -149,12 +151,14 @@ class Inspector:
         """Which state is in view, and its current frame."""
         c = self.console
         if self.position is not None:
-            with self.store.read() as txn:
-                event = next((e for _, e in txn.log_items(self.id, self.history[
-                    self.position] - 1)), {})
+            with self.store.view() as txn:
+                event = next((e for _, e in txn.log(self.id, self.history[
+                    self.position] - 1)), None)
+            details = event.details if event is not None else {}
             c.line(f"viewing recorded step {self.position + 1} of {len(self.history)} "
-                   f"({event.get('reductions', '?')} reductions, committed "
-                   f"{when(event.get('at'))}); ,step goes on, ,back goes back", "note")
+                   f"({details.get('reductions', '?')} reductions, committed "
+                   f"{when(event.at if event else None)}); ,step goes on, ,back goes back",
+                   "note")
         if self.problem:
             c.line(f"the state cannot be read: {self.problem}", "error")
         elif self.machine is None:
@@ -165,7 +169,7 @@ class Inspector:
             if m.status == "running" and m.node is None:
                 c.line(f"no frames: returning {inspect.value_text(m.val, 200)} to the "
                        "top level", "note")
-            elif self.rec.get("steps", 0) == 0 and self.position is None:
+            elif self.rec.steps == 0 and self.position is None:
                 c.line("no frames: the task has not run a step yet", "note")
             else:
                 c.line("no frames: at the program's top level", "note")
@@ -244,16 +248,16 @@ class Inspector:
 
     def inbox(self) -> None:
         """The messages queued for the task, oldest first."""
-        with self.store.read() as txn:
-            items = list(txn.inbox_items(self.id))
+        with self.store.view() as view:
+            items = view.inbox(self.id)
         if not items:
             self.console.line("inbox: empty", "note")
             return
         self.console.line(f"inbox: {len(items)} messages, oldest first")
         for seq, message in items:
-            sender = message.get("from") or "outside"
-            value = inspect.value_text(decode_data(message.get("value")), 200)
-            self.console.line(f"  #{seq} from {sender} at {when(message.get('at'))}: {value}")
+            sender = message.sender or "outside"
+            value = inspect.value_text(decode_data(message.value), 200)
+            self.console.line(f"  #{seq} from {sender} at {when(message.at)}: {value}")
 
     def outbox(self) -> None:
         """What the task has asked of the world and waits for.  (The store keeps no
@@ -262,12 +266,12 @@ class Inspector:
         c = self.console
         c.line("the store keeps no outbox yet: a request is handled in the commit of the "
                "step that made it; this is what the task waits on", "note")
-        waiting = self.rec.get("waiting")
-        if self.rec["status"] != "waiting" or not waiting:
+        waiting = self.rec.waiting
+        if self.rec.status != "waiting" or waiting is None:
             c.line(f"  nothing pending: the task is {self.state_text()}")
             return
-        until = f", until {when(waiting['until'])}" if waiting.get("until") else ""
-        c.line(f"  request #{waiting.get('request')} ({waiting.get('op')}{until})")
+        until = f", until {when(waiting.until)}" if waiting.until else ""
+        c.line(f"  request #{waiting.request} ({waiting.op}{until})")
         if self.machine is not None and self.machine.request is not None:
             c.line(f"  {inspect.value_text(self.machine.request, 500)}")
 
@@ -281,42 +285,42 @@ class Inspector:
         """Follow the task as its steps commit: a line per step (its status and where
         it stands) and its output, until it finishes, ``seconds`` pass or Ctrl-C."""
         c = self.console
-        with self.store.read() as txn:
-            rec = txn.get_task(self.id)
-            seen_output = max((seq for seq, _ in txn.output_items(self.id)), default=0)
+        with self.store.view() as view:
+            rec = view.task(self.id)
+            seen_output = max((seq for seq, _ in view.output(self.id)), default=0)
         c.line(f"watching task {self.id} (Ctrl-C stops; at most {seconds:g} s)", "note")
-        steps, status = rec.get("steps", 0), rec["status"]
+        steps, status = rec.steps, rec.status
         stop_at = time.monotonic() + seconds
         try:
-            while rec["status"] not in FINISHED:
+            while not rec.finished:
                 if time.monotonic() >= stop_at:
                     c.line(f"stopped watching after {seconds:g} s", "note")
                     break
                 time.sleep(WATCH_POLL)
-                with self.store.read() as txn:
-                    rec = txn.get_task(self.id)
-                    output = list(txn.output_items(self.id, seen_output))
-                    changed = rec.get("steps", 0) != steps or rec["status"] != status
-                    state = txn.get_cont(self.id) if changed and \
-                        rec["status"] not in FINISHED else None
+                with self.store.view() as view:
+                    rec = view.task(self.id)
+                    output = list(view.output(self.id, seen_output))
+                    changed = rec.steps != steps or rec.status != status
+                    state = view.continuation(self.id) if changed and \
+                        not rec.finished else None
                     if state is not None:
-                        inspect.load_programs(txn, rec)
+                        inspect.load_programs(view, rec)
                 for seq, text in output:
                     seen_output = seq
                     for line in text.splitlines():
                         c.line(f"  | {line}")
                 if changed:
-                    steps, status = rec.get("steps", 0), rec["status"]
-                    c.line(f"{when(rec['updated'])} step {steps}: {self.state_text(rec)}"
+                    steps, status = rec.steps, rec.status
+                    c.line(f"{when(rec.updated)} step {steps}: {self.state_text(rec)}"
                            f"{_innermost(state)}")
         except KeyboardInterrupt:
             c.line("stopped watching", "note")
-        if rec["status"] in FINISHED:
-            c.line(f"the task finished: {rec['status']}", "heading")
+        if rec.finished:
+            c.line(f"the task finished: {rec.status}", "heading")
         self.position = None
         self.index = 0
         self.load()
-        if rec["status"] in FINISHED:
+        if rec.finished:
             self.show()
 
     def step(self) -> None:
@@ -345,9 +349,8 @@ class Inspector:
         self.load()
         if self.position is None:
             target = len(self.history) - 1
-            with self.store.read() as txn:
-                current = txn.get_cont(self.id) if self.rec["status"] not in FINISHED \
-                    else None
+            with self.store.view() as txn:
+                current = txn.continuation(self.id) if not self.rec.finished else None
                 last = self._step_state(txn, self.history[target]) if target >= 0 else None
             if current is not None and last is not None and bytes(current) == bytes(last):
                 target -= 1
@@ -363,7 +366,7 @@ class Inspector:
         self.show_view()
 
     def _traced(self) -> bool:
-        if self.rec.get("trace"):
+        if self.rec.trace:
             return True
         self.console.line(f"task {self.id} does not run in trace mode, so only its latest "
                           "committed step is kept (start a task with --trace to record "
@@ -388,10 +391,10 @@ def _innermost(state: bytes | None) -> str:
 
 def show_log(store: Any, task_id: str, console: Console) -> None:
     """A task's event log, one event a line."""
-    with store.read() as txn:
-        if txn.get_task(task_id) is None:
+    with store.view() as view:
+        if view.task(task_id) is None and task_id not in view.unreadable:
             raise TaskError(f"no task {task_id}")
-        events = [inspect.log_entry(seq, e) for seq, e in txn.log_items(task_id)]
+        events = [inspect.log_entry(seq, e) for seq, e in view.log(task_id)]
     if not events:
         console.line("the log is empty", "note")
     for e in events:
@@ -407,12 +410,12 @@ def _detail(key: str, value: Any) -> str:
 
 def show_tasks(store: Any, console: Console) -> None:
     """The tasks of the store, oldest first."""
-    with store.read() as txn:
-        records = list(txn.tasks())
+    with store.view() as view:
+        records = view.tasks(limit=1 << 62)
+        now = view.clock()
     if not records:
         console.line(f"no tasks in {store.path}", "note")
         return
-    now = time.time()
     for rec in records:
         s = inspect.task_summary(rec, now)
         state = s["state"] + (f": {s['waiting']}" if s["waiting"] else "")

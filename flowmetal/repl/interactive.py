@@ -102,14 +102,13 @@ class FlowmetalCompleter(Completer):
 
     def _task_ids(self, prefix: str) -> Iterable[Completion]:
         try:
-            with self.repl.store().read() as txn:
-                records = list(txn.tasks())
+            with self.repl.store().view() as view:
+                records = view.tasks(limit=1 << 62)
         except Exception:  # no store yet: nothing to complete
             return
         for rec in reversed(records):
-            if rec["id"].startswith(prefix):
-                yield Completion(rec["id"], -len(prefix),
-                                 display_meta=f"{rec['name']} {rec['status']}")
+            if rec.id.startswith(prefix):
+                yield Completion(rec.id, -len(prefix), display_meta=f"{rec.name} {rec.status}")
 
 
 def open_brackets(text: str) -> list[tuple[str, int, int]]:

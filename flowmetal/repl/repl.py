@@ -42,9 +42,9 @@ class Repl:
         unless ``create``, a missing store is a StoreError."""
         if self._store is None:
             from ..interpreter import base
-            from ..store import LmdbStore, default_path
+            from ..store import open_store
 
-            self._store = LmdbStore(self.store_path or default_path(), create=create)
+            self._store = open_store(self.store_path, create=create)
             base()
         return self._store
 

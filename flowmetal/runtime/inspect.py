@@ -24,7 +24,8 @@ from ..machine import UNSET, FrameKind, Machine
 from ..printer import to_string
 from ..program import Program
 from ..report import format_error
-from .records import FINISHED, TaskError, load_program, result_value
+from .code import load_program
+from .records import Event, TaskError, TaskRecord, decode_data, result_value
 
 MAX_FRAMES = 100
 RUNTIME_FRAMES = {
@@ -129,29 +130,36 @@ def program_scopes(program: Program) -> ProgramScopes:
     return found
 
 
-def load_machine(txn: Any, rec: dict) -> Machine | None:
+def load_machine(view: Any, rec: TaskRecord, data: bytes | None = None) -> Machine | None:
     """The task's machine decoded from its stored continuation (None if it has none).
 
     Raises ``records.TaskError`` or ``codec.CodecError`` if it cannot be decoded.
     """
-    data = txn.get_cont(rec["id"])
+    data = view.continuation(rec.id) if data is None else data
     if data is None:
         return None
-    load_programs(txn, rec)
+    load_programs(view, rec)
     return decode_machine(bytes(data), base().globals)
 
 
-def load_programs(txn: Any, rec: dict) -> None:
-    """Make the programs the task's state refers to known here (TaskError if one cannot
-    be had)."""
-    base()  # registers the standard library's programs, which the store does not keep
-    for digest in rec.get("programs") or [rec["program"]]:
-        load_program(txn, digest)
+def load_programs(view: Any, rec: TaskRecord) -> None:
+    """Make the programs the task's state refers to known here (CodeUnavailable if one
+    cannot be had)."""
+    for digest in rec.programs or [rec.program]:
+        load_program(view, digest)
 
 
 def value_text(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
-    """The printed text of a value, cut at ``limit`` characters."""
-    text = "#<unset>" if value is UNSET else to_string(value)
+    """The printed text of a value, cut at ``limit`` characters (an integer too long to
+    print quickly is described instead)."""
+    if value is UNSET:
+        return "#<unset>"
+    if type(value) is int and value.bit_length() > 4 * limit:
+        return f"#<integer of {value.bit_length():,} bits>"
+    try:
+        text = to_string(value)
+    except Exception as exc:
+        return f"#<unprintable {type(exc).__name__}>"
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
@@ -252,19 +260,20 @@ def frames(m: Machine, limit: int = MAX_FRAMES) -> list[dict]:
 # Tasks
 
 
-def task_summary(rec: dict, now: float) -> dict:
-    """A task in a listing: id, name, program hash, status, "state" (the status, or
-    "running" while a live worker holds it), times, age, what it waits on, counts."""
-    from .api import lease_live
-
-    running = rec["status"] == "runnable" and lease_live(rec, now)
+def task_summary(rec: TaskRecord, now: float) -> dict:
+    """A task in a listing: id, name, program hash, status, "state" (the status,
+    "running" while a worker's lease on it stands, or "blocked" when no worker could
+    load its code), times, age, what it waits on (or why it is blocked), counts."""
+    running = rec.status == "runnable" and rec.lease is not None and rec.lease.until > now
+    state = "blocked" if rec.blocked and not running else \
+        "running" if running else str(rec.status)
     return {
-        "id": rec["id"], "name": rec["name"], "program": rec["program"],
-        "status": rec["status"], "state": "running" if running else rec["status"],
-        "created": rec["created"], "updated": rec["updated"],
-        "age": max(0.0, now - rec["created"]), "waiting": waiting_on(rec, now) or None,
-        "parent": rec.get("parent"), "steps": rec.get("steps", 0),
-        "reductions": rec.get("reductions", 0),
+        "id": rec.id, "name": rec.name, "program": rec.program,
+        "status": str(rec.status), "state": state,
+        "created": rec.created, "updated": rec.updated,
+        "age": max(0.0, now - rec.created),
+        "waiting": (f"code: {rec.blocked}" if rec.blocked else waiting_on(rec, now)) or None,
+        "parent": rec.parent, "steps": rec.steps, "reductions": rec.reductions,
     }
 
 
@@ -274,14 +283,14 @@ WAIT_WORDS = {"next-message": "message"}
 def waiting_on(rec: dict, now: float | None = None) -> str:
     """What a waiting task waits for, in words: "sleep until 12:00:03", "message until
     2024-05-02 12:00:03" (the date when it is not today), "join ID until ..."; else ""."""
-    waiting = rec.get("waiting")
-    if rec["status"] != "waiting" or not waiting:
+    waiting = rec.waiting
+    if rec.status != "waiting" or waiting is None:
         return ""
-    op = waiting.get("op", "")
+    op = waiting.op
     text = WAIT_WORDS.get(op, op)
-    if op == "join" and waiting.get("task"):
-        text += f" {waiting['task']}"
-    until = waiting.get("until")
+    if op == "join" and waiting.task:
+        text += f" {waiting.task}"
+    until = waiting.until
     if until:
         today = time.localtime(time.time() if now is None else now)[:3]
         when = time.localtime(until)
@@ -295,50 +304,65 @@ def task_detail(store: Any, task_id: str) -> dict:
     state size, limits, inbox size, cancel request, lease, the request it waits on, its
     result or error (printed, and the error formatted as for a person), and the frames
     of its continuation (``frames_error`` says why they could not be read)."""
-    with store.read() as txn:
-        rec = txn.get_task(task_id)
+    with store.view() as view:
+        rec = view.task(task_id)
         if rec is None:
-            raise TaskError(f"no task {task_id}")
-        program = txn.get_program(rec["program"]) or {}
-        inbox = sum(1 for _ in txn.inbox_items(task_id))
+            problem = view.unreadable.get(task_id)
+            raise TaskError(f"task {task_id}: {problem}" if problem else f"no task {task_id}")
+        program = view.program(rec.program) or {}
+        inbox = len(view.inbox(task_id))
         stack, problem, request = [], None, None
-        if rec["status"] not in FINISHED:
+        now = view.clock()
+        if not rec.finished:
             try:
-                m = load_machine(txn, rec)
-            except (TaskError, CodecError) as exc:
+                m = load_machine(view, rec)
+            except (TaskError, CodecError, KeyError) as exc:
                 m, problem = None, str(exc)
             if m is not None:
                 stack = frames(m)
                 if m.status == "waiting" and m.request is not None:
                     request = value_text(m.request)
-    detail = task_summary(rec, time.time())
+    detail = task_summary(rec, now)
+    lease = rec.lease
     detail.update({
-        "file": program.get("file"), "children": rec.get("children", []),
-        "state_bytes": rec.get("state_bytes", 0), "limits": rec["limits"],
-        "inbox": inbox, "cancel": bool(rec.get("cancel")), "lease": rec.get("lease"),
-        "moved_to": rec.get("moved_to"), "request": request,
+        "file": program.get("file"), "children": rec.children,
+        "state_bytes": rec.state_bytes, "limits": rec.limits.as_dict(),
+        "inbox": inbox, "cancel": rec.cancel,
+        "lease": None if lease is None else
+        {"worker": lease.worker, "epoch": lease.epoch, "until": lease.until},
+        "moved_to": rec.moved_to, "request": request, "blocked": rec.blocked,
         "result": None, "error": None, "error_text": None,
         "frames": stack, "frames_error": problem,
     })
-    if rec["status"] == "done":
-        detail["result"] = value_text(result_value(rec))
-    elif rec["status"] in FINISHED and rec.get("error") is not None:
-        error = result_value(rec)
-        detail["error"] = value_text(error)
-        detail["error_text"] = format_error(error)
+    try:
+        if rec.status == "done":
+            detail["result"] = value_text(result_value(rec))
+        elif rec.finished and rec.error is not None:
+            error = result_value(rec)
+            detail["error"] = value_text(error)
+            detail["error_text"] = format_error(error)
+    except CodecError as exc:
+        detail["frames_error"] = f"its result cannot be read: {exc}"
     return detail
 
 
-def log_entry(seq: int, event: dict) -> dict:
-    """One event of a task's log: ``{"seq", "at", "kind", "details"}``; bytes in the
-    details (a trace step's state) become their length, as ``KEY_bytes``."""
+PRINTED = ("value", "error")  # event details holding encoded values, printed on reading
+LOG_VALUE_CHARS = 200
+
+
+def log_entry(seq: int, event: Event) -> dict:
+    """One event of a task's log: ``{"seq", "at", "kind", "details"}``.  Encoded values
+    (an answer, a message, a result, an error) are printed here, on reading, cut short;
+    other bytes (a trace step's state) become their length, as ``KEY_bytes``."""
     details: dict[str, Any] = {}
-    for key, value in event.items():
-        if key in ("v", "at", "kind"):
-            continue
-        if isinstance(value, bytes | bytearray):
+    for key, value in event.details.items():
+        if key in PRINTED and isinstance(value, bytes | bytearray):
+            try:
+                details[key] = value_text(decode_data(bytes(value)), LOG_VALUE_CHARS)
+            except CodecError:
+                details[key] = f"#<unreadable {len(value)} bytes>"
+        elif isinstance(value, bytes | bytearray):
             details[f"{key}_bytes"] = len(value)
         else:
             details[key] = value
-    return {"seq": seq, "at": event.get("at"), "kind": event.get("kind"),
-            "details": details}
+    return {"seq": seq, "at": event.at, "kind": event.kind, "details": details}

@@ -1,94 +1,306 @@
-"""Task and program records: what the store keeps about each, and how to make them.
+"""Typed records: what the store keeps about tasks, messages, timers, events and workers.
 
-A task record is a CBOR map (format ``"v": 1``); NOTES.md lists its fields.  Values
-inside records (results, errors, messages, answers) are encoded with ``codec``.
+Every record is a dataclass with ``to_bytes`` and ``from_bytes``.  On disk a record is a
+CBOR array whose first item is its format version, then its fields in the order the
+dataclass declares them; nested records are nested arrays.  Values inside records
+(results, errors, messages, answers) are codec bytes (``encode_data``), decoded only
+when someone needs the value, so a store transaction never encodes, decodes or prints a
+value of unbounded size.  A record that cannot be read raises ``RecordError``.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
+import cbor2
+
 from ..codec import decode_value, encode_value
-from ..interpreter import Session, base
-from ..program import PROGRAMS, Program, register
+from ..interpreter import base
 
-TASK_FORMAT = 1
-PROGRAM_FORMAT = 1
-
-FINISHED = ("done", "failed", "cancelled", "moved")
-
-DEFAULT_LIMITS = {
-    "fuel": None,            # total reductions; None: no limit
-    "depth": 1_000_000,      # frames in the continuation
-    "state": 64 << 20,       # bytes of the encoded continuation
-    "deadline": None,        # seconds from creation; None: no limit
-    "wait": 86_400.0,        # timeout of a wait that names none, seconds
-}
+TASK_FORMAT = 2
 
 
 class TaskError(Exception):
     """A task operation that cannot be done (unknown id, finished task, bad program)."""
 
 
+class RecordError(TaskError):
+    """A stored record that cannot be read (corrupt, truncated, of an unknown format)."""
+
+
+class Status(StrEnum):
+    """Where a task stands."""
+
+    RUNNABLE = "runnable"    # has work to do: a worker may lease it
+    WAITING = "waiting"      # waits for an answer to its request
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    MOVED = "moved"          # exported to another store
+
+
+FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED, Status.MOVED})
+
+
+@dataclass(slots=True)
+class Limits:
+    """What a task may use; exceeding one fails it with a ``:limit-error``."""
+
+    fuel: int | None = None           # total reductions; None: no limit
+    depth: int = 1_000_000            # frames in the continuation
+    state: int = 64 << 20             # bytes of the encoded continuation
+    deadline: float | None = None     # seconds from creation; None: no limit
+    wait: float = 86_400.0            # timeout of a wait that names none, seconds
+
+    @classmethod
+    def of(cls, given: dict | Limits | None) -> Limits:
+        """Limits from a dict of some of the fields (the rest default)."""
+        if isinstance(given, Limits):
+            return Limits(*_values(given))
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (given or {}).items() if k in names and v is not None})
+
+    def as_dict(self) -> dict:
+        """The limits as a plain dict (for JSON)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(slots=True)
+class Lease:
+    """A worker's claim on a task: until ``until`` by the store's clock, at ``epoch``."""
+
+    worker: str
+    epoch: int
+    until: float
+
+
+@dataclass(slots=True)
+class Waiting:
+    """The request a waiting task waits on, and when its wait times out."""
+
+    request: int
+    op: str
+    until: float | None = None        # when the wait times out (its timer is due)
+    after: int = 0                    # receive: messages numbered above this are new
+    deadline: float | None = None     # receive: the deadline its answer carries
+    task: str | None = None           # join: the task joined
+
+
+class AnswerKind(StrEnum):
+    """How the worker turns an answer's bytes into the value the task sees."""
+
+    VALUE = "value"              # the value itself
+    MESSAGE = "message"          # a received message: {:seq :message :deadline}
+    TASK_FAILED = "task-failed"  # a joined task's error, wrapped as {:type :task-failed}
+
+
+@dataclass(slots=True)
+class Answer:
+    """The answer to a task's request, stored before the task sees it."""
+
+    request: int
+    ok: bool
+    value: bytes | None               # codec bytes of the value (or error)
+    kind: AnswerKind = AnswerKind.VALUE
+    seq: int = 0                      # MESSAGE: the message's number
+    deadline: float | None = None     # MESSAGE: the receive's deadline
+    task: str | None = None           # TASK_FAILED: the task that failed
+    status: str | None = None         # TASK_FAILED: how it ended
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """Everything the store keeps about a task but its continuation and journals."""
+
+    id: str
+    name: str
+    program: str                      # the hash of the program it started
+    status: Status = Status.RUNNABLE
+    parent: str | None = None
+    root: str = ""
+    created: float = 0.0
+    updated: float = 0.0
+    limits: Limits = field(default_factory=Limits)
+    programs: list[str] = field(default_factory=list)  # programs its state refers to
+    children: list[str] = field(default_factory=list)
+    lease: Lease | None = None
+    epoch: int = 0
+    waiting: Waiting | None = None
+    answer: Answer | None = None
+    request_seq: int = 0
+    inbox_seq: int = 0
+    steps: int = 0
+    reductions: int = 0
+    state_bytes: int = 0
+    result: bytes | None = None       # codec bytes of the result, when done
+    error: bytes | None = None        # codec bytes of the error, when failed/cancelled
+    joiners: list[tuple[str, int]] = field(default_factory=list)  # (task, request)
+    cancel: bool = False
+    cancel_delivered: bool = False
+    trace: bool = False
+    shown: int = 0                    # output entries shown by ``flowmetal run``
+    moved_to: str | None = None
+    blocked: str | None = None        # why no worker can run it now (its code is missing)
+    spawnable: dict[str, str] = field(default_factory=dict)  # spawn name -> program hash
+
+    def to_bytes(self) -> bytes:
+        """The record as stored."""
+        return cbor2.dumps([TASK_FORMAT, *_values(self)])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TaskRecord:
+        """The record stored as ``data`` (RecordError if it is not one)."""
+        try:
+            items = cbor2.loads(data)
+            if type(items) is not list or items[0] != TASK_FORMAT:
+                raise ValueError("unknown task record format")
+            (task_id, name, program, status, parent, root, created, updated, limits,
+             programs, children, lease, epoch, waiting, answer, *rest) = items[1:]
+            rec = cls(task_id, name, program, Status(status), parent, root, created,
+                      updated, Limits(*limits), programs, children,
+                      None if lease is None else Lease(*lease), epoch,
+                      None if waiting is None else Waiting(*waiting),
+                      None if answer is None else _answer(answer), *rest)
+            rec.joiners = [(t, r) for t, r in rec.joiners]
+            if type(rec.id) is not str or type(rec.program) is not str:
+                raise ValueError("a task record needs an id and a program")
+            return rec
+        except RecordError:
+            raise
+        except Exception as exc:
+            raise RecordError(f"unreadable task record: {type(exc).__name__}: {exc}"
+                              ) from None
+
+    def copy(self) -> TaskRecord:
+        """A copy whose nested records and lists are copies too."""
+        return TaskRecord.from_bytes(self.to_bytes())
+
+    @property
+    def finished(self) -> bool:
+        """Whether the task has ended (or left this store)."""
+        return self.status in FINISHED
+
+
+def _answer(items: list) -> Answer:
+    answer = Answer(*items)
+    answer.kind = AnswerKind(answer.kind)
+    return answer
+
+
+def _values(record: Any) -> list:
+    """A record's field values in order, nested records as lists."""
+    out = []
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if hasattr(value, "__dataclass_fields__"):
+            value = _values(value)
+        out.append(value)
+    return out
+
+
+@dataclass(slots=True)
+class Message:
+    """A message in a task's inbox."""
+
+    sender: str | None
+    at: float
+    value: bytes
+
+    def to_bytes(self) -> bytes:
+        """The record as stored."""
+        return cbor2.dumps([1, self.sender, self.at, self.value])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Message:
+        """The message stored as ``data``."""
+        return cls(*_load(data, 1, "message"))
+
+
+class TimerKind(StrEnum):
+    """What a timer does when it is due."""
+
+    WAKE = "wake"          # answers a sleep
+    TIMEOUT = "timeout"    # answers a wait with a {:type :timeout} error
+    DEADLINE = "deadline"  # fails the task: its deadline passed
+
+
+@dataclass(slots=True)
+class Timer:
+    """An armed timer (keyed in the store by due time, task and request)."""
+
+    kind: TimerKind
+    op: str = ""
+    seconds: float = 0.0   # how long the wait was
+
+    def to_bytes(self) -> bytes:
+        """The record as stored."""
+        return cbor2.dumps([1, str(self.kind), self.op, self.seconds])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Timer:
+        """The timer stored as ``data``."""
+        kind, op, seconds = _load(data, 1, "timer")
+        return cls(TimerKind(kind), op, seconds)
+
+
+@dataclass(slots=True)
+class Event:
+    """An entry of a task's event log: when, what kind, and its details (plain data;
+    values are codec bytes under keys ending in ``value``/``error``/``args``, printed
+    only when the log is read)."""
+
+    at: float
+    kind: str
+    details: dict = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """The record as stored."""
+        return cbor2.dumps([1, self.at, self.kind, self.details])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Event:
+        """The event stored as ``data``."""
+        at, kind, details = _load(data, 1, "event")
+        return cls(at, kind, details)
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """A worker known to the store: where it runs (for people; never to judge it)."""
+
+    id: str
+    host: str
+    pid: int
+    started: float
+
+    def to_bytes(self) -> bytes:
+        """The record as stored."""
+        return cbor2.dumps([1, self.id, self.host, self.pid, self.started])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> WorkerRecord:
+        """The worker record stored as ``data``."""
+        return cls(*_load(data, 1, "worker"))
+
+
+def _load(data: bytes, version: int, what: str) -> list:
+    try:
+        items = cbor2.loads(data)
+    except Exception as exc:
+        raise RecordError(f"unreadable {what} record: {type(exc).__name__}") from None
+    if type(items) is not list or not items or items[0] != version:
+        raise RecordError(f"unreadable {what} record: unknown format")
+    return items[1:]
+
+
 def new_task_id() -> str:
     """A fresh task id: milliseconds since the epoch (11 hex digits, so ids sort by
     creation) and 40 random bits (10 hex digits); callers check it is not taken."""
     return f"{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
-
-
-def program_record(program: Program) -> dict:
-    """What the store keeps of a program: enough to analyze it again identically."""
-    return {"v": PROGRAM_FORMAT, "file": program.file, "source": program.source,
-            "base": program.base, "nodes": len(program.nodes)}
-
-
-def load_program(txn: Any, digest: str) -> Program:
-    """The program with this hash, analyzed here from its stored source if need be.
-
-    The analysis must give the very same program (hash and node count), or the
-    continuation could be resumed against different code.
-    """
-    base()  # registers the standard library's programs, which the store does not keep
-    program = PROGRAMS.get(digest)
-    if program is not None:
-        return program
-    record = txn.get_program(digest)
-    if record is None:
-        raise TaskError(f"program {digest[:12]} is not in the store")
-    if record.get("base") and record["base"] != base().hash:
-        raise TaskError(f"program {record['file']} was analyzed against another standard "
-                        "library; resuming it here needs an explicit upgrade")
-    session = Session()
-    program = session.load(record["source"], record["file"])
-    if program.hash != digest or len(program.nodes) != record["nodes"]:
-        raise TaskError(f"program {record['file']} does not analyze to the stored program")
-    return register(program)
-
-
-def new_task_record(task_id: str, program: Program, limits: dict | None = None,
-                    parent: str | None = None, root: str | None = None,
-                    trace: bool = False, name: str | None = None) -> dict:
-    """The record of a task about to start."""
-    now = time.time()
-    merged = dict(DEFAULT_LIMITS)
-    merged.update({k: v for k, v in (limits or {}).items() if k in DEFAULT_LIMITS})
-    return {
-        "v": TASK_FORMAT, "id": task_id, "name": name or os.path.basename(program.file),
-        "program": program.hash, "status": "runnable", "parent": parent,
-        "root": root or task_id, "created": now, "updated": now, "limits": merged,
-        "lease": None, "epoch": 0, "waiting": None, "answer": None, "request_seq": 0,
-        "steps": 0, "reductions": 0, "result": None, "error": None, "cancel": False,
-        "moved_to": None, "trace": trace, "joiners": [], "state_bytes": 0,
-    }
-
-
-def result_value(record: dict) -> Any:
-    """A finished task's result (or error value) as a Flowmetal value."""
-    data = record["result"] if record["status"] == "done" else record["error"]
-    return None if data is None else decode_value(data, base().globals)
 
 
 def encode_data(value: Any) -> bytes:
@@ -99,3 +311,8 @@ def encode_data(value: Any) -> bytes:
 def decode_data(data: bytes | None) -> Any:
     """The value of ``encode_data`` bytes."""
     return None if data is None else decode_value(data, base().globals)
+
+
+def result_value(rec: TaskRecord) -> Any:
+    """A finished task's result (or error value) as a Flowmetal value."""
+    return decode_data(rec.result if rec.status == Status.DONE else rec.error)

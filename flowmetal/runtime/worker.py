@@ -1,46 +1,58 @@
 """Workers: lease runnable tasks, run their steps, commit the steps of many tasks at once.
 
-One round of a worker is one write transaction that commits the steps run in the
-previous round, fires the timers that are due and leases the next batch of runnable
-tasks; then, outside any transaction, it runs one slice of each leased task.  So the
-steps of many tasks share one commit (group commit) while each step stays atomic.
+One round of a worker is one store transaction (``Store.round``) that commits the steps
+run in the previous round, fires the timers that are due and leases the next batch of
+runnable tasks; then, outside any transaction, it runs one slice of each leased task and
+turns what the slice did into a ``StepCommit``: its state, output and request, every
+value already encoded.  So the steps of many tasks share one commit (group commit) while
+each step stays atomic.
 
-A lease names the worker, an epoch and an expiry.  A worker that dies stops renewing
-its leases; when they expire another worker takes the tasks and resumes each from its
-last committed step.  A step is committed only if its lease (same worker, same epoch)
-still stands, so no task ever runs twice at once.
+A lease names the worker, an epoch and an expiry by the store's clock.  A worker that
+dies stops renewing its leases; when they expire another worker takes the tasks and
+resumes each from its last committed step.  A step is committed only if its lease (same
+worker, same epoch) still stands, so no task ever runs twice at once.  A worker's
+liveness lock (``Store.hold_worker``) lets others see at once that it has gone.
+
+Faults: a store that cannot commit (``StoreUnavailable``) is waited out — the steps wait
+to be committed, the worker says so on stderr and tries again with a growing pause —
+and a task whose record, state or code cannot be read fails (or, for code this worker
+cannot load, waits for a worker that can) alone.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import secrets
 import socket
+import sys
 import time
 from collections.abc import Callable
 
-from ..codec import CodecError, Image, decode_machine
+from ..codec import CodecError, Image, decode_machine, encode_machine
 from ..interpreter import base
-from ..machine import Machine
-from ..store.base import StoreError
+from ..machine import Machine, call_state
+from ..primitives.effects import TaskId
+from ..printer import to_string
+from ..store.base import NewTask, Request, StepCommit, StoreError, StoreUnavailable
 from ..values import Map, kw
-from . import drafts
-from .records import FINISHED, TaskError, decode_data, load_program
-from .steps import Step, Tasks, commit_step, fail, fire_timers, task_error
+from .code import CodeUnavailable, load_program, program_machine
+from .records import (
+    AnswerKind,
+    Limits,
+    TaskRecord,
+    decode_data,
+    encode_data,
+    new_task_id,
+)
 
-K_TYPE = kw("type")
+K_TYPE, K_OP = kw("type"), kw("op")
+K_SEQ, K_MESSAGE, K_DEADLINE = kw("seq"), kw("message"), kw("deadline")
 MIN_FRAME_BYTES = 4  # a frame's record: its kind, owner, next and env
-# A task seen leased by another worker is passed over, unread, for this long (at most
-# until its lease ends), so that workers sharing a store do not keep reading each
-# other's records; a lease given up early is noticed within this time.
-RECHECK_ELSEWHERE = 1.0
-# Drafts (drafts.py) shorten a worker's write transactions at the cost of some work of
-# its own: worth it only while other processes wait for the store's write lock.  With
-# "auto", a worker drafts for DRAFT_FOR seconds after it waited CONTENDED seconds or more
-# for the lock itself (so some other process held it); "always" and "never" say it all.
 DRAFT_MODES = ("auto", "always", "never")
-CONTENDED = 0.000_5
-DRAFT_FOR = 2.0
+TEXT_LIMIT = 200     # characters of a request or error kept in the event log
+BACKOFF_MAX = 5.0    # seconds between attempts while the store cannot commit
+ATOMS = frozenset({int, float, str, type(None), TaskId})
 
 
 def tune_gc() -> None:
@@ -65,209 +77,212 @@ def count_frames(k: object, limit: int) -> int:
     return n
 
 
+def short_text(value: object, limit: int = TEXT_LIMIT) -> str:
+    """A value printed for a log line, cut at ``limit`` characters; a value too big to
+    print quickly is described instead."""
+    if type(value) is int and value.bit_length() > 4 * limit:
+        return f"<an integer of {value.bit_length():,} bits>"
+    try:
+        text = to_string(value)
+    except Exception as exc:  # e.g. an integer too long to print
+        return f"<unprintable: {type(exc).__name__}>"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def error_message(error: object) -> str:
+    """The message of an error value, for the log."""
+    if type(error) is Map:
+        message = error.get(kw("message"))
+        if type(message) is str:
+            return message[:TEXT_LIMIT]
+    return short_text(error)
+
+
 class Worker:
     """Runs the tasks of a store; ``round()`` does one round, ``run()`` loops."""
 
     def __init__(self, store, worker_id: str | None = None, slice_size: int = 10_000,
                  batch: int = 64, lease_seconds: float = 30.0, poll: float = 0.05,
-                 draft: str = "auto"):
+                 draft: str = "auto", log: Callable[[str], None] | None = None):
         if draft not in DRAFT_MODES:
             raise ValueError(f"draft must be one of {', '.join(DRAFT_MODES)}")
         self.store = store
-        self.draft = draft  # see DRAFT_MODES
-        self.drafting_until = 0.0
-        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.draft = draft
+        self.id = worker_id or \
+            f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.slice_size = slice_size
         self.batch = batch
         self.lease_seconds = lease_seconds
         self.poll = poll
-        self.pending: list[Step] = []
+        self.pending: list[StepCommit] = []
         self.machines: dict[str, tuple[int, Machine]] = {}
-        self.records: dict[str, tuple[bytes, dict]] = {}  # Tasks.known, for leased tasks
-        self.answers: dict[str, tuple[int, object]] = {}  # Tasks.answers of the last round
-        # Tasks another worker holds: when to read their records again.
-        self.elsewhere: dict[str, float] = {}
-        self.cursor = ""
-        self.on_commit: Callable[[Tasks], None] | None = None
+        self.answers: dict[str, tuple[int, object]] = {}
+        self.watch: str | None = None          # whose output to take at each round
+        self.on_output: Callable[[list[tuple[str, str]]], None] | None = None
+        self.on_round: Callable[[object], None] | None = None
+        self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.lock = None
+        self.unavailable_since: float | None = None
+        self.backoff = 0.0
 
     # -- one round ------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Register with the store and take this worker's liveness lock (once)."""
+        if self.lock is None:
+            self.lock = self.store.hold_worker(self.id, socket.gethostname(), os.getpid())
 
     def round(self, stopping: bool = False) -> int:
         """Commit the last round's steps, fire timers, lease and run tasks.
 
-        Returns how many steps were run (0 means there was nothing to do).
+        Returns how many steps were run (0 means there was nothing to do, or the store
+        could not commit: then the steps wait for the next round).
         """
-        now = time.time()
-        leased: list[tuple[dict, bytes | None]] = []
+        self.hold()
         steps = self.pending
+        if stopping:
+            for step in steps:
+                step.keep_lease = False
+        held = {t: e for t, (e, _) in self.machines.items()}
         try:
-            self._commit_round(now, stopping, leased)
-        except BaseException as exc:
-            # The round's transaction is lost: forget the machines that ran its steps, so
-            # their tasks resume from their committed state, and the records it changed.
-            self.machines.clear()
-            self.records.clear()
-            self.answers = {}
-            self.pending = []
-            if not isinstance(exc, Exception) or isinstance(exc, StoreError):
+            result = self.store.round(self.id, steps, 0 if stopping else self.batch,
+                                      self.lease_seconds, held, self.watch)
+        except StoreUnavailable as exc:
+            self._unavailable(exc)
+            if stopping:
                 raise
+            return 0
+        except StoreError:
+            raise
+        except Exception:
             # A step the runtime cannot commit must fail its task, not every worker:
             # commit the steps one by one and fail the one that breaks.
-            self._commit_singly(steps, now)
+            self.machines.clear()
+            self.pending = []
+            self._commit_singly(steps)
             return 0
-        self.pending = [self._run(rec, cont) for rec, cont in leased]
-        if self.draft == "always" or \
-                (self.draft == "auto" and time.monotonic() < self.drafting_until):
-            now = time.time()  # drafted together, after the slices: faster than interleaved
-            for step in self.pending:
-                step.draft = drafts.prepare(step, self.records.get(step.task_id), self.id,
-                                            now, self.lease_seconds)
+        if self.unavailable_since is not None:
+            self.log(f"flowmetal worker {self.id}: the store commits again "
+                     f"(after {time.monotonic() - self.unavailable_since:.1f} s)")
+            self.unavailable_since, self.backoff = None, 0.0
+        self.pending = []
+        for step, ok in zip(steps, result.committed):
+            if not ok or step.status not in ("runnable", "waiting"):
+                self.machines.pop(step.task_id, None)
+        self.answers = result.answers
+        if result.output and self.on_output is not None:
+            self.on_output(result.output)
+        if self.on_round is not None:
+            self.on_round(result)
+        claimed = {c.record.id for c in result.claimed}
+        for task_id in [t for t in self.machines if t not in claimed]:
+            del self.machines[task_id]
+        self.pending = [self._run(c.record, c.state) for c in result.claimed]
+        if self.pending and self.draft != "never":
+            self.store.prepare(self.id, self.pending, self.lease_seconds,
+                               always=self.draft == "always")
         return len(self.pending)
 
-    def _commit_singly(self, steps: list[Step], now: float) -> None:
+    def _unavailable(self, exc: Exception) -> None:
+        """The store cannot commit: say so once, and wait a growing while."""
+        if self.unavailable_since is None:
+            self.unavailable_since = time.monotonic()
+            self.log(f"flowmetal worker {self.id}: the store cannot commit ({exc}); "
+                     "keeping the last committed steps and trying again")
+        self.backoff = min(BACKOFF_MAX, max(0.05, self.backoff * 2))
+        time.sleep(self.backoff)
+
+    def _commit_singly(self, steps: list[StepCommit]) -> None:
         for step in steps:
             try:
-                with self.store.write() as txn:
-                    tasks = Tasks(txn)
-                    commit_step(tasks, step, self.id, now, self.lease_seconds)
-                    tasks.flush()
+                self.store.commit_one(self.id, step, self.lease_seconds)
             except StoreError:
                 raise
             except Exception as exc:
-                with self.store.write() as txn:
-                    tasks = Tasks(txn)
-                    rec = tasks.get(step.task_id)
-                    if rec is not None and rec["status"] not in FINISHED:
-                        fail(tasks, rec, "internal-error",
-                             f"the step of task {step.task_id} could not be committed: "
-                             f"{type(exc).__name__}: {exc}", now)
-                        tasks.flush()
-
-    def _commit_round(self, now: float, stopping: bool, leased: list) -> None:
-        asked = time.monotonic()
-        with self.store.write() as txn:
-            began = time.monotonic()
-            if began - asked > CONTENDED:
-                self.drafting_until = began + DRAFT_FOR
-            tasks = Tasks(txn, self.records)
-            for step in self.pending:
-                if stopping:
-                    step.keep_lease, step.draft = False, None
-                if step.draft is not None and drafts.apply(tasks, step.draft):
-                    continue
-                if not commit_step(tasks, step, self.id, now, self.lease_seconds):
-                    self.machines.pop(step.task_id, None)
-            self.pending = []
-            fire_timers(tasks, now)
-            if not stopping:
-                leased.extend(self._lease(tasks, now))
-            if self.on_commit is not None:
-                self.on_commit(tasks)
-            tasks.flush()
-        self.answers = tasks.answers
-
-    def _lease(self, tasks: Tasks, now: float) -> list[tuple[dict, bytes | None]]:
-        txn = tasks.txn
-        candidates = txn.runnable(self.batch * 4, after=self.cursor)
-        if len(candidates) < self.batch * 4 and self.cursor:
-            candidates += txn.runnable(self.batch * 4 - len(candidates))
-        out: list[tuple[dict, bytes | None]] = []
-        seen = set()
-        elsewhere = self.elsewhere
-        if len(elsewhere) > 8 * self.batch:
-            elsewhere = self.elsewhere = {t: u for t, u in elsewhere.items() if u > now}
-        for task_id in candidates:
-            if len(out) >= self.batch:
-                break
-            if task_id in seen or elsewhere.get(task_id, 0.0) > now:
-                continue
-            seen.add(task_id)
-            rec = tasks.get(task_id)
-            if rec is None or rec["status"] != "runnable":
-                txn.runnable_remove(task_id)
-                continue
-            lease = rec.get("lease")
-            if lease and lease["until"] > now and lease["worker"] != self.id:
-                elsewhere[task_id] = min(lease["until"], now + RECHECK_ELSEWHERE)
-                continue
-            if not (lease and lease["worker"] == self.id and lease["until"] > now):
-                rec["epoch"] = rec.get("epoch", 0) + 1
-                rec["lease"] = {"worker": self.id, "epoch": rec["epoch"],
-                                "until": now + self.lease_seconds}
-                tasks.put(rec)
-            cached = self.machines.get(task_id)
-            if cached is not None and cached[0] == rec["lease"]["epoch"]:
-                out.append((rec, None))
-            else:
-                self.machines.pop(task_id, None)
-                out.append((rec, txn.get_cont(task_id)))
-            self.cursor = task_id
-        leased = {rec["id"] for rec, _ in out}
-        for task_id in [t for t in self.machines if t not in leased]:
-            del self.machines[task_id]
-            # Passed over in this round (more tasks are runnable than the batch holds):
-            # give up its lease, so that another worker may run it meanwhile.
-            rec = tasks.get(task_id)
-            lease = rec.get("lease") if rec is not None else None
-            if lease is not None and lease["worker"] == self.id:
-                rec["lease"] = None
-                tasks.put(rec)
-        for task_id in [t for t in self.records if t not in leased]:
-            del self.records[task_id]
-        return out
+                self.store.fail_task(step.task_id, "internal-error",
+                                     f"the step of task {step.task_id} could not be "
+                                     f"committed: {type(exc).__name__}: {exc}")
 
     # -- running a slice ------------------------------------------------------------
 
-    def _machine(self, rec: dict, cont: bytes | None) -> Machine:
-        if cont is None:
-            return self.machines.pop(rec["id"])[1]
-        with self.store.read() as txn:
-            for digest in rec.get("programs") or [rec["program"]]:
-                load_program(txn, digest)
-        return decode_machine(cont, base().globals)
+    def _machine(self, rec: TaskRecord, state: bytes | None) -> Machine:
+        if state is None:
+            return self.machines.pop(rec.id)[1]
+        with self.store.view() as view:
+            for digest in rec.programs or [rec.program]:
+                load_program(view, digest)
+        return decode_machine(state, base().globals)
 
-    def _run(self, rec: dict, cont: bytes | None) -> Step:
-        epoch = rec["lease"]["epoch"]
+    def _run(self, rec: TaskRecord, state: bytes | None) -> StepCommit:
+        epoch = rec.lease.epoch
         try:
-            m = self._machine(rec, cont)
-        except (CodecError, TaskError) as exc:
+            m = self._machine(rec, state)
+        except CodeUnavailable as exc:
+            return StepCommit(rec.id, epoch, "runnable", rec.reductions, rec.steps,
+                              keep_lease=False, blocked=str(exc))
+        except (CodecError, KeyError) as exc:
             return self._failed(rec, epoch, "corrupt-state",
-                                f"task {rec['id']} cannot be resumed: {exc}")
-        except Exception as exc:  # a continuation record that is not even CBOR
+                                f"task {rec.id} cannot be resumed: {exc}")
+        except Exception as exc:  # a continuation that is not even CBOR
             return self._failed(rec, epoch, "corrupt-state",
-                                f"task {rec['id']} cannot be resumed: {type(exc).__name__}")
-        step = Step(rec["id"], epoch, m)
-        m.task_id = rec["id"]
-        answer = rec.get("answer")
+                                f"task {rec.id} cannot be resumed: {type(exc).__name__}")
+        m.task_id = rec.id
+        took_answer = cancel_delivered = False
+        answer = rec.answer
         if m.status == "waiting" and answer is not None:
-            given = self.answers.get(rec["id"])
-            if given is not None and given[0] == answer["request"]:
-                value = given[1]
-            else:
-                value = decode_data(answer["value"])
-            if answer["ok"]:
+            try:
+                value = self._answer_value(rec, answer)
+            except Exception as exc:
+                return self._failed(rec, epoch, "corrupt-state",
+                                    f"task {rec.id}: its answer cannot be read: "
+                                    f"{type(exc).__name__}: {exc}")
+            if answer.ok:
                 m.answer(value)
             else:
                 m.answer_error(value)
-            step.took_answer = True
-        if rec.get("cancel") and not rec.get("cancel_delivered") and m.status != "done":
-            cancel = task_error("cancelled", f"task {rec['id']} was cancelled")
+            took_answer = True
+        if rec.cancel and not rec.cancel_delivered and m.status != "done":
+            from ..store.engine import task_error
+
+            cancel = task_error("cancelled", f"task {rec.id} was cancelled")
             if m.status == "waiting":
                 m.answer_error(cancel)
             elif m.status == "running":
                 m.interrupt(cancel)
-            step.cancel_delivered = True
+            cancel_delivered = True
+        output, consumed = "", ()
         if m.status == "running":
-            self._slice(rec, m, step)
-        return self._settle(rec, m, step)
+            output, consumed = self._slice(rec, m)
+        step = self._settle(rec, m, epoch)
+        step.took_answer = took_answer
+        step.cancel_delivered = cancel_delivered
+        step.output = output
+        step.consumed = consumed
+        return step
 
-    def _slice(self, rec: dict, m: Machine, step: Step) -> None:
+    def _answer_value(self, rec: TaskRecord, answer) -> object:
+        """The value the task sees for its stored answer."""
+        given = self.answers.get(rec.id)
+        if answer.kind == AnswerKind.VALUE:
+            if given is not None and given[0] == answer.request:
+                return given[1]
+            return decode_data(answer.value)
+        if answer.kind == AnswerKind.MESSAGE:
+            return Map({K_SEQ: answer.seq, K_MESSAGE: decode_data(answer.value),
+                        K_DEADLINE: answer.deadline})
+        from ..store.engine import task_error
+
+        return task_error("task-failed", f"task {answer.task} {answer.status}",
+                          Map({kw("task"): TaskId(answer.task),
+                               kw("error"): decode_data(answer.value)}))
+
+    def _slice(self, rec: TaskRecord, m: Machine) -> tuple[str, tuple[int, ...]]:
         fuel = self.slice_size
-        if not rec.get("trace"):
+        if not rec.trace:
             # Committing a step costs in proportion to the state's size: let a big state
             # run longer between commits, so that cost stays a bounded share of the work.
-            fuel = max(fuel, rec.get("state_bytes", 0) // 4)
-        limit = rec["limits"].get("fuel")
+            fuel = max(fuel, rec.state_bytes // 4)
+        limit = rec.limits.fuel
         if limit is not None:
             fuel = max(0, min(fuel, limit - m.reductions))
         m.output = []
@@ -275,64 +290,141 @@ class Worker:
         m.consumed = []
         if fuel:
             m.run(fuel)
-        step.output = "".join(m.output)
-        step.consumed = list(m.consumed)
+        return "".join(m.output), tuple(m.consumed)
 
-    def _settle(self, rec: dict, m: Machine, step: Step) -> Step:
-        limits = rec["limits"]
-        if m.status == "running" and limits.get("fuel") is not None and \
-                m.reductions >= limits["fuel"]:
-            return self._limit(rec, step, "fuel", f"fuel of {limits['fuel']} reductions "
-                                                  "used up")
+    def _settle(self, rec: TaskRecord, m: Machine, epoch: int) -> StepCommit:
+        limits = rec.limits
+        step = StepCommit(rec.id, epoch, "runnable", m.reductions, rec.steps)
+        if m.status == "running" and limits.fuel is not None and m.reductions >= limits.fuel:
+            return self._limit(rec, step, "fuel", f"fuel of {limits.fuel} reductions used up")
+        request = None
+        if m.status == "waiting":
+            try:
+                request = self._request(rec, m)
+            except Exception as exc:  # an argument that cannot be encoded
+                from ..store.engine import task_error
+
+                m.answer_error(task_error("effect-error", f"{type(exc).__name__}: {exc}"))
+                m.run(0)
         if m.status in ("running", "waiting"):
             image = getattr(m, "image", None)
             if image is None:
                 image = m.image = Image(base().globals)
-            step.state = image.encode(m, step.programs)
+            programs: set = set()
+            step.state = image.encode(m, programs)
             # Every frame takes at least MIN_FRAME_BYTES of the encoded state, so only a
             # state that big can be too deep; only then are the frames counted.
-            if len(step.state) > limits["depth"] * MIN_FRAME_BYTES and \
-                    count_frames(m.k, limits["depth"]) > limits["depth"]:
-                return self._limit(rec, step, "depth", f"continuation deeper than "
-                                                       f"{limits['depth']} frames")
-            if len(step.state) > limits["state"]:
+            if len(step.state) > limits.depth * MIN_FRAME_BYTES and \
+                    count_frames(m.k, limits.depth) > limits.depth:
+                return self._limit(rec, step, "depth",
+                                   f"continuation deeper than {limits.depth} frames")
+            if len(step.state) > limits.state:
                 # Perhaps only unreachable records: encode afresh before judging.
                 image.reset()
-                step.state = image.encode(m, step.programs)
-            if len(step.state) > limits["state"]:
+                programs = set()
+                step.state = image.encode(m, programs)
+            if len(step.state) > limits.state:
                 return self._limit(rec, step, "state", f"state of {len(step.state)} bytes "
-                                                       f"exceeds {limits['state']}")
+                                                       f"exceeds {limits.state}")
+            step.programs = tuple(programs)
         if m.status == "running":
-            step.status = "runnable"
-            self.machines[rec["id"]] = (step.epoch, m)
+            self.machines[rec.id] = (epoch, m)
         elif m.status == "waiting":
             step.status = "waiting"
-            step.request = m.request
+            step.request = request
             # Kept for the next round, in case the answer is immediate (now, send...).
-            self.machines[rec["id"]] = (step.epoch, m)
+            self.machines[rec.id] = (epoch, m)
         elif m.status == "done":
-            step.status, step.value = "done", m.val
+            step.status, step.result = "done", encode_data(m.val)
         else:
             error = m.error
             cancelled = type(error) is Map and error.get(K_TYPE) == kw("cancelled")
-            step.status = "cancelled" if cancelled and rec.get("cancel") else "failed"
-            step.error = error
+            step.status = "cancelled" if cancelled and rec.cancel else "failed"
+            step.error = encode_data(error)
+            step.error_text = error_message(error)
         if step.status not in ("runnable", "waiting"):
-            self.machines.pop(rec["id"], None)
+            self.machines.pop(rec.id, None)
         return step
 
-    def _limit(self, rec: dict, step: Step, limit: str, message: str) -> Step:
-        self.machines.pop(rec["id"], None)
+    def _request(self, rec: TaskRecord, m: Machine) -> Request:
+        """The machine's request as plain data, its values encoded (a spawn's new task
+        made here, outside any transaction)."""
+        req = m.request
+        op = req.get(K_OP).name
+
+        def arg(name: str) -> object:
+            return req.get(kw(name))
+
+        out = Request(op, short_text(req))
+        if op == "sleep":
+            out.seconds = arg("seconds")
+        elif op == "random":
+            out.below = arg("below")
+        elif op == "send":
+            out.to, out.message = arg("to"), encode_data(arg("message"))
+        elif op == "next-message":
+            deadline = arg("deadline")
+            out.after, out.timeout = arg("after"), arg("timeout")
+            out.deadline = deadline if deadline is None or type(deadline) in (int, float) \
+                else "not a number"
+        elif op == "join":
+            out.task, out.timeout = arg("task"), arg("timeout")
+        elif op == "spawn":
+            self._spawn(rec, m, arg("target"), tuple(arg("args") or ()), out)
+        return out
+
+    def _spawn(self, rec: TaskRecord, parent: Machine, target: object, args: tuple,
+               out: Request) -> None:
+        from ..store.engine import task_error
+
+        try:
+            if type(target) is str:
+                with self.store.view() as view:
+                    digest = rec_spawnable(rec, target) or view.resolve(target)
+                    if digest is None:
+                        raise CodeUnavailable(f"no program {target!r} in the store (start "
+                                              "it from a file that names it, or deploy it)")
+                    program = load_program(view, digest)
+                m = program_machine(program, args, program.file)
+                name = os.path.basename(target)
+            else:
+                program_hash = rec.program
+                m = Machine(dict(parent.globals), own=dict(parent.own))
+                m.node, m.env, m.k, m.val = call_state(target, args)
+                program = None
+                name = f"{rec.name}/{getattr(target, 'name', 'fn')}"
+        except Exception as exc:
+            out.error = encode_data(task_error("spawn-error", f"spawn: {exc}"))
+            return
+        programs: set = set()
+        state = encode_machine(m, base().globals, programs)
+        child_id = new_task_id()
+        child = TaskRecord(child_id, name, program.hash if program else program_hash,
+                           parent=rec.id, root=rec.root or rec.id,
+                           limits=Limits.of(rec.limits), trace=rec.trace,
+                           programs=sorted(programs | {program.hash if program else
+                                                       program_hash}),
+                           spawnable=dict(rec.spawnable))
+        out.child = NewTask(child, state, {"parent": rec.id, "name": name})
+
+    def _limit(self, rec: TaskRecord, step: StepCommit, limit: str, message: str
+               ) -> StepCommit:
+        from ..store.engine import task_error
+
+        self.machines.pop(rec.id, None)
         step.state = None
         step.status = "failed"
-        step.error = task_error("limit-error", message, Map({kw("limit"): kw(limit)}))
+        step.error = encode_data(task_error("limit-error", message,
+                                            Map({kw("limit"): kw(limit)})))
+        step.error_text = message
         return step
 
-    def _failed(self, rec: dict, epoch: int, kind: str, message: str) -> Step:
-        step = Step(rec["id"], epoch, Machine({}))
-        step.status = "failed"
-        step.error = task_error(kind, message)
-        return step
+    def _failed(self, rec: TaskRecord, epoch: int, kind: str, message: str) -> StepCommit:
+        from ..store.engine import task_error
+
+        self.machines.pop(rec.id, None)
+        return StepCommit(rec.id, epoch, "failed", rec.reductions, rec.steps,
+                          error=encode_data(task_error(kind, message)), error_text=message)
 
     # -- loops ----------------------------------------------------------------------
 
@@ -342,21 +434,41 @@ class Worker:
         try:
             while until is None or not until():
                 if self.round() == 0:
-                    if idle_exit and not self._anything_left():
+                    if idle_exit and not self.pending and not self._anything_left():
                         break
                     self.idle()
         finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Commit what is pending without keeping leases, and let go of the store."""
+        try:
             self.round(stopping=True)
+        finally:
+            if self.lock is not None:
+                try:
+                    self.store.forget_worker(self.id)
+                except StoreError:
+                    pass
+                self.lock.release()
+                self.lock = None
 
     def _anything_left(self) -> bool:
-        with self.store.read() as txn:
-            return bool(txn.runnable(1)) or txn.next_timer() is not None
+        with self.store.view() as view:
+            return view.has_work()
 
     def idle(self) -> None:
         """Wait a little for work: until the next timer, at most ``poll`` seconds."""
-        with self.store.read() as txn:
-            due = txn.next_timer()
-        delay = self.poll if due is None else min(self.poll, max(0.0, due - time.time()))
+        if self.pending:
+            return
+        with self.store.view() as view:
+            due = view.next_timer()
+            now = view.clock()
+        delay = self.poll if due is None else min(self.poll, max(0.0, due - now))
         if delay > 0:
-            time.sleep(delay)
+            self.store.wait_for_work(delay)
 
+
+def rec_spawnable(rec: TaskRecord, name: str) -> str | None:
+    """The program hash the task's spawn table gives ``name``."""
+    return rec.spawnable.get(name)

@@ -1,17 +1,34 @@
 """Stores: where tasks, their continuations, inboxes, timers and logs live.
 
-``open_store(path)`` opens the default store, an LMDB directory.  The runtime talks to a
-store only through transactions (``store.read()``, ``store.write()``) whose methods are
-listed in ``base.Txn``, so another store (PostgreSQL) can stand in.
+``open_store(location)`` opens a store: an LMDB directory (the default) or a PostgreSQL
+database (``postgresql://…``).  The runtime uses only the protocol in ``base.Store``.
 """
 
-from .base import Store, StoreError, Txn, default_path
-from .lmdb import LmdbStore
+from __future__ import annotations
+
+from .base import Store, StoreError, StoreUnavailable, default_path
+from .engine import MigrationError, TaskStore
 
 
-def open_store(path: str | None = None) -> Store:
-    """The store at ``path`` (default: $FLOWMETAL_HOME or ./.flowmetal)."""
-    return LmdbStore(path or default_path())
+def is_url(location: str) -> bool:
+    """Whether ``location`` names a PostgreSQL database rather than a directory."""
+    return location.startswith(("postgresql://", "postgres://"))
 
 
-__all__ = ["LmdbStore", "Store", "StoreError", "Txn", "default_path", "open_store"]
+def open_store(location: str | None = None, create: bool = True, sync: bool = True
+               ) -> TaskStore:
+    """The store at ``location`` (default: $FLOWMETAL_HOME or ./.flowmetal): a directory
+    for LMDB, a ``postgresql://`` URL for PostgreSQL.  Unless ``create``, a missing store
+    is a StoreError."""
+    location = location or default_path()
+    if is_url(location):
+        from .postgres import PostgresStore
+
+        return TaskStore(PostgresStore(location, create=create))
+    from .lmdb import LmdbStore
+
+    return TaskStore(LmdbStore(location, sync=sync, create=create))
+
+
+__all__ = ["MigrationError", "Store", "StoreError", "StoreUnavailable", "TaskStore",
+           "default_path", "is_url", "open_store"]

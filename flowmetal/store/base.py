@@ -1,19 +1,44 @@
-"""The store protocol: typed tables read and written in transactions.
+"""The store protocol: what the runtime may ask of a store, at the level of tasks.
 
-Records are CBOR maps with a ``"v"`` format version (see NOTES.md, "Store records").
-Sequence numbers (inbox, log, output, outbox) count from 1 per task (per store for the
-outbox).  A write transaction is atomic and durable when it returns; all the writes of
-one step, or of many steps committed together, go in one transaction.
+A store keeps tasks (their records, continuations, inboxes, timers, event logs and
+output), the programs they run, and the workers that run them.  Every operation below is
+one transaction: atomic, and durable when it returns.  The runtime (workers, the
+command line, migration, the inspector, the REPL) uses nothing else; how a store keeps
+its tables is its own affair (``tables.py`` for the two stores here).
+
+The contract, which both stores (LMDB, PostgreSQL) keep and ``tests/test_store.py``
+checks against each:
+
+- *Time* is the store's clock: leases, timers and the answer to ``(now)`` are judged by
+  it, never by the clock of the host that asks.
+- *Leases*: ``round`` claims runnable tasks for a worker with a lease (worker, epoch,
+  expiry).  A new lease gets a new epoch.  A step is committed only if its task's lease
+  still names that worker and epoch; a stale step is refused and changes nothing.  A
+  lease that expires (its worker died, or stopped past it) lets another worker claim
+  the task and resume it from its last committed step.
+- *Steps*: a step's continuation, output, consumed messages, request and what the
+  request does at once (an answer, a timer, a message to another task, a new task) are
+  committed together, or not at all.
+- *Answers* (a timer, a message, a joined task ending, ``now``, ``random``) are stored
+  with the task before the task sees them, and delivered exactly once: an answer for a
+  request the task no longer waits on is dropped.
+- *No unbounded work and no I/O inside a transaction*: values arrive encoded (codec
+  bytes); nothing is decoded, printed or read from a file while the store is locked.
+- *Faults*: ``StoreUnavailable`` means nothing was written and trying again later may
+  work (disk full, database away); any other ``StoreError`` is a fault of the store.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-STORE_FORMAT = "flowmetal-store/2"
+from .tables import ALL_TASKS, TaskFilter
+
+STORE_FORMAT = "flowmetal-store/3"
 
 
 class StoreError(Exception):
@@ -33,95 +58,197 @@ def default_path() -> str:
     return os.environ.get("FLOWMETAL_HOME") or os.path.join(os.getcwd(), ".flowmetal")
 
 
-class Txn(Protocol):
-    """What the runtime may do inside one transaction."""
+# ---------------------------------------------------------------------------------------
+# What crosses the protocol: plain data
 
-    def get_task(self, task_id: str) -> dict | None:
-        """The task record, or None."""
 
-    def put_task(self, record: dict) -> None:
-        """Write a task record (keyed by ``record["id"]``)."""
+@dataclass(slots=True)
+class Request:
+    """What a step asks of the world, with its arguments already encoded.
 
-    def get_task_data(self, task_id: str) -> bytes | None:
-        """The task record as stored (CBOR), or None."""
+    ``op`` is one of: sleep (``seconds``), now, random (``below``), send (``to``,
+    ``message``), next-message (``after``, ``timeout``, ``deadline``), join (``task``,
+    ``timeout``), spawn (``child``: the new task, or ``error``: why it could not be
+    made).  ``text`` is the request as printed, cut short, for the event log.
+    """
 
-    def put_task_data(self, task_id: str, data: bytes) -> None:
-        """Write a task record already encoded as CBOR."""
+    op: str
+    text: str = ""
+    seconds: float | None = None
+    below: int | None = None
+    to: str | None = None
+    message: bytes | None = None
+    after: int = 0
+    timeout: float | None = None
+    deadline: Any = None
+    task: str | None = None
+    child: NewTask | None = None
+    error: bytes | None = None
 
-    def tasks(self) -> Iterator[dict]:
-        """Every task record, in id order."""
 
-    def get_cont(self, task_id: str) -> bytes | None:
+@dataclass(slots=True)
+class NewTask:
+    """A task about to be stored: its record (``runtime.records.TaskRecord``), its first
+    continuation, and how its creation is logged."""
+
+    record: Any
+    state: bytes
+    logged: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StepCommit:
+    """Everything one step of one task changed, ready to commit."""
+
+    task_id: str
+    epoch: int
+    status: str                        # runnable, waiting, done, failed, cancelled
+    reductions: int = 0
+    base_steps: int = -1               # the task's step count the step started from
+    state: bytes | None = None         # the new continuation (None when finished)
+    programs: tuple[str, ...] = ()     # the programs the continuation's code is from
+    output: str = ""
+    consumed: tuple[int, ...] = ()     # inbox messages taken
+    took_answer: bool = False
+    cancel_delivered: bool = False
+    request: Request | None = None     # when waiting
+    result: bytes | None = None        # when done
+    error: bytes | None = None         # when failed or cancelled
+    error_text: str = ""               # the error, printed short, for the log
+    keep_lease: bool = True
+    blocked: str | None = None         # the task's code cannot be loaded here: why
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A task leased to a worker by ``round``: its record, and its continuation unless
+    the worker said it holds that epoch's machine already."""
+
+    record: Any
+    state: bytes | None
+
+
+@dataclass(slots=True)
+class Round:
+    """What one ``round`` did."""
+
+    committed: list[bool]              # per step given: committed, or refused (stale)
+    claimed: list[Claimed]
+    answers: dict[str, tuple[int, Any]]  # atom answers given: task -> (request, value)
+    output: list[tuple[str, str]]      # the watched tasks' new output: (task, text)
+    fired: int = 0                     # timers that fired
+
+
+class View(Protocol):
+    """A read-only snapshot of a store (``Store.view()``)."""
+
+    def task(self, task_id: str) -> Any:
+        """The task's record (``runtime.records.TaskRecord``), or None."""
+
+    def tasks(self, where: TaskFilter = ALL_TASKS, after: str = "", limit: int = 100,
+              descending: bool = False) -> list[Any]:
+        """Up to ``limit`` records matching ``where``, in id order after ``after``
+        (``descending``: before it, newest first).  Unreadable records are left out and
+        counted in ``skipped``."""
+
+    def count(self, where: TaskFilter = ALL_TASKS) -> dict[str, int]:
+        """How many tasks match ``where``, by status."""
+
+    def continuation(self, task_id: str) -> bytes | None:
         """The task's encoded continuation."""
 
-    def put_cont(self, task_id: str, data: bytes) -> None:
-        """Replace the task's encoded continuation."""
+    def inbox(self, task_id: str) -> list[tuple[int, Any]]:
+        """The task's queued messages (``records.Message``), oldest first."""
 
-    def get_program(self, digest: str) -> dict | None:
+    def log(self, task_id: str, after: int = 0) -> Iterator[tuple[int, Any]]:
+        """The task's events (``records.Event``) numbered above ``after``."""
+
+    def output(self, task_id: str, after: int = 0) -> Iterator[tuple[int, str]]:
+        """The task's output numbered above ``after``."""
+
+    def program(self, digest: str) -> dict | None:
         """A program record by hash."""
 
-    def put_program(self, digest: str, record: dict) -> None:
-        """Store a program record (once; programs never change)."""
-
-    def inbox_put(self, task_id: str, seq: int, record: dict) -> None:
-        """Queue message number ``seq`` (counted in the task record) for the task."""
-
-    def inbox_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, dict]]:
-        """Queued messages with sequence numbers above ``after``, oldest first."""
-
-    def inbox_delete(self, task_id: str, seq: int) -> None:
-        """Remove a consumed message."""
-
-    def timer_add(self, due: float, task_id: str, request: int, record: dict) -> None:
-        """Arm a timer for the task's request."""
-
-    def timers_due(self, now: float, limit: int) -> list[tuple[float, str, int, dict]]:
-        """Timers due at ``now``, earliest first: (due, task id, request, record)."""
-
-    def timer_delete(self, due: float, task_id: str, request: int) -> None:
-        """Disarm a timer."""
+    def resolve(self, name: str) -> str | None:
+        """The program hash a name stands for."""
 
     def next_timer(self) -> float | None:
-        """When the earliest timer is due, or None."""
+        """When the earliest timer is due."""
 
-    def log_append(self, task_id: str, record: dict) -> int:
-        """Append an event to the task's log; its sequence number."""
+    def has_work(self) -> bool:
+        """Whether any task is runnable or any timer armed."""
 
-    def log_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, dict]]:
-        """The task's events above ``after``."""
-
-    def output_append(self, task_id: str, text: str) -> int:
-        """Append printed text to the task's output; its sequence number."""
-
-    def output_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, str]]:
-        """The task's output above ``after``."""
-
-    def delete_task_data(self, task_id: str) -> None:
-        """Remove a task's continuation, inbox, log and output (it moved away)."""
-
-    def runnable_add(self, task_id: str) -> None:
-        """Mark the task as having work to do."""
-
-    def runnable_remove(self, task_id: str) -> None:
-        """Unmark it."""
-
-    def runnable(self, limit: int, after: str = "") -> list[str]:
-        """Up to ``limit`` runnable task ids, in id order, after ``after``."""
+    def clock(self) -> float:
+        """The store's clock."""
 
 
 class Store(Protocol):
-    """A store: a place, and transactions on it."""
+    """A store of tasks (see the module docstring for the contract)."""
 
-    path: str
+    location: str   # a directory or a URL (without secrets), for messages
 
-    def read(self) -> AbstractContextManager[Txn]:
-        """A read-only snapshot transaction."""
+    def view(self) -> AbstractContextManager[View]:
+        """A read-only snapshot: never waits for a writer."""
 
-    def write(self) -> AbstractContextManager[Txn]:
-        """A write transaction, committed (durably) on leaving the block without error."""
+    def put_programs(self, records: dict[str, dict]) -> None:
+        """Store program records by hash (a stored hash is never rewritten)."""
+
+    def deploy(self, name: str, digest: str) -> None:
+        """Make ``name`` stand for program ``digest`` (for ``spawn`` by name)."""
+
+    def start(self, task: NewTask, programs: dict[str, dict] | None = None) -> str:
+        """Store the programs and a new runnable task (a taken id gets a fresh one);
+        its id."""
+
+    def round(self, worker: str, steps: list[StepCommit], claim: int, lease_seconds: float,
+              held: dict[str, int] | None = None, watch: str | None = None) -> Round:
+        """A worker's round, in one transaction: commit ``steps`` (each only if its lease
+        stands), fire the due timers, claim up to ``claim`` runnable tasks for
+        ``lease_seconds``, and with ``watch``, take the output not yet shown of that task
+        and the tasks it spawned (marking it shown).  ``held`` maps the tasks whose
+        machine the worker keeps to that machine's epoch: a claim at the same epoch
+        comes without its continuation."""
+
+    def prepare(self, worker: str, steps: list[StepCommit], lease_seconds: float,
+                always: bool = False) -> None:
+        """May work out the commits of ``steps`` ahead of the ``round`` that will commit
+        them (an optimization for a store with one writer at a time, made while other
+        processes wait for the writer's lock, or ``always``; may do nothing)."""
+
+    def release(self, worker: str) -> int:
+        """Give up every lease ``worker`` holds; how many."""
+
+    def release_dead(self, task_ids: list[str] | None = None) -> int:
+        """Give up the leases of workers the store knows are gone (their liveness lock
+        is free), on ``task_ids`` or on all tasks; how many."""
+
+    def send(self, task_id: str, message: bytes, sender: str | None = None) -> int:
+        """Queue an encoded message for an unfinished task (a waiting ``receive`` is
+        answered); its sequence number.  TaskError if the task is unknown or ended."""
+
+    def cancel(self, task_id: str) -> Any:
+        """Ask an unfinished task to stop (see NOTES.md, cancel); its record."""
+
+    def export_task(self, task_id: str, write: Callable[[dict], None]) -> Any:
+        """Hand the task's whole state to ``write`` and mark it moved, in one transaction;
+        its record as it was.  MigrationError if it is leased by a live worker, ended or
+        gone."""
+
+    def import_task(self, data: dict) -> Any:
+        """Add an exported task (as ``export_task`` handed it over); its record."""
+
+    def hold_worker(self, worker: str) -> Any:
+        """Register ``worker`` and take its liveness lock (released when the returned
+        handle's ``release()`` is called or the process dies)."""
+
+    def worker_alive(self, worker: str) -> bool:
+        """Whether ``worker``'s liveness lock is held (from any host)."""
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Return when work may have arrived, or after ``timeout`` seconds."""
+
+    def size_bytes(self) -> int:
+        """Bytes the store takes."""
 
     def close(self) -> None:
         """Release the store."""
-
-    def size_bytes(self) -> int:
-        """Bytes the store takes on disk."""

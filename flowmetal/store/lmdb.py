@@ -3,12 +3,13 @@
 Named databases and their keys (``id`` is a task id in UTF-8, ``seq`` and ``request`` are
 8-byte big-endian integers, ``due`` is milliseconds since the epoch, big-endian):
 
-    meta      b"format"                 -> b"flowmetal-store/2"
+    meta      b"format"                 -> b"flowmetal-store/3"
     programs  hash                      -> CBOR program record
-    tasks     id                        -> CBOR task record
+    names     name                      -> program hash
+    tasks     id                        -> task record (records.TaskRecord)
     conts     id                        -> encoded continuation (codec.py)
-    inbox     id 0x00 seq               -> CBOR message record
-    timers    due id 0x00 request       -> CBOR timer record
+    inbox     id 0x00 seq               -> message record
+    timers    due id 0x00 request       -> timer record
     log       id 0x00 seq               -> a chunk: CBOR array of the event records
                                            numbered seq, seq + 1, ...
     output    id 0x00 seq               -> a chunk: CBOR array of texts, likewise
@@ -16,17 +17,24 @@ Named databases and their keys (``id`` is a task id in UTF-8, ``seq`` and ``requ
                                            first seq (8 bytes), count (2 bytes), then
                                            that many CBOR items
     runnable  id                        -> b""
+    workers   id                        -> worker record
 
 LMDB allows one writer at a time across processes, so every write transaction is a
-serializable read-modify-write; readers see a consistent snapshot and never block.
+serializable read-modify-write; readers see a consistent snapshot and never block.  The
+store's clock is this host's clock: every process using the store runs here.  A worker's
+liveness lock is an exclusive ``flock`` on ``workers/<id>.lock`` in the directory, which
+the kernel drops when the process dies.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import struct
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,12 +43,15 @@ import lmdb
 
 from ..codec import array_header
 from .base import STORE_FORMAT, StoreError
+from .tables import TaskColumns, TaskFilter
 
-TABLES = ("meta", "programs", "tasks", "conts", "inbox", "timers", "log", "output",
-          "tails", "runnable")
+TABLES = ("meta", "programs", "names", "tasks", "conts", "inbox", "timers", "log", "output",
+          "tails", "runnable", "workers")
 CHUNK_ITEMS = 8     # a journal tail becomes a chunk at this many items,
 CHUNK_BYTES = 512   # or at this many bytes
 _TAIL_HEAD = struct.Struct(">QH")  # a tail's first sequence number and item count
+CONTENDED = 0.000_5  # waiting this long for the write lock means another process held it
+DRAFT_FOR = 2.0      # ... and drafts are worth making for this long after
 MAP_SIZE = int(os.environ.get("FLOWMETAL_LMDB_MAP_SIZE", str(64 << 30)))
 _U64 = struct.Struct(">Q")
 
@@ -63,60 +74,114 @@ def _seq(key: bytes) -> int:
 
 def _numbered(first: int, chunk: bytes, after: int) -> Iterator[tuple[int, Any]]:
     """The items of a journal chunk whose first is number ``first``, above ``after``."""
-    for i, value in enumerate(_load(chunk)):
+    for i, value in enumerate(cbor2.loads(chunk)):
         if first + i > after:
             yield first + i, value
 
 
-def _load(data: bytes) -> Any:
-    return cbor2.loads(data)
-
-
-def _dump(record: dict) -> bytes:
-    return cbor2.dumps(record)
-
-
-class LmdbTxn:
-    """A transaction on an LMDB store (see ``base.Txn`` for the methods' meaning)."""
+class LmdbTables:
+    """One transaction on an LMDB store (see ``tables.Tables`` for the methods)."""
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, object]):
         self.txn = txn
         self.dbs = dbs
+        self._now: float | None = None
+        self._cursor = ""  # where claimable's rotation stands (kept by the backend)
 
-    # tasks and continuations -------------------------------------------------------
+    def clock(self) -> float:
+        if self._now is None:
+            self._now = time.time()
+        return self._now
 
-    def get_task(self, task_id: str) -> dict | None:
+    # tasks and continuations ---------------------------------------------------------
+
+    def get_task(self, task_id: str) -> bytes | None:
         data = self.txn.get(task_id.encode(), db=self.dbs["tasks"])
-        return None if data is None else _load(data)
+        return None if data is None else bytes(data)
 
-    def put_task(self, record: dict) -> None:
-        self.txn.put(record["id"].encode(), _dump(record), db=self.dbs["tasks"])
+    def get_tasks(self, task_ids: Iterable[str]) -> dict[str, bytes]:
+        out = {}
+        get, db = self.txn.get, self.dbs["tasks"]
+        for task_id in task_ids:
+            data = get(task_id.encode(), db=db)
+            if data is not None:
+                out[task_id] = data
+        return out
 
-    def get_task_data(self, task_id: str) -> bytes | None:
-        return self.txn.get(task_id.encode(), db=self.dbs["tasks"])
-
-    def put_task_data(self, task_id: str, data: bytes) -> None:
+    def put_task(self, task_id: str, data: bytes, columns: TaskColumns) -> None:
         self.txn.put(task_id.encode(), data, db=self.dbs["tasks"])
 
-    def tasks(self) -> Iterator[dict]:
-        for _, data in self.txn.cursor(db=self.dbs["tasks"]):
-            yield _load(data)
+    def scan_tasks(self, where: TaskFilter, after: str = "", limit: int = 100,
+                   descending: bool = False) -> list[bytes]:
+        from .filters import matches
+
+        out: list[bytes] = []
+        cursor = self.txn.cursor(db=self.dbs["tasks"])
+        start = (where.id_prefix or "") if not after else after
+        if descending:
+            found = cursor.set_range(after.encode()) if after else cursor.last()
+            if after and found:
+                found = cursor.prev()
+            elif after:
+                found = cursor.last()
+            step = cursor.prev
+        else:
+            found = cursor.set_range(start.encode() + (b"\0" if after else b""))
+            step = cursor.next
+        while found and len(out) < limit:
+            key = bytes(cursor.key()).decode()
+            if where.id_prefix and not key.startswith(where.id_prefix):
+                if descending and key > where.id_prefix:
+                    found = step()
+                    continue
+                break
+            data = bytes(cursor.value())
+            if matches(where, data):
+                out.append(data)
+            found = step()
+        return out
+
+    def count_tasks(self, where: TaskFilter) -> dict[str, int]:
+        from .filters import status_of
+
+        counts: dict[str, int] = {}
+        for data in self.scan_tasks(where, limit=1 << 62):
+            status = status_of(data)
+            counts[status] = counts.get(status, 0) + 1
+        return counts
 
     def get_cont(self, task_id: str) -> bytes | None:
-        return self.txn.get(task_id.encode(), db=self.dbs["conts"])
+        data = self.txn.get(task_id.encode(), db=self.dbs["conts"])
+        return None if data is None else bytes(data)
 
     def put_cont(self, task_id: str, data: bytes) -> None:
         self.txn.put(task_id.encode(), data, db=self.dbs["conts"])
 
-    def get_program(self, digest: str) -> dict | None:
+    def delete_task_data(self, task_id: str) -> None:
+        for seq, _ in list(self._items("inbox", task_id, 0)):
+            self.txn.delete(_key(task_id, seq), db=self.dbs["inbox"])
+        self._journal_delete("log", task_id)
+        self._journal_delete("output", task_id)
+        self.txn.delete(task_id.encode(), db=self.dbs["conts"])
+        self.txn.delete(task_id.encode(), db=self.dbs["runnable"])
+
+    # programs --------------------------------------------------------------------------
+
+    def get_program(self, digest: str) -> bytes | None:
         data = self.txn.get(digest.encode(), db=self.dbs["programs"])
-        return None if data is None else _load(data)
+        return None if data is None else bytes(data)
 
-    def put_program(self, digest: str, record: dict) -> None:
-        self.txn.put(digest.encode(), _dump(record), db=self.dbs["programs"],
-                     overwrite=False)
+    def put_program(self, digest: str, data: bytes) -> None:
+        self.txn.put(digest.encode(), data, db=self.dbs["programs"], overwrite=False)
 
-    # per-task sequences --------------------------------------------------------------
+    def get_name(self, name: str) -> str | None:
+        data = self.txn.get(name.encode(), db=self.dbs["names"])
+        return None if data is None else bytes(data).decode()
+
+    def put_name(self, name: str, digest: str) -> None:
+        self.txn.put(name.encode(), digest.encode(), db=self.dbs["names"])
+
+    # per-task sequences ----------------------------------------------------------------
 
     def _items(self, table: str, task_id: str, after: int) -> Iterator[tuple[int, bytes]]:
         prefix = _prefix(task_id)
@@ -126,14 +191,13 @@ class LmdbTxn:
         for key, data in cursor:
             if not key.startswith(prefix):
                 return
-            yield _seq(key), data
+            yield _seq(key), bytes(data)
 
-    def inbox_put(self, task_id: str, seq: int, record: dict) -> None:
-        self.txn.put(_key(task_id, seq), _dump(record), db=self.dbs["inbox"])
+    def inbox_put(self, task_id: str, seq: int, data: bytes) -> None:
+        self.txn.put(_key(task_id, seq), data, db=self.dbs["inbox"])
 
-    def inbox_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, dict]]:
-        for seq, data in self._items("inbox", task_id, after):
-            yield seq, _load(data)
+    def inbox_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, bytes]]:
+        return self._items("inbox", task_id, after)
 
     def inbox_delete(self, task_id: str, seq: int) -> None:
         self.txn.delete(_key(task_id, seq), db=self.dbs["inbox"])
@@ -153,7 +217,7 @@ class LmdbTxn:
         if data is None:
             return 1, 0, b""
         first, count = _TAIL_HEAD.unpack_from(data)
-        return first, count, data[_TAIL_HEAD.size:]
+        return first, count, bytes(data[_TAIL_HEAD.size:])
 
     def _journal_append(self, table: str, task_id: str, item: bytes) -> int:
         first, count, items = self._tail(table, task_id)
@@ -189,10 +253,10 @@ class LmdbTxn:
             self.txn.delete(_key(task_id, seq), db=self.dbs[table])
         self.txn.delete(self._tail_key(table, task_id), db=self.dbs["tails"])
 
-    def log_append(self, task_id: str, record: dict) -> int:
-        return self._journal_append("log", task_id, _dump(record))
+    def log_append(self, task_id: str, data: bytes) -> int:
+        return self._journal_append("log", task_id, cbor2.dumps(data))
 
-    def log_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, dict]]:
+    def log_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, bytes]]:
         return self._journal_items("log", task_id, after)
 
     def output_append(self, task_id: str, text: str) -> int:
@@ -201,34 +265,23 @@ class LmdbTxn:
     def output_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, str]]:
         return self._journal_items("output", task_id, after)
 
-    def delete_task_data(self, task_id: str) -> None:
-        """Remove everything kept for a task (after it moved to another store)."""
-        for seq, _ in list(self._items("inbox", task_id, 0)):
-            self.txn.delete(_key(task_id, seq), db=self.dbs["inbox"])
-        self._journal_delete("log", task_id)
-        self._journal_delete("output", task_id)
-        self.txn.delete(task_id.encode(), db=self.dbs["conts"])
-        self.txn.delete(task_id.encode(), db=self.dbs["runnable"])
-
-    # timers --------------------------------------------------------------------------
+    # timers ----------------------------------------------------------------------------
 
     @staticmethod
     def _timer_key(due: float, task_id: str, request: int) -> bytes:
         return _U64.pack(max(0, int(due * 1000))) + _key(task_id, request)
 
-    def timer_add(self, due: float, task_id: str, request: int, record: dict) -> None:
-        self.txn.put(self._timer_key(due, task_id, request), _dump(record),
-                     db=self.dbs["timers"])
+    def timer_add(self, due: float, task_id: str, request: int, data: bytes) -> None:
+        self.txn.put(self._timer_key(due, task_id, request), data, db=self.dbs["timers"])
 
-    def timers_due(self, now: float, limit: int) -> list[tuple[float, str, int, dict]]:
+    def timers_due(self, now: float, limit: int) -> list[tuple[float, str, int, bytes]]:
         out = []
         horizon = _U64.pack(int(now * 1000))
         for key, data in self.txn.cursor(db=self.dbs["timers"]):
             if key[:8] > horizon or len(out) >= limit:
                 break
             due = _U64.unpack(key[:8])[0] / 1000
-            task_id = key[8:-9].decode()
-            out.append((due, task_id, _seq(key), _load(data)))
+            out.append((due, key[8:-9].decode(), _seq(key), bytes(data)))
         return out
 
     def timer_delete(self, due: float, task_id: str, request: int) -> None:
@@ -240,7 +293,7 @@ class LmdbTxn:
             return None
         return _U64.unpack(cursor.key()[:8])[0] / 1000
 
-    # runnable set --------------------------------------------------------------------
+    # work to do ------------------------------------------------------------------------
 
     def runnable_add(self, task_id: str) -> None:
         # Not rewriting an existing key keeps its page clean (fewer pages to sync).
@@ -249,7 +302,7 @@ class LmdbTxn:
     def runnable_remove(self, task_id: str) -> None:
         self.txn.delete(task_id.encode(), db=self.dbs["runnable"])
 
-    def runnable(self, limit: int, after: str = "") -> list[str]:
+    def _runnable(self, limit: int, after: str = "") -> list[str]:
         out: list[str] = []
         cursor = self.txn.cursor(db=self.dbs["runnable"])
         if not cursor.set_range(after.encode() + b"\0" if after else b""):
@@ -260,16 +313,70 @@ class LmdbTxn:
                 break
         return out
 
+    def claimable(self, worker: str, now: float, limit: int) -> list[str]:
+        # The lease is judged by the engine from the record; here, the runnable ids in
+        # turn from where the last claim stopped, so that none starves.
+        ids = self._runnable(limit, after=self._cursor)
+        if len(ids) < limit and self._cursor:
+            ids += [t for t in self._runnable(limit - len(ids)) if t not in ids]
+        if ids:
+            self._cursor = ids[min(len(ids), max(1, limit // 4)) - 1]
+        return ids
+
+    def leased(self) -> list[str]:
+        from .filters import has_lease
+
+        return [t for t in self._runnable(1 << 62)
+                if (data := self.get_task(t)) is not None and has_lease(data)]
+
+    def any_runnable(self) -> bool:
+        return bool(self._runnable(1))
+
+    # workers ---------------------------------------------------------------------------
+
+    def put_worker(self, worker: str, data: bytes) -> None:
+        self.txn.put(worker.encode(), data, db=self.dbs["workers"])
+
+    def get_workers(self) -> dict[str, bytes]:
+        return {bytes(k).decode(): bytes(v) for k, v in
+                self.txn.cursor(db=self.dbs["workers"])}
+
+    def delete_worker(self, worker: str) -> None:
+        self.txn.delete(worker.encode(), db=self.dbs["workers"])
+
+
+class WorkerLock:
+    """A worker's liveness lock: an exclusive flock held while the worker lives."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        """Let go of the lock (the worker stopped)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
 
 class LmdbStore:
-    """A store in an LMDB directory; ``sync=False`` trades durability for speed (tests
-    and benchmarks that measure the difference)."""
+    """The LMDB backend of a ``TaskStore``; ``sync=False`` trades durability for speed
+    (tests and benchmarks that measure the difference)."""
+
+    single_writer = True
 
     def __init__(self, path: str, sync: bool = True, create: bool = True):
-        self.path = os.path.abspath(path)
+        self.path = self.location = os.path.abspath(path)
         if not create and not os.path.isdir(self.path):
             raise StoreError(f"no store at {self.path}")
         os.makedirs(self.path, exist_ok=True)
+        self._cursor = ""
+        self.contended_until = 0.0
         key = f"{self.path}|{sync}"
         with _ENVS_LOCK:
             if key not in _ENVS:
@@ -295,20 +402,61 @@ class LmdbStore:
                              f"this Flowmetal reads {STORE_FORMAT}")
 
     @contextmanager
-    def read(self) -> Iterator[LmdbTxn]:
+    def read(self) -> Iterator[LmdbTables]:
         """A read-only snapshot."""
         with self.env.begin(buffers=False) as txn:
-            yield LmdbTxn(txn, self.dbs)
+            yield LmdbTables(txn, self.dbs)
 
     @contextmanager
-    def write(self) -> Iterator[LmdbTxn]:
+    def write(self) -> Iterator[LmdbTables]:
         """A write transaction, committed on success."""
         try:
+            asked = time.monotonic()
             with self.env.begin(write=True) as txn:
-                yield LmdbTxn(txn, self.dbs)
+                began = time.monotonic()
+                if began - asked > CONTENDED:
+                    self.contended_until = began + DRAFT_FOR
+                tables = LmdbTables(txn, self.dbs)
+                tables._cursor = self._cursor
+                yield tables
+            self._cursor = tables._cursor
         except lmdb.MapFullError:
             raise StoreError(f"the store at {self.path} is full (FLOWMETAL_LMDB_MAP_SIZE)"
                              ) from None
+
+    def contended(self) -> bool:
+        """Whether other processes have lately held the write lock when this one asked."""
+        return time.monotonic() < self.contended_until
+
+    def _lock_path(self, worker: str) -> str:
+        directory = os.path.join(self.path, "workers")
+        os.makedirs(directory, exist_ok=True)
+        return os.path.join(directory, hashlib.sha256(worker.encode()).hexdigest()[:32]
+                            + ".lock")
+
+    def hold_worker(self, worker: str) -> WorkerLock:
+        """Take the worker's liveness lock."""
+        return WorkerLock(self._lock_path(worker))
+
+    def worker_alive(self, worker: str) -> bool:
+        """Whether some process holds the worker's liveness lock."""
+        path = self._lock_path(worker)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Sleep for ``timeout`` (LMDB has no wake-ups across processes)."""
+        if timeout > 0:
+            time.sleep(timeout)
 
     def close(self) -> None:
         """Nothing to do: environments stay open for the life of the process."""

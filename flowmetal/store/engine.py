@@ -1,0 +1,1088 @@
+"""The task-level store operations, written once over ``tables.Tables``.
+
+Both stores run these functions inside their own transactions: ``TaskStore`` (below)
+is the ``base.Store`` protocol over any ``Backend`` (LMDB, PostgreSQL).  A ``Unit`` holds
+the task records one transaction touches: each is read (and, in a write transaction,
+locked) once and written once, when the transaction ends.
+
+Nothing here encodes, decodes or prints a value of unbounded size: values arrive as
+codec bytes from the worker, and the few values made here (a timeout error, a number
+for ``now``) are small.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
+
+import cbor2
+
+from ..runtime.records import (
+    Answer,
+    AnswerKind,
+    Event,
+    Lease,
+    Message,
+    RecordError,
+    Status,
+    TaskError,
+    TaskRecord,
+    Timer,
+    TimerKind,
+    Waiting,
+    WorkerRecord,
+    encode_data,
+    new_task_id,
+)
+from .base import Claimed, NewTask, Request, Round, StepCommit, StoreError
+from .tables import ALL_TASKS, Tables, TaskColumns, TaskFilter
+
+MAX_WAIT = 100 * 365 * 86_400.0  # a century: no timer is armed further away
+WAIT_NAMES = {"next-message": "receive"}
+EXPORT_FORMAT = "flowmetal-task-export/2"
+
+
+class MigrationError(TaskError):
+    """A task cannot be exported or imported (running, finished, bad file, duplicate)."""
+
+
+class Backend(Protocol):
+    """What a store implementation provides to ``TaskStore``."""
+
+    location: str
+    single_writer: bool  # one write transaction at a time (LMDB): drafts pay off
+
+    def read(self) -> AbstractContextManager[Tables]:
+        """A read-only snapshot."""
+
+    def write(self) -> AbstractContextManager[Tables]:
+        """A write transaction, committed on leaving the block without error."""
+
+    def hold_worker(self, worker: str) -> Any:
+        """Take the worker's liveness lock; a handle with ``release()``."""
+
+    def worker_alive(self, worker: str) -> bool:
+        """Whether the worker's liveness lock is held."""
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Return when work may have arrived, or after ``timeout``."""
+
+    def size_bytes(self) -> int:
+        """Bytes the store takes."""
+
+    def close(self) -> None:
+        """Release the store."""
+
+
+# ---------------------------------------------------------------------------------------
+# One transaction's task records
+
+
+def columns(rec: TaskRecord) -> TaskColumns:
+    """What a store indexes of a task record."""
+    lease, waiting = rec.lease, rec.waiting
+    return TaskColumns(
+        str(rec.status), rec.program, rec.name, rec.parent, rec.root, rec.created,
+        rec.updated, lease.worker if lease else None, lease.until if lease else None,
+        waiting.op if waiting else None, waiting.until if waiting else None)
+
+
+class Unit:
+    """The task records touched in one transaction: read once, written once by ``flush``.
+
+    ``known`` (id -> (stored bytes, record)) carries records from one transaction to the
+    next: a record whose stored bytes are unchanged is not decoded again.  Whoever keeps
+    it must drop it when a transaction fails, since its records were changed in place.
+    A record that cannot be read is remembered in ``unreadable`` and treated as absent.
+    """
+
+    def __init__(self, tables: Tables, known: dict[str, tuple[bytes, TaskRecord]] | None = None):
+        self.t = tables
+        self.cache: dict[str, TaskRecord | None] = {}
+        self.dirty: set[str] = set()
+        self.known = known
+        self.unreadable: dict[str, str] = {}
+        # Answers given in this transaction whose values are atoms (task id -> (request,
+        # value)): once it commits, a worker may hand them over without decoding them.
+        self.answers: dict[str, tuple[int, Any]] = {}
+        self.woke = False  # something became runnable or a timer was armed
+        self._now: float | None = None
+
+    @property
+    def now(self) -> float:
+        """The store's clock for this transaction."""
+        if self._now is None:
+            self._now = self.t.clock()
+        return self._now
+
+    def prefetch(self, task_ids: list[str]) -> None:
+        """Read (and lock) these tasks' records at once, in id order."""
+        wanted = [t for t in task_ids if t not in self.cache]
+        if wanted:
+            found = self.t.get_tasks(wanted)
+            for task_id in sorted(wanted):
+                self.cache[task_id] = self._decode(task_id, found.get(task_id))
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        """The task's record (changes go back with ``put``)."""
+        cache = self.cache
+        if task_id in cache:
+            return cache[task_id]
+        rec = cache[task_id] = self._decode(task_id, self.t.get_task(task_id))
+        return rec
+
+    def _decode(self, task_id: str, data: bytes | None) -> TaskRecord | None:
+        if data is None:
+            return None
+        kept = self.known.get(task_id) if self.known is not None else None
+        if kept is not None and kept[0] == data:
+            return kept[1]
+        try:
+            return TaskRecord.from_bytes(data)
+        except RecordError as exc:
+            self.unreadable[task_id] = str(exc)
+            return None
+
+    def put(self, rec: TaskRecord) -> None:
+        """Mark a record as changed."""
+        self.cache[rec.id] = rec
+        self.dirty.add(rec.id)
+
+    def flush(self) -> None:
+        """Write the changed records."""
+        for task_id in sorted(self.dirty):
+            rec = self.cache[task_id]
+            data = rec.to_bytes()
+            self.t.put_task(task_id, data, columns(rec))
+            if self.known is not None:
+                self.known[task_id] = (data, rec)
+        self.dirty.clear()
+
+    def runnable(self, rec: TaskRecord) -> None:
+        """Mark the task as having work to do."""
+        self.t.runnable_add(rec.id)
+        self.woke = True
+
+
+def event(unit: Unit, task_id: str, kind: str, now: float, **details: Any) -> None:
+    """Append an event to a task's log."""
+    unit.t.log_append(task_id, Event(now, kind, details).to_bytes())
+
+
+# ---------------------------------------------------------------------------------------
+# Steps
+
+
+def commit_step(unit: Unit, step: StepCommit, worker: str, lease_for: float) -> bool:
+    """Write ``step``; False (and nothing written) if its lease was lost meanwhile."""
+    rec = unit.get(step.task_id)
+    lease = rec.lease if rec is not None else None
+    if lease is None or lease.worker != worker or lease.epoch != step.epoch:
+        return False
+    if step.base_steps >= 0 and rec.steps != step.base_steps:
+        return False  # committed already (a commit whose outcome its worker never learnt)
+    now = unit.now
+    if step.blocked is not None:
+        # Its code cannot be loaded by this worker: it stays as it was, for one that can.
+        rec.blocked = step.blocked
+        rec.lease = None
+        unit.put(rec)
+        return True
+    t = unit.t
+    task_id = rec.id
+    if step.took_answer:
+        rec.answer = None
+    if step.cancel_delivered:
+        rec.cancel_delivered = True
+    if step.output:
+        t.output_append(task_id, step.output)
+    for seq in step.consumed:
+        t.inbox_delete(task_id, seq)
+    rec.steps += 1
+    rec.reductions = step.reductions
+    rec.updated = now
+    rec.blocked = None
+    if step.state is not None:
+        t.put_cont(task_id, step.state)
+        rec.state_bytes = len(step.state)
+        rec.programs = sorted(step.programs)
+        if rec.trace:
+            event(unit, task_id, "step", now, reductions=step.reductions, state=step.state)
+    if step.status == "waiting":
+        request(unit, rec, step, now)  # an answer given at once makes it runnable again
+    elif step.status in ("done", "failed", "cancelled"):
+        finish(unit, rec, Status(step.status), now, step.result, step.error,
+               step.error_text)
+    else:
+        rec.status = Status.RUNNABLE
+        unit.runnable(rec)
+    if rec.status == Status.RUNNABLE and step.keep_lease:
+        rec.lease = Lease(worker, step.epoch, now + lease_for)
+    else:
+        rec.lease = None
+    if rec.status != Status.RUNNABLE:
+        t.runnable_remove(task_id)
+    unit.put(rec)
+    return True
+
+
+BLOCKED_RECHECK = 30.0  # a worker that cannot load a task's code looks again this late
+
+
+def deliver(unit: Unit, rec: TaskRecord, answer: Answer, now: float,
+            atom: Any = None, is_atom: bool = False) -> bool:
+    """Store ``answer`` for the task if it still waits on that request: logged, and the
+    task becomes runnable.  Stale answers are dropped (False).  ``atom`` is the value
+    itself when it is an atom a worker may hand over undecoded."""
+    waiting = rec.waiting
+    if rec.status != Status.WAITING or waiting is None or waiting.request != answer.request:
+        return False
+    rec.answer = answer
+    if is_atom:
+        unit.answers[rec.id] = (answer.request, atom)
+    rec.status = Status.RUNNABLE
+    rec.waiting = None
+    rec.updated = now
+    if waiting.until is not None:
+        unit.t.timer_delete(waiting.until, rec.id, answer.request)
+    event(unit, rec.id, "answer", now, request=answer.request, op=waiting.op, ok=answer.ok,
+          value=answer.value)
+    unit.runnable(rec)
+    unit.put(rec)
+    return True
+
+
+def answer_value(unit: Unit, rec: TaskRecord, request_id: int, ok: bool, value: Any,
+                 now: float) -> bool:
+    """Deliver a small value made here (a number, nil, a runtime error)."""
+    atom = type(value) in (int, float, type(None))
+    return deliver(unit, rec, Answer(request_id, ok, encode_data(value)), now, value, atom)
+
+
+def task_error(kind: str, message: str, data: Any = None) -> Any:
+    """An error value raised into a task by the runtime (no Flowmetal backtrace)."""
+    from ..machine import error_value
+    from ..values import Vector
+
+    return error_value(kind, message, data, Vector())
+
+
+def _error(kind: str, message: str, **data: Any) -> Any:
+    from ..primitives.effects import TaskId
+    from ..values import Map, kw
+
+    fields = {kw(k): (TaskId(v) if k == "task" else kw(v) if k in ("op", "limit") else v)
+              for k, v in data.items()}
+    return task_error(kind, message, Map(fields) if fields else None)
+
+
+def fail_request(unit: Unit, rec: TaskRecord, request_id: int, kind: str, message: str,
+                 now: float, **data: Any) -> None:
+    """Answer the request with a runtime error."""
+    answer_value(unit, rec, request_id, False, _error(kind, message, **data), now)
+
+
+def finish(unit: Unit, rec: TaskRecord, status: Status, now: float, result: bytes | None = None,
+           error: bytes | None = None, error_text: str = "") -> None:
+    """Mark the task finished, disarm its timers and answer everyone joined on it."""
+    t = unit.t
+    waiting = rec.waiting
+    if waiting is not None and waiting.until is not None:
+        t.timer_delete(waiting.until, rec.id, waiting.request)
+    if rec.limits.deadline:
+        t.timer_delete(rec.created + rec.limits.deadline, rec.id, 0)
+    rec.status = status
+    rec.waiting = None
+    rec.answer = None
+    rec.lease = None
+    rec.updated = now
+    if status == Status.DONE:
+        rec.result = result
+        event(unit, rec.id, "done", now, value=result)
+    else:
+        rec.error = error
+        event(unit, rec.id, str(status), now, error=error, text=error_text)
+    t.runnable_remove(rec.id)
+    joiners, rec.joiners = rec.joiners, []
+    unit.prefetch([j for j, _ in joiners])
+    for joiner_id, request_id in joiners:
+        joiner = unit.get(joiner_id)
+        if joiner is None:
+            continue
+        if status == Status.DONE:
+            deliver(unit, joiner, Answer(request_id, True, result), now)
+        else:
+            deliver(unit, joiner, Answer(request_id, False, error, AnswerKind.TASK_FAILED,
+                                         task=rec.id, status=str(status)), now)
+    unit.put(rec)
+
+
+def fail(unit: Unit, rec: TaskRecord, kind: str, message: str, now: float, **data: Any
+         ) -> None:
+    """Fail the task with a runtime error (limits, corrupt state)."""
+    finish(unit, rec, Status.FAILED, now, error=encode_data(_error(kind, message, **data)),
+           error_text=message)
+
+
+def fire_timers(unit: Unit, limit: int = 10_000) -> int:
+    """Handle the timers due now; how many fired."""
+    now = unit.now
+    due = unit.t.timers_due(now, limit)
+    if not due:
+        return 0
+    unit.prefetch([task_id for _, task_id, _, _ in due])
+    for when, task_id, request_id, data in due:
+        unit.t.timer_delete(when, task_id, request_id)
+        rec = unit.get(task_id)
+        if rec is None or rec.finished:
+            continue
+        try:
+            timer = Timer.from_bytes(data)
+        except RecordError:
+            continue
+        if timer.kind == TimerKind.WAKE:
+            answer_value(unit, rec, request_id, True, None, now)
+        elif timer.kind == TimerKind.TIMEOUT:
+            op = WAIT_NAMES.get(timer.op, timer.op or "wait")
+            fail_request(unit, rec, request_id, "timeout",
+                         f"{op} timed out after {round(timer.seconds, 3):g} s", now, op=op)
+        elif timer.kind == TimerKind.DEADLINE:
+            fail(unit, rec, "limit-error",
+                 f"task deadline of {rec.limits.deadline:g} s passed", now, limit="deadline")
+    return len(due)
+
+
+def wait(unit: Unit, rec: TaskRecord, request_id: int, op: str, now: float,
+         seconds: float | None, until: float | None = None,
+         kind: TimerKind = TimerKind.TIMEOUT, **extra: Any) -> None:
+    """Leave the task waiting on its request, with a timer when the wait ends (``until``,
+    or ``seconds`` from now, or the task's default wait)."""
+    if until is None:
+        until = now + (rec.limits.wait if seconds is None else seconds)
+    if not until >= now:  # in the past, or NaN
+        until = now
+    until = min(until, now + MAX_WAIT)
+    rec.waiting = Waiting(request_id, op, until, **extra)
+    unit.t.timer_add(until, rec.id, request_id,
+                     Timer(kind, op, max(0.0, until - now)).to_bytes())
+    unit.woke = True
+
+
+def request(unit: Unit, rec: TaskRecord, step: StepCommit, now: float) -> None:
+    """Record the step's request and do what can be done at once."""
+    req = step.request
+    rec.request_seq += 1
+    request_id = rec.request_seq
+    rec.status = Status.WAITING
+    rec.waiting = Waiting(request_id, req.op)
+    handler = HANDLERS.get(req.op)
+    if handler is None:
+        fail_request(unit, rec, request_id, "effect-error", f"unknown effect {req.op}", now)
+        return
+    handler(unit, rec, request_id, req, step, now)
+    # A request answered at once is logged once, by its answer (which names the op).
+    if rec.status == Status.WAITING:
+        event(unit, rec.id, "request", now, request=request_id, op=req.op, args=req.text)
+
+
+def handle_sleep(unit, rec, request_id, req: Request, step, now) -> None:
+    wait(unit, rec, request_id, "sleep", now, req.seconds, kind=TimerKind.WAKE)
+
+
+def handle_now(unit, rec, request_id, req, step, now) -> None:
+    answer_value(unit, rec, request_id, True, now, now)
+
+
+def handle_random(unit, rec, request_id, req, step, now) -> None:
+    rng = int.from_bytes(os.urandom(8), "big")
+    value = rng % req.below if req.below is not None else rng / 2**64
+    answer_value(unit, rec, request_id, True, value, now)
+
+
+def handle_send(unit, rec, request_id, req, step, now) -> None:
+    target = unit.get(req.to)
+    if target is None:
+        fail_request(unit, rec, request_id, "no-such-task", f"send: no task {req.to}", now,
+                     task=req.to)
+        return
+    if target.status == Status.MOVED:
+        fail_request(unit, rec, request_id, "task-moved",
+                     f"send: task {req.to} moved to another store", now, task=req.to)
+        return
+    if not target.finished:
+        post(unit, target, req.message, rec.id, now)
+    answer_value(unit, rec, request_id, True, None, now)
+
+
+def post(unit: Unit, target: TaskRecord, message: bytes, sender: str | None, now: float) -> int:
+    """Queue an encoded message in the target's inbox, answering a receive waiting for
+    one; its sequence number."""
+    target.inbox_seq += 1
+    seq = target.inbox_seq
+    unit.put(target)
+    unit.t.inbox_put(target.id, seq, Message(sender, now, message).to_bytes())
+    event(unit, target.id, "message", now, seq=seq, sender=sender, value=message)
+    waiting = target.waiting
+    if target.status == Status.WAITING and waiting is not None and \
+            waiting.op == "next-message" and seq > waiting.after:
+        deliver(unit, target, Answer(waiting.request, True, message, AnswerKind.MESSAGE,
+                                     seq=seq, deadline=waiting.deadline), now)
+    return seq
+
+
+def handle_next_message(unit, rec, request_id, req: Request, step, now) -> None:
+    deadline = req.deadline
+    if deadline is not None and type(deadline) not in (int, float):
+        fail_request(unit, rec, request_id, "type-error",
+                     "receive: the deadline must be a number", now)
+        return
+    if deadline is None:
+        deadline = now + (rec.limits.wait if req.timeout is None else req.timeout)
+    consumed = set(step.consumed)
+    for seq, data in unit.t.inbox_items(rec.id, req.after):
+        if seq in consumed:
+            continue
+        try:
+            message = Message.from_bytes(data)
+        except RecordError:
+            continue
+        deliver(unit, rec, Answer(request_id, True, message.value, AnswerKind.MESSAGE,
+                                  seq=seq, deadline=deadline), now)
+        return
+    wait(unit, rec, request_id, "next-message", now, None, until=deadline, after=req.after,
+         deadline=deadline)
+
+
+def handle_join(unit, rec, request_id, req: Request, step, now) -> None:
+    target = unit.get(req.task)
+    if target is None or target.status == Status.MOVED:
+        what = "no task" if target is None else "moved away:"
+        fail_request(unit, rec, request_id, "no-such-task", f"join: {what} {req.task}", now,
+                     task=req.task)
+    elif target.status == Status.DONE:
+        deliver(unit, rec, Answer(request_id, True, target.result), now)
+    elif target.finished:
+        deliver(unit, rec, Answer(request_id, False, target.error, AnswerKind.TASK_FAILED,
+                                  task=target.id, status=str(target.status)), now)
+    else:
+        target.joiners.append((rec.id, request_id))
+        unit.put(target)
+        wait(unit, rec, request_id, "join", now, req.timeout, task=target.id)
+
+
+def handle_spawn(unit, rec, request_id, req: Request, step, now) -> None:
+    if req.child is None:
+        deliver(unit, rec, Answer(request_id, False, req.error), now)
+        return
+    child = req.child.record
+    while unit.get(child.id) is not None:
+        child.id = child.root = new_task_id()
+    child.parent = rec.id
+    child.root = rec.root or rec.id
+    add_task(unit, req.child, now)
+    rec.children.append(child.id)
+    from ..primitives.effects import TaskId
+
+    deliver(unit, rec, Answer(request_id, True, encode_data(TaskId(child.id))), now,
+            TaskId(child.id), True)
+
+
+HANDLERS: dict[str, Callable] = {
+    "sleep": handle_sleep,
+    "now": handle_now,
+    "random": handle_random,
+    "send": handle_send,
+    "next-message": handle_next_message,
+    "join": handle_join,
+    "spawn": handle_spawn,
+}
+
+
+def add_task(unit: Unit, new: NewTask, now: float) -> None:
+    """Store a new task: its record, its first continuation, runnable, its deadline armed
+    and a "created" log entry."""
+    rec = new.record
+    rec.created = rec.updated = now
+    rec.root = rec.root or rec.id
+    rec.state_bytes = len(new.state)
+    rec.status = Status.RUNNABLE
+    unit.t.put_cont(rec.id, new.state)
+    unit.runnable(rec)
+    unit.put(rec)
+    schedule_deadline(unit, rec)
+    event(unit, rec.id, "created", now, program=rec.program, **new.logged)
+
+
+def schedule_deadline(unit: Unit, rec: TaskRecord) -> None:
+    """Arm the timer that fails the task when its deadline passes."""
+    if rec.limits.deadline:
+        unit.t.timer_add(rec.created + rec.limits.deadline, rec.id, 0,
+                         Timer(TimerKind.DEADLINE).to_bytes())
+        unit.woke = True
+
+
+# ---------------------------------------------------------------------------------------
+# Claiming
+
+
+RECHECK_ELSEWHERE = 1.0
+
+
+class Claims:
+    """What a worker's claims carry from one round to the next: the records it wrote
+    (``known``), and when to look again at tasks another worker holds."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, tuple[bytes, TaskRecord]] = {}
+        self.elsewhere: dict[str, float] = {}
+        self.held: set[str] = set()
+
+
+def claim(unit: Unit, worker: str, claims: Claims, limit: int, lease_for: float,
+          held: dict[str, int]) -> list[Claimed]:
+    """Lease up to ``limit`` runnable tasks to ``worker``; a task it held before but does
+    not get now (more are runnable than it takes) has its lease given up."""
+    now = unit.now
+    t = unit.t
+    elsewhere = claims.elsewhere
+    if len(elsewhere) > 8 * max(limit, 1):
+        elsewhere = claims.elsewhere = {k: u for k, u in elsewhere.items() if u > now}
+    candidates = [c for c in t.claimable(worker, now, limit * 4) if elsewhere.get(c, 0) <= now]
+    unit.prefetch(candidates[:limit * 2])
+    out: list[Claimed] = []
+    for task_id in candidates:
+        if len(out) >= limit:
+            break
+        rec = unit.get(task_id)
+        if rec is None:
+            if task_id in unit.unreadable:
+                continue  # failed by the caller, which sees ``unreadable``
+            t.runnable_remove(task_id)
+            continue
+        if rec.status != Status.RUNNABLE:
+            t.runnable_remove(task_id)
+            continue
+        lease = rec.lease
+        if lease is not None and lease.until > now and lease.worker != worker:
+            elsewhere[task_id] = min(lease.until, now + RECHECK_ELSEWHERE)
+            continue
+        if lease is None or lease.worker != worker or lease.until <= now:
+            rec.epoch += 1
+            rec.lease = Lease(worker, rec.epoch, now + lease_for)
+            unit.put(rec)
+        state = None if held.get(task_id) == rec.lease.epoch else t.get_cont(task_id)
+        out.append(Claimed(rec, state))
+    taken = {c.record.id for c in out}
+    for task_id in claims.held - taken:
+        rec = unit.get(task_id)
+        if rec is not None and rec.lease is not None and rec.lease.worker == worker:
+            rec.lease = None
+            unit.put(rec)
+    claims.held = taken
+    for task_id in [k for k in claims.known if k not in taken]:
+        del claims.known[task_id]
+    return out
+
+
+def fail_unreadable(unit: Unit, task_id: str, reason: str, now: float) -> None:
+    """Replace an unreadable task record by a failed one that says why (keeping what can
+    be kept: the id); the worker goes on."""
+    rec = TaskRecord(task_id, "?", "", Status.FAILED, created=now, updated=now, root=task_id)
+    rec.error = encode_data(task_error("corrupt-state", f"task {task_id}: {reason}"))
+    unit.t.runnable_remove(task_id)
+    event(unit, task_id, "failed", now, error=rec.error, text=reason)
+    unit.put(rec)
+
+
+# ---------------------------------------------------------------------------------------
+# The store protocol over a backend
+
+
+class TaskStore:
+    """``base.Store`` over a ``Backend``: every operation one transaction of it."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.location = backend.location
+        self.claims: dict[str, Claims] = {}
+        self.drafts: dict[str, list] = {}
+
+    @property
+    def path(self) -> str:
+        """The store's location (a directory, or a URL)."""
+        return self.location
+
+    # reading -------------------------------------------------------------------------
+
+    @contextmanager
+    def view(self) -> Iterator[StoreView]:
+        """A read-only snapshot."""
+        with self.backend.read() as t:
+            yield StoreView(t)
+
+    def get(self, task_id: str) -> TaskRecord:
+        """The task's record (TaskError if there is none)."""
+        with self.view() as v:
+            rec = v.task(task_id)
+            if rec is None:
+                problem = v.unreadable.get(task_id)
+                raise TaskError(f"task {task_id}: {problem}" if problem else
+                                f"no task {task_id}")
+        return rec
+
+    # programs --------------------------------------------------------------------------
+
+    def put_programs(self, records: dict[str, dict]) -> None:
+        """Store program records by hash (a stored hash is never rewritten)."""
+        with self.backend.write() as t:
+            _put_programs(t, records)
+
+    def deploy(self, name: str, digest: str, records: dict[str, dict] | None = None) -> None:
+        """Make ``name`` stand for program ``digest`` (storing ``records`` first)."""
+        with self.backend.write() as t:
+            _put_programs(t, records or {})
+            if t.get_program(digest) is None:
+                raise TaskError(f"program {digest[:12]} is not in the store")
+            t.put_name(name, digest)
+
+    # tasks -----------------------------------------------------------------------------
+
+    def start(self, task: NewTask, programs: dict[str, dict] | None = None,
+              names: dict[str, str] | None = None) -> str:
+        """Store the programs (and names) and a new runnable task; its id."""
+        with self.backend.write() as t:
+            _put_programs(t, programs or {})
+            for name, digest in (names or {}).items():
+                t.put_name(name, digest)
+            unit = Unit(t)
+            rec = task.record
+            while unit.get(rec.id) is not None:
+                rec.id = new_task_id()
+                rec.root = rec.id
+            add_task(unit, task, unit.now)
+            unit.flush()
+        return rec.id
+
+    def round(self, worker: str, steps: list[StepCommit], claim_limit: int,
+              lease_seconds: float, held: dict[str, int] | None = None,
+              watch: str | None = None) -> Round:
+        """A worker's round in one transaction (see ``base.Store.round``)."""
+        claims = self.claims.setdefault(worker, Claims())
+        drafts = self.drafts.pop(worker, None)
+        try:
+            with self.backend.write() as t:
+                unit = Unit(t, claims.known)
+                drafts = drafts if drafts is not None and len(drafts) == len(steps) else \
+                    [None] * len(steps)
+                unit.prefetch([s.task_id for s, d in zip(steps, drafts) if d is None])
+                committed = []
+                for step, draft in zip(steps, drafts):
+                    if draft is not None and _apply_draft(unit, draft, step):
+                        committed.append(True)
+                        continue
+                    committed.append(commit_step(unit, step, worker, lease_seconds))
+                    if step.blocked is not None:
+                        claims.elsewhere[step.task_id] = unit.now + BLOCKED_RECHECK
+                fired = fire_timers(unit)
+                claimed = claim(unit, worker, claims, claim_limit, lease_seconds,
+                                held or {}) if claim_limit else []
+                for task_id, reason in unit.unreadable.items():
+                    fail_unreadable(unit, task_id, reason, unit.now)
+                output = _take_output(unit, watch) if watch else []
+                unit.flush()
+        except BaseException:
+            claims.known.clear()
+            claims.held.clear()
+            raise
+        return Round(committed, claimed, unit.answers, output, fired)
+
+    def prepare(self, worker: str, steps: list[StepCommit], lease_seconds: float,
+                always: bool = False) -> None:
+        """Work out local commits ahead of the round (one-writer stores only, while other
+        processes wait for the writer's lock, or ``always``)."""
+        if not getattr(self.backend, "single_writer", False):
+            return
+        if not always and not self.backend.contended():
+            return
+        from . import drafts
+
+        known = self.claims.setdefault(worker, Claims()).known
+        self.drafts[worker] = [drafts.prepare(step, known.get(step.task_id), worker,
+                                              lease_seconds) for step in steps]
+
+    def commit_one(self, worker: str, step: StepCommit, lease_seconds: float) -> bool:
+        """Commit one step on its own (after a round that could not be committed)."""
+        with self.backend.write() as t:
+            unit = Unit(t)
+            ok = commit_step(unit, step, worker, lease_seconds)
+            unit.flush()
+        return ok
+
+    def fail_task(self, task_id: str, kind: str, message: str) -> None:
+        """Fail an unfinished task with a runtime error (a step that cannot be
+        committed, a record that cannot be read)."""
+        with self.backend.write() as t:
+            unit = Unit(t)
+            rec = unit.get(task_id)
+            if rec is None and task_id in unit.unreadable:
+                fail_unreadable(unit, task_id, unit.unreadable[task_id], unit.now)
+            elif rec is not None and not rec.finished:
+                fail(unit, rec, kind, message, unit.now)
+            unit.flush()
+
+    def release(self, worker: str) -> int:
+        """Give up every lease ``worker`` holds on runnable tasks; how many."""
+        return self._release(lambda lease: lease.worker == worker, None)
+
+    def release_dead(self, task_ids: list[str] | None = None) -> int:
+        """Give up the leases of workers whose liveness lock is free."""
+        alive: dict[str, bool] = {}
+
+        def gone(lease: Lease) -> bool:
+            if lease.worker not in alive:
+                alive[lease.worker] = self.backend.worker_alive(lease.worker)
+            return not alive[lease.worker]
+        return self._release(gone, task_ids)
+
+    def _release(self, which: Callable[[Lease], bool], task_ids: list[str] | None) -> int:
+        cleared = 0
+        with self.backend.write() as t:
+            unit = Unit(t)
+            ids = task_ids if task_ids is not None else t.leased()
+            unit.prefetch(list(ids))
+            for task_id in ids:
+                rec = unit.get(task_id)
+                if rec is not None and rec.lease is not None and which(rec.lease):
+                    rec.lease = None
+                    unit.put(rec)
+                    cleared += 1
+            unit.flush()
+        return cleared
+
+    def send(self, task_id: str, message: bytes, sender: str | None = None) -> int:
+        """Queue an encoded message for an unfinished task; its sequence number."""
+        with self.backend.write() as t:
+            unit = Unit(t)
+            rec = _live_task(unit, task_id, "send to")
+            seq = post(unit, rec, message, sender, unit.now)
+            unit.flush()
+        return seq
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        """Ask the task to stop: it sees a ``{:type :cancelled}`` error where it stands
+        (at once if it waits, else at its next step)."""
+        with self.backend.write() as t:
+            unit = Unit(t)
+            rec = _live_task(unit, task_id, "cancel")
+            now = unit.now
+            rec.cancel = True
+            rec.cancel_delivered = False
+            event(unit, task_id, "cancel", now)
+            if rec.status == Status.WAITING and rec.waiting is not None:
+                fail_request(unit, rec, rec.waiting.request, "cancelled",
+                             f"task {task_id} was cancelled", now)
+                rec.cancel_delivered = True  # the answer is the cancellation
+            unit.put(rec)
+            unit.flush()
+        return rec
+
+    # migration -------------------------------------------------------------------------
+
+    def export_task(self, task_id: str, write: Callable[[dict], None]) -> TaskRecord:
+        """Hand the task's state to ``write`` and mark it moved, in one transaction."""
+        with self.backend.write() as t:
+            unit = Unit(t)
+            rec = unit.get(task_id)
+            if rec is None:
+                raise MigrationError(f"no task {task_id}")
+            if rec.status == Status.MOVED:
+                raise MigrationError(f"task {task_id} has already moved to another store")
+            if rec.finished:
+                raise MigrationError(f"task {task_id} is {rec.status}: only unfinished "
+                                     "tasks can move")
+            now = unit.now
+            if rec.lease is not None and rec.lease.until > now and \
+                    self.backend.worker_alive(rec.lease.worker):
+                raise MigrationError(f"task {task_id} is running on worker "
+                                     f"{rec.lease.worker}; stop that worker (or wait "
+                                     "until the task waits) and export again")
+            exported = rec.copy()
+            exported.lease = None
+            programs = {}
+            for digest in sorted(set(rec.programs) | {rec.program}):
+                data = t.get_program(digest)
+                if data is not None:
+                    programs[digest] = cbor2.loads(data)
+            view = StoreView(t)
+            write({
+                "format": EXPORT_FORMAT, "exported": now, "store": self.location,
+                "task": exported.to_bytes(), "cont": t.get_cont(task_id),
+                "programs": programs,
+                "inbox": [[seq, m.to_bytes()] for seq, m in view.inbox(task_id)],
+                "output": [[seq, text] for seq, text in t.output_items(task_id)],
+                "log": [[seq, data] for seq, data in t.log_items(task_id)],
+                "wait": None if rec.waiting is None or rec.waiting.until is None else
+                [rec.waiting.until, rec.waiting.request,
+                 _timer_of(rec.waiting, rec.updated).to_bytes()],
+            })
+            _mark_moved(unit, rec, now)
+            unit.flush()
+        return exported
+
+    def import_task(self, data: dict, check: Callable[[TaskRecord, bytes], None] | None = None
+                    ) -> TaskRecord:
+        """Add an exported task as it was when it left; its new record.  ``check(record,
+        continuation)`` may refuse it (raising) before anything is written."""
+        try:
+            rec = TaskRecord.from_bytes(data["task"])
+        except RecordError as exc:
+            raise MigrationError(f"the task export is unreadable: {exc}") from None
+        with self.backend.write() as t:
+            unit = Unit(t)
+            task_id = rec.id
+            here = unit.get(task_id)
+            if here is not None and here.status != Status.MOVED:
+                raise MigrationError(f"task {task_id} is already in this store "
+                                     f"({here.status})")
+            _put_programs(t, data["programs"])
+            if check is not None:
+                check(rec, data["cont"])
+            if here is not None:
+                t.delete_task_data(task_id)
+            now = unit.now
+            rec.lease = None
+            rec.moved_to = None
+            rec.joiners = []
+            rec.updated = now
+            t.put_cont(task_id, data["cont"])
+            for seq, message in data.get("inbox", []):
+                t.inbox_put(task_id, seq, message)
+            for _, text in data.get("output", []):
+                t.output_append(task_id, text)
+            for _, entry in data.get("log", []):
+                t.log_append(task_id, entry)
+            unit.put(rec)
+            event(unit, task_id, "imported", now, source=data.get("store"))
+            if rec.status == Status.RUNNABLE:
+                unit.runnable(rec)
+            elif rec.status == Status.WAITING:
+                _wait_again(unit, rec, data.get("wait"), now)
+            schedule_deadline(unit, rec)
+            unit.flush()
+        return rec
+
+    # workers ---------------------------------------------------------------------------
+
+    def hold_worker(self, worker: str, host: str = "", pid: int = 0) -> Any:
+        """Register the worker and take its liveness lock."""
+        handle = self.backend.hold_worker(worker)
+        with self.backend.write() as t:
+            t.put_worker(worker, WorkerRecord(worker, host, pid, t.clock()).to_bytes())
+        return handle
+
+    def forget_worker(self, worker: str) -> None:
+        """Remove a stopped worker's registration."""
+        with self.backend.write() as t:
+            t.delete_worker(worker)
+        self.claims.pop(worker, None)
+
+    def worker_alive(self, worker: str) -> bool:
+        """Whether the worker's liveness lock is held."""
+        return self.backend.worker_alive(worker)
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Return when work may have arrived, or after ``timeout`` seconds."""
+        self.backend.wait_for_work(timeout)
+
+    def size_bytes(self) -> int:
+        """Bytes the store takes."""
+        return self.backend.size_bytes()
+
+    def close(self) -> None:
+        """Release the store."""
+        self.backend.close()
+
+
+def _put_programs(t: Tables, records: dict[str, dict]) -> None:
+    for digest, record in records.items():
+        if t.get_program(digest) is None:
+            t.put_program(digest, cbor2.dumps(record))
+
+
+def _live_task(unit: Unit, task_id: str, what: str) -> TaskRecord:
+    rec = unit.get(task_id)
+    if rec is None:
+        raise TaskError(f"no task {task_id}")
+    if rec.status == Status.MOVED:
+        raise TaskError(f"cannot {what} task {task_id}: it moved to another store")
+    if rec.finished:
+        raise TaskError(f"cannot {what} task {task_id}: it is {rec.status}")
+    return rec
+
+
+def _take_output(unit: Unit, root: str) -> list[tuple[str, str]]:
+    """The output not yet shown of ``root`` and the tasks it spawned; marked shown."""
+    out: list[tuple[str, str]] = []
+    pending = [root]
+    while pending:
+        rec = unit.get(pending.pop(0))
+        if rec is None:
+            continue
+        pending.extend(rec.children)
+        last = rec.shown
+        for seq, text in unit.t.output_items(rec.id, rec.shown):
+            out.append((rec.id, text))
+            last = seq
+        if last > rec.shown:
+            rec.shown = last
+            unit.put(rec)
+    return out
+
+
+def _timer_of(waiting: Waiting, asked: float) -> Timer:
+    kind = TimerKind.WAKE if waiting.op == "sleep" else TimerKind.TIMEOUT
+    return Timer(kind, waiting.op, max(0.0, (waiting.until or asked) - asked))
+
+
+def _mark_moved(unit: Unit, rec: TaskRecord, now: float) -> None:
+    t = unit.t
+    if rec.waiting is not None and rec.waiting.until is not None:
+        t.timer_delete(rec.waiting.until, rec.id, rec.waiting.request)
+    if rec.limits.deadline:
+        t.timer_delete(rec.created + rec.limits.deadline, rec.id, 0)
+    t.runnable_remove(rec.id)
+    joiners, rec.joiners = rec.joiners, []
+    rec.status, rec.moved_to, rec.lease, rec.waiting, rec.updated = (
+        Status.MOVED, "export", None, None, now)
+    unit.put(rec)
+    event(unit, rec.id, "exported", now)
+    for joiner_id, request_id in joiners:
+        joiner = unit.get(joiner_id)
+        if joiner is not None:
+            fail_request(unit, joiner, request_id, "task-moved",
+                         f"join: task {rec.id} moved to another store", now, task=rec.id)
+
+
+def _wait_again(unit: Unit, rec: TaskRecord, wait_: list | None, now: float) -> None:
+    """Arm the timer of the task's wait again; a join also finds its task here."""
+    waiting = rec.waiting
+    request_id = waiting.request
+    if waiting.op == "join":
+        target = unit.get(waiting.task)
+        if target is None or target.status == Status.MOVED:
+            fail_request(unit, rec, request_id, "no-such-task",
+                         f"join: no task {waiting.task} in this store", now, task=waiting.task)
+            return
+        if target.finished:
+            if target.status == Status.DONE:
+                deliver(unit, rec, Answer(request_id, True, target.result), now)
+            else:
+                deliver(unit, rec, Answer(request_id, False, target.error,
+                                          AnswerKind.TASK_FAILED, task=target.id,
+                                          status=str(target.status)), now)
+            return
+        target.joiners.append((rec.id, request_id))
+        unit.put(target)
+    if wait_ is not None:
+        due, request, timer = wait_
+        unit.t.timer_add(due, rec.id, request, timer)
+        unit.woke = True
+
+
+def _apply_draft(unit: Unit, draft: Any, step: StepCommit) -> bool:
+    from . import drafts
+
+    return drafts.apply(unit, draft, step)
+
+
+class StoreView:
+    """``base.View`` over a read transaction's tables."""
+
+    def __init__(self, t: Tables):
+        self.t = t
+        self.unreadable: dict[str, str] = {}
+        self.skipped = 0
+
+    def _record(self, task_id: str, data: bytes | None) -> TaskRecord | None:
+        if data is None:
+            return None
+        try:
+            return TaskRecord.from_bytes(data)
+        except RecordError as exc:
+            self.unreadable[task_id] = str(exc)
+            return None
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        """The task's record, or None (``unreadable`` says why, if it is there)."""
+        return self._record(task_id, self.t.get_task(task_id))
+
+    def tasks(self, where: TaskFilter = ALL_TASKS, after: str = "", limit: int = 100,
+              descending: bool = False) -> list[TaskRecord]:
+        """Matching records in id order; unreadable ones are counted in ``skipped``."""
+        out = []
+        for data in self.t.scan_tasks(where, after, limit, descending):
+            try:
+                out.append(TaskRecord.from_bytes(data))
+            except RecordError:
+                self.skipped += 1
+        return out
+
+    def count(self, where: TaskFilter = ALL_TASKS) -> dict[str, int]:
+        """How many tasks match, by status."""
+        return self.t.count_tasks(where)
+
+    def continuation(self, task_id: str) -> bytes | None:
+        """The task's encoded continuation."""
+        data = self.t.get_cont(task_id)
+        return None if data is None else bytes(data)
+
+    def inbox(self, task_id: str) -> list[tuple[int, Message]]:
+        """The queued messages, oldest first (unreadable ones left out)."""
+        out = []
+        for seq, data in self.t.inbox_items(task_id):
+            try:
+                out.append((seq, Message.from_bytes(data)))
+            except RecordError:
+                continue
+        return out
+
+    def log(self, task_id: str, after: int = 0) -> Iterator[tuple[int, Event]]:
+        """The task's events above ``after`` (an unreadable one reads as kind "?")."""
+        for seq, data in self.t.log_items(task_id, after):
+            try:
+                yield seq, Event.from_bytes(data)
+            except RecordError as exc:
+                yield seq, Event(0.0, "?", {"problem": str(exc)})
+
+    def output(self, task_id: str, after: int = 0) -> Iterator[tuple[int, str]]:
+        """The task's output above ``after``."""
+        return self.t.output_items(task_id, after)
+
+    def program(self, digest: str) -> dict | None:
+        """A program record by hash."""
+        data = self.t.get_program(digest)
+        if data is None:
+            return None
+        try:
+            record = cbor2.loads(data)
+        except Exception:
+            raise StoreError(f"the record of program {digest[:12]} is unreadable") from None
+        return record if type(record) is dict else None
+
+    def resolve(self, name: str) -> str | None:
+        """The program hash a name stands for."""
+        return self.t.get_name(name)
+
+    def next_timer(self) -> float | None:
+        """When the earliest timer is due."""
+        return self.t.next_timer()
+
+    def has_work(self) -> bool:
+        """Whether any task is runnable or any timer armed."""
+        return self.t.any_runnable() or self.t.next_timer() is not None
+
+    def clock(self) -> float:
+        """The store's clock."""
+        return self.t.clock()
