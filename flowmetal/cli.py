@@ -56,10 +56,14 @@ Commands:
   cancel ID               cancel a task: it gets a {:type :cancelled} error
   export ID > FILE        write a task to one file and mark it moved
   import FILE             add an exported task to this store
+  deploy FILE.fm [NAME]   store a program under NAME for (spawn "NAME" ...)
+  upgrade ID [--to FILE]  move a waiting task onto new code (--dry-run: the report)
+  store init|copy         create or migrate a store's schema; copy a whole store
 "flowmetal COMMAND --help" describes a command's options.
 
 Options:
-  --store DIR         the store (default: $FLOWMETAL_HOME, or ./.flowmetal)
+  --store DIR|URL     the store: a directory (LMDB) or a postgresql:// URL
+                      (default: $FLOWMETAL_HOME, or ./.flowmetal)
   -e, --eval EXPR     evaluate EXPR as a task in a temporary store and print the
                       value of its last form, unless it is nil; ARGS after EXPR
                       are *command-line-args*
@@ -731,11 +735,73 @@ def cmd_import(args: list[str], store_path: str | None) -> int:
     return EXIT_OK
 
 
+def cmd_deploy(args: list[str], store_path: str | None) -> int:
+    """flowmetal deploy FILE.fm [NAME]: store a program for spawn by name."""
+    from .runtime import api
+
+    p = _parser("deploy", "Store a program (with what it spawns by literal names) in the "
+                "program store under NAME (default: the file's name), so that (spawn "
+                "\"NAME\" ...) runs it in whichever worker runs the step. Prints its hash.",
+                store_path)
+    p.add_argument("file", metavar="FILE.fm")
+    p.add_argument("name", metavar="NAME", nargs="?")
+    ns = p.parse_args(args)
+    text = _read_program(ns.file)
+    if text is None:
+        return EXIT_USAGE
+    store = open_store(ns.store)
+    try:
+        digest = api.deploy(store, text, ns.file, ns.name or os.path.basename(ns.file))
+    except FlowmetalError as exc:
+        _err(format_source_error(exc, ns.file))
+        return EXIT_USAGE
+    _out(digest + "\n")
+    return EXIT_OK
+
+
+def cmd_upgrade(args: list[str], store_path: str | None) -> int:
+    """flowmetal upgrade ID [--to FILE.fm] [--dry-run]: move a task onto new code."""
+    from .runtime import api
+
+    p = _parser("upgrade", "Move an unfinished task onto new code: this Flowmetal's "
+                "standard library and, with --to, a new version of its program. It is "
+                "done only when every frame of the task's continuation maps onto an "
+                "unchanged definition of the new code; otherwise nothing changes and the "
+                "report names the frames that cannot map.", store_path)
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--to", metavar="FILE.fm", help="the new version of the task's program")
+    p.add_argument("--dry-run", action="store_true", help="only print the report")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    ns = p.parse_args(args)
+    source = None
+    if ns.to is not None:
+        source = _read_program(ns.to)
+        if source is None:
+            return EXIT_USAGE
+    store = open_store(ns.store, create=False)
+    try:
+        if ns.dry_run:
+            plan = api.plan_upgrade(store, ns.id, source, ns.to)[0]
+        else:
+            plan = api.upgrade(store, ns.id, source, ns.to)
+    except FlowmetalError as exc:
+        _err(format_source_error(exc, ns.to or "<upgrade>"))
+        return EXIT_USAGE
+    if ns.json:
+        _print_json(plan.to_json())
+    else:
+        _out(plan.report() + "\n")
+        if plan.ok and not ns.dry_run:
+            _out(f"task {ns.id} moved onto the new code\n")
+    return EXIT_OK if plan.ok else EXIT_ERROR
+
+
 COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
     "repl": cmd_repl, "attach": cmd_attach,
     "run": cmd_run, "resume": cmd_resume, "start": cmd_start, "worker": cmd_worker,
     "tasks": cmd_tasks, "show": cmd_show, "log": cmd_log, "send": cmd_send,
     "cancel": cmd_cancel, "export": cmd_export, "import": cmd_import,
+    "deploy": cmd_deploy, "upgrade": cmd_upgrade,
 }
 
 

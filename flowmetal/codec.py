@@ -7,7 +7,9 @@ depth of the state.  An encoded graph is a CBOR map::
     {"format": FORMAT, "records": [record, ...], "root": item}
 
 and a machine's state has ``"machine": [item, ...]``, the items of its registers in the
-order of ``MACHINE_FIELDS``, in place of ``"root"``.
+order of ``MACHINE_FIELDS``, in place of ``"root"``, and ``"base": hash`` (between
+"format" and "records") naming the standard library whose globals its ``R_BASE`` records
+and its own globals are over (``state_base`` reads it without decoding the records).
 
 Every compound object becomes one *record*, a CBOR array whose first element is its kind
 (the ``R_*`` numbers below); an *item* is either an immediate value (nil, true, false, a
@@ -22,7 +24,9 @@ at the root, are read too.
 
 Code is referred to by ``(program hash, node id)``; the program must be loaded in the
 decoding process (it is found in ``program.PROGRAMS``).  Values of the standard library's
-globals are referred to by name, so they decode to the same objects in any process.
+globals are referred to by name, so they decode to the same objects in any process that
+has that standard library (``interpreter.base_for`` builds an older one from its
+stored programs).
 """
 
 from __future__ import annotations
@@ -79,6 +83,29 @@ def int_item(n: int) -> bytes:
 class CodecError(Exception):
     """Bytes that are not a well-formed encoded state (corrupt, truncated, or from code
     that is not loaded here)."""
+
+
+class BaseMismatch(CodecError):
+    """A state decoded against the globals of another standard library than the one it
+    names (pick the base with ``state_base`` and ``interpreter.base_for``)."""
+
+
+# id(globals dict) -> (the dict, its standard library's hash), for the bases loaded here.
+_BASE_HASHES: dict[int, tuple[dict, str]] = {}
+
+
+def register_base(base_globals: dict, digest: str) -> None:
+    """Note that ``base_globals`` are the globals of the standard library ``digest``, so
+    states encoded over them name it."""
+    _BASE_HASHES[id(base_globals)] = (base_globals, digest)
+
+
+def base_hash_of(base_globals: dict | None) -> str | None:
+    """The hash of the standard library whose globals ``base_globals`` are, if known."""
+    if base_globals is None:
+        return None
+    known = _BASE_HASHES.get(id(base_globals))
+    return known[1] if known is not None and known[0] is base_globals else None
 
 
 def _pair_items(obj: Pair) -> list:
@@ -293,18 +320,26 @@ class Encoder:
                 append(at)
         return True
 
-    def finish(self, root_item: Any, key: str = "root") -> bytes:
-        """The encoded bytes, with ``root_item`` under ``key``."""
-        return cbor2.dumps({"format": FORMAT, "records": self.records, key: root_item})
+    def finish(self, root_item: Any, key: str = "root", base: str | None = None) -> bytes:
+        """The encoded bytes, with ``root_item`` under ``key`` (and the standard
+        library's hash under "base", if given)."""
+        top: dict = {"format": FORMAT}
+        if base is not None:
+            top["base"] = base
+        top["records"] = self.records
+        top[key] = root_item
+        return cbor2.dumps(top)
 
 
 class Decoder:
     """Rebuilds objects from records."""
 
-    def __init__(self, records: list, base_globals: dict | None = None):
+    def __init__(self, records: list, base_globals: dict | None = None,
+                 programs: Any = None):
         self.records = records
         self.objs: list[Any] = [None] * len(records)
         self.base_globals = base_globals or {}
+        self.programs = PROGRAMS if programs is None else programs  # hash -> Program
 
     def item(self, x: Any) -> Any:
         t = type(x)
@@ -382,9 +417,11 @@ class Decoder:
         if kind == R_TUPLE:
             return tuple(item(x) for x in args)
         if kind == R_NODE:
-            program = PROGRAMS.get(args[0])
+            program = self.programs.get(args[0])
             if program is None:
                 raise CodecError(f"program {args[0]} is not loaded")
+            if type(args[1]) is not int or not 0 <= args[1] < len(program.nodes):
+                raise CodecError(f"program {args[0]} has no node {args[1]!r}")
             return program.nodes[args[1]]
         if kind == R_FRAMEKIND:
             return FrameKind.KINDS[args[0]]
@@ -393,7 +430,10 @@ class Decoder:
         if kind == R_UNSET:
             return UNSET
         if kind == R_BASE:
-            return self.base_globals[Symbol(args[0])]
+            name = Symbol(_text(args[0]))
+            if name not in self.base_globals:
+                raise CodecError(f"the standard library has no global {name.name}")
+            return self.base_globals[name]
         if kind == R_TASK:
             return TaskId(_text(args[0]))
         raise CodecError(f"unknown record kind {kind}")
@@ -435,6 +475,16 @@ def _items_bytes(items: list) -> bytes:
 
 
 _DOC_HEAD = b"\xa3" + cbor2.dumps("format") + cbor2.dumps(FORMAT) + cbor2.dumps("records")
+
+
+def _doc_head(base: str | None) -> bytes:
+    """The bytes a machine document starts with, up to its records' array header."""
+    if base is None:
+        return _DOC_HEAD
+    return b"".join((b"\xa4", cbor2.dumps("format"), cbor2.dumps(FORMAT),
+                     cbor2.dumps("base"), cbor2.dumps(base), cbor2.dumps("records")))
+
+
 _ROOT_KEY = cbor2.dumps("root")
 _MACHINE_KEY = cbor2.dumps("machine")
 
@@ -454,8 +504,10 @@ class Image:
     SLACK_RECORDS = 64
     SLACK_BYTES = 1024
 
-    def __init__(self, base_globals: dict):
+    def __init__(self, base_globals: dict, base: str | None = None):
         self.base_globals = base_globals
+        self.base = base if base is not None else base_hash_of(base_globals)
+        self.head = _doc_head(self.base)
         self.enc: Encoder | None = None
         self.chunks: list[bytes] = []
         self.bounds: list[tuple[int, int]] = []  # the records each chunk holds
@@ -512,7 +564,7 @@ class Image:
             self.rebuild_size = 2 * self.size + self.SLACK_BYTES
         if programs is not None:
             programs.update(enc.programs)
-        return b"".join((_DOC_HEAD, array_header(len(records)), *chunks, _MACHINE_KEY,
+        return b"".join((self.head, array_header(len(records)), *chunks, _MACHINE_KEY,
                          cbor2.dumps(items)))
 
 
@@ -531,6 +583,14 @@ def decode_value(data: bytes, base_globals: dict | None = None) -> Any:
 
 def _decode(data: bytes, base_globals: dict | None, key: str) -> Any:
     top = _load(data)
+    named = top.get("base")
+    if named is not None:
+        if type(named) is not str:
+            raise CodecError("the state's base is not a hash")
+        known = base_hash_of(base_globals)
+        if known is not None and known != named:
+            raise BaseMismatch(f"the state is over standard library {named[:12]}; "
+                               f"it was decoded against {known[:12]}")
     dec = Decoder(top["records"], base_globals)
     try:
         dec.build()
@@ -574,18 +634,68 @@ def _machine_state(m: Machine) -> tuple:
             m.reductions, m.gensym_counter, m.request)
 
 
-def encode_machine(m: Machine, base_globals: dict, programs: set | None = None) -> bytes:
+def encode_machine(m: Machine, base_globals: dict, programs: set | None = None,
+                   base: str | None = None) -> bytes:
     """Encode a machine's whole state; globals are stored as their changes to the base.
 
     The hashes of the programs the state's code comes from are added to ``programs``.
+    The document names the standard library (``base``, by default the hash registered
+    for ``base_globals``), so a worker can pick it before decoding (``state_base``).
     """
     enc = Encoder(_base_names(base_globals))
     state = _machine_state(m)
     enc.add_all(state)
-    data = enc.finish(enc.items(state), "machine")
+    if base is None:
+        base = base_hash_of(base_globals)
+    data = enc.finish(enc.items(state), "machine", base)
     if programs is not None:
         programs.update(enc.programs)
     return data
+
+
+def state_base(data: bytes) -> str | None:
+    """The hash of the standard library an encoded machine state is over (None for a
+    document that does not say: one made before states named their base).
+
+    Reads only the head of the document, not its records.
+    """
+    view = memoryview(data)
+    try:
+        if not view or view[0] & 0xE0 != 0xA0 or view[0] & 0x1F >= 24:
+            raise ValueError("not a small map")
+        pos = 1
+        for _ in range(view[0] & 0x1F):
+            key, pos = _text_at(view, pos)
+            if key == "records":
+                return None
+            value, pos = _text_at(view, pos)
+            if key == "base":
+                return value
+            if key != "format":
+                raise ValueError(f"unexpected key {key}")
+        return None
+    except (ValueError, IndexError, UnicodeDecodeError):
+        top = _load(bytes(data))
+        named = top.get("base")
+        return named if type(named) is str else None
+
+
+def _text_at(view: memoryview, pos: int) -> tuple[str, int]:
+    """The CBOR text string at ``pos`` and the position after it."""
+    head = view[pos]
+    if head & 0xE0 != 0x60:
+        raise ValueError("not a text string")
+    n = head & 0x1F
+    pos += 1
+    if n == 24:
+        n, pos = view[pos], pos + 1
+    elif n == 25:
+        n, pos = int.from_bytes(view[pos:pos + 2], "big"), pos + 2
+    elif n > 25:
+        raise ValueError("text string too long")
+    if pos + n > len(view):
+        raise IndexError("truncated")
+    return bytes(view[pos:pos + n]).decode("utf-8"), pos + n
 
 
 def decode_machine(data: bytes, base_globals: dict) -> Machine:

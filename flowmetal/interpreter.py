@@ -3,22 +3,36 @@
 The *base* is the global environment and macro table after the standard library has
 loaded; it is built once per process and shared.  A ``Session`` copies the base globals
 (so ``def`` in one session never touches another) and analyzes and runs programs in them.
+
+The standard library is a chain of programs (stdlib/ORDER), each analyzed against the
+ones before it: program *i*'s ``base`` is the hash of that prefix, so its hash names its
+analysis, and the hash of the whole chain names the standard library (``Base.hash``; it
+starts from the analyzer version and the table of primitives, which analysis depends on
+through direct linking).  ``Base.records()`` gives its programs' stored analyses and a
+manifest; ``base_for`` rebuilds any standard library from those records alone, so a task
+resumes on the standard library it was made with whatever this Flowmetal ships.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from . import nodes as N
+from .analysis import CodeUnavailable, load_program, program_record
 from .analyzer import Analyzer, CompileEnv
+from .codec import register_base
 from .machine import Machine
 from .primitives import install
-from .program import Program, register
+from .procedures import PRIMITIVES, Closure
+from .program import ANALYZER_VERSION, PROGRAMS, Program, register
 from .reader import read_syntax_all
-from .values import FlowmetalError, Keyword, Map
+from .values import FlowmetalError, Keyword, Map, Symbol
+
+STDLIB_FORMAT = "flowmetal-stdlib/1"
 
 
 def stdlib_dir() -> Path:
@@ -41,26 +55,122 @@ def stdlib_files() -> list[tuple[str, str]]:
 _NONE = object()
 
 
-class Base:
-    """The globals, macros and programs of the loaded standard library."""
+def stdlib_root() -> str:
+    """Where the standard library's hash chain starts: the analyzer version and the
+    primitives (name, kind, arity) that analysis can link to."""
+    digest = hashlib.sha256(f"flowmetal-stdlib\0{ANALYZER_VERSION}\0".encode())
+    for name in sorted(PRIMITIVES):
+        p = PRIMITIVES[name]
+        digest.update(f"{name}\0{p.kind}\0{p.min_args}\0{p.max_args}\n".encode())
+    return digest.hexdigest()
 
-    def __init__(self) -> None:
+
+def chain_hash(prefix: str, program_hash: str) -> str:
+    """The hash of a standard library prefix ``prefix`` followed by one more program."""
+    return hashlib.sha256(f"{prefix}\0{program_hash}".encode()).hexdigest()
+
+
+class Base:
+    """The globals, macros and programs of a standard library: by default the one this
+    Flowmetal ships, analyzed from ``files`` ((name, source) pairs, default
+    stdlib/ORDER's); ``Base.from_records`` builds a stored one."""
+
+    def __init__(self, files: list[tuple[str, str]] | None = None) -> None:
         self.globals: dict = install({})
         self.cenv = CompileEnv(self.globals)
         self.programs: list[Program] = []
-        digest = hashlib.sha256()
-        for name, source in stdlib_files():
-            program = register(Program(f"stdlib/{name}", source))
+        self.root = prefix = stdlib_root()
+        for name, source in stdlib_files() if files is None else files:
+            program = Program(f"stdlib/{name}", source, prefix)
             analyzer = Analyzer(self.cenv, program)
             for form in read_syntax_all(source, program.file):
                 for node in analyzer.analyze_toplevel([form]):
                     m = Machine(self.globals, node)
                     if m.run_to_end() == "error":
                         raise RuntimeError(f"standard library failed to load: {m.error!r}")
-            self.programs.append(program)
-            digest.update(program.hash.encode())
-        self.hash = digest.hexdigest()
+            # (Another base may have registered the same program: the same nodes.)
+            self.programs.append(register(program))
+            prefix = chain_hash(prefix, program.hash)
+        self.hash = prefix
         self.macros = dict(self.cenv.macros)
+        self._records: dict[str, dict] | None = None
+        register_base(self.globals, self.hash)
+
+    def manifest(self) -> dict:
+        """The record naming this standard library: its programs in load order and its
+        macros (each a top-level ``fn`` node of one of them)."""
+        macros = []
+        for name, f in self.macros.items():
+            if type(f) is not Closure or f.env is not None or f.code.program is None:
+                raise ValueError(f"macro {name.name} is not a top-level fn")
+            macros.append([name.name, f.code.program.hash, f.code.id])
+        return {"v": 1, "format": STDLIB_FORMAT, "hash": self.hash, "root": self.root,
+                "analyzer": ANALYZER_VERSION, "programs": [p.hash for p in self.programs],
+                "files": [p.file for p in self.programs], "macros": macros}
+
+    def records(self) -> dict[str, dict]:
+        """Every record of this standard library by hash: each program's analysis
+        (``analysis.program_record``) and the manifest (under ``self.hash``).  The
+        runtime keeps them in the program store, so ``base_for`` can rebuild it."""
+        if self._records is None:
+            out = {p.hash: program_record(p) for p in self.programs}
+            out[self.hash] = self.manifest()
+            self._records = out
+        return self._records
+
+    @classmethod
+    def from_records(cls, digest: str, get_record: Callable[[str], dict | None]) -> Base:
+        """The standard library ``digest`` built from stored records alone: its programs'
+        node trees are loaded (never analyzed) and their top-level forms run in order to
+        make its globals, as the original load did.  Raises ``CodeUnavailable``."""
+        manifest = get_record(digest)
+        short = digest[:12]
+        if manifest is None:
+            raise CodeUnavailable(f"standard library {short} is not in the program store")
+        if type(manifest) is not dict or manifest.get("format") != STDLIB_FORMAT:
+            fmt = manifest.get("format") if type(manifest) is dict else None
+            raise CodeUnavailable(f"standard library {short} is stored in format {fmt!r}; "
+                                  f"this Flowmetal reads {STDLIB_FORMAT}")
+        hashes, root = manifest.get("programs"), manifest.get("root")
+        if type(hashes) is not list or type(root) is not str or \
+                not all(type(h) is str for h in hashes):
+            raise CodeUnavailable(f"standard library {short}: malformed manifest")
+        prefix = root
+        programs = []
+        for h in hashes:
+            program = load_program(h, get_record)
+            if program.base != prefix:
+                raise CodeUnavailable(f"standard library {short}: {program.file} was not "
+                                      "analyzed against the programs before it")
+            programs.append(program)
+            prefix = chain_hash(prefix, h)
+        if prefix != digest:
+            raise CodeUnavailable(f"standard library {short}: its programs do not make "
+                                  "its hash")
+        b = cls.__new__(cls)
+        b.globals, b.programs, b.root, b.hash = install({}), programs, root, digest
+        for program in programs:
+            for node in program.forms:
+                m = Machine(b.globals, node)
+                if m.run_to_end() == "error":
+                    raise CodeUnavailable(f"standard library {short}: {program.file} fails "
+                                          f"to load here: {_message(m.error)}")
+        macros = {}
+        try:
+            for name, h, node_id in manifest.get("macros") or ():
+                macros[Symbol(name)] = Closure(PROGRAMS[h].nodes[node_id], None)
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise CodeUnavailable(f"standard library {short}: malformed macros") from None
+        b.cenv = CompileEnv(b.globals, macros)
+        b.macros = macros
+        b._records = None
+        register_base(b.globals, b.hash)
+        return b
+
+
+def _message(error: Any) -> str:
+    message = error.get(Keyword("message")) if type(error) is Map else None
+    return message if isinstance(message, str) else repr(error)
 
 
 @lru_cache(maxsize=1)
@@ -69,11 +179,44 @@ def base() -> Base:
     return Base()
 
 
-class Session:
-    """A global environment of one's own: analyze and run programs in it."""
+_BASES: dict[str, Base] = {}
 
-    def __init__(self) -> None:
-        b = base()
+
+def base_for(digest: str | None, get_record: Callable[[str], dict | None]) -> Base:
+    """The standard library with hash ``digest``: this Flowmetal's own if it matches (or
+    if ``digest`` is None: a state made before states named their base), otherwise the
+    stored one, rebuilt from ``get_record(hash)`` records (once per process).  Raises
+    ``CodeUnavailable`` if it cannot be built here."""
+    current = base()
+    if digest is None or digest == current.hash:
+        return current
+    found = _BASES.get(digest)
+    if found is None:
+        found = _BASES[digest] = Base.from_records(digest, get_record)
+    return found
+
+
+def stdlib_programs(digest: str, get_record: Callable[[str], dict | None]) -> list[Program]:
+    """The programs of standard library ``digest`` in load order, loaded (not run: for
+    reading its code, as the upgrade planner does).  Raises ``CodeUnavailable``."""
+    current = base()
+    if digest == current.hash:
+        return current.programs
+    if digest in _BASES:
+        return _BASES[digest].programs
+    manifest = get_record(digest)
+    if type(manifest) is not dict or manifest.get("format") != STDLIB_FORMAT or \
+            type(manifest.get("programs")) is not list:
+        raise CodeUnavailable(f"standard library {digest[:12]} is not in the program store")
+    return [load_program(h, get_record) for h in manifest["programs"]]
+
+
+class Session:
+    """A global environment of one's own: analyze and run programs in it (over the
+    standard library ``base_``, by default this Flowmetal's)."""
+
+    def __init__(self, base_: Base | None = None) -> None:
+        b = base() if base_ is None else base_
         self.base = b
         self.globals: dict = dict(b.globals)
         self.cenv = CompileEnv(self.globals, b.macros)
@@ -120,4 +263,5 @@ class EvalError(Exception):
         self.output = output
 
 
-__all__ = ["Session", "base", "EvalError", "FlowmetalError"]
+__all__ = ["Session", "base", "base_for", "Base", "EvalError", "FlowmetalError",
+           "CodeUnavailable"]

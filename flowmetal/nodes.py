@@ -6,6 +6,8 @@ source span and the name of the procedure it belongs to.  Every node of a progra
 store.  The machine attaches derived callables to each node when a program is linked
 (``ev``, ``exec``, ``resume``, and ``slow``, the per-node ``ev`` of a simple node); they are a
 cache of the node's meaning, rebuilt from the fields, and never part of the stored state.
+``analysis.py`` stores a program's nodes (class name and ``FIELDS``) and builds them again
+without the analyzer; changing a class's fields changes that format.
 """
 
 from __future__ import annotations

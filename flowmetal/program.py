@@ -2,7 +2,10 @@
 
 A program's nodes are numbered in the order the analyzer made them, so a node is named
 in stored state by ``(program hash, node id)``.  Analysis is deterministic: the same
-source, analyzed against the same standard library, gives the same nodes and ids.
+source, analyzed against the same standard library, gives the same nodes and ids.  The
+hash covers the analyzer version, the standard library's hash (``base``), the file name
+and the source; a stored program keeps its node tree too (``analysis.py``), so it is
+never analyzed again.
 """
 
 from __future__ import annotations
@@ -20,21 +23,34 @@ _TRIVIAL = (N.Const, N.LocalRef, N.GlobalRef, N.Lambda)
 ANALYZER_VERSION = "1"
 
 
-class Program:
-    """Source plus the nodes analyzed from it; ``forms`` are the top-level nodes."""
+def program_hash(file: str, source: str, base: str = "",
+                 analyzer: str = ANALYZER_VERSION) -> str:
+    """The hash naming the analysis of ``source`` (as ``file``) against standard library
+    ``base`` by analyzer version ``analyzer``."""
+    digest = hashlib.sha256()
+    for part in (analyzer, base, file, source):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
 
-    def __init__(self, file: str, source: str, base: str = ""):
+
+class Program:
+    """Source plus the nodes analyzed from it; ``forms`` are the top-level nodes and
+    ``entry`` the node a machine starts at (None for the standard library's programs,
+    whose forms run one by one)."""
+
+    def __init__(self, file: str, source: str, base: str = "",
+                 analyzer: str = ANALYZER_VERSION):
         self.file = file
         self.source = source
         self.base = base
-        digest = hashlib.sha256()
-        for part in (ANALYZER_VERSION, base, file, source):
-            digest.update(part.encode("utf-8"))
-            digest.update(b"\0")
-        self.hash = digest.hexdigest()
+        self.analyzer = analyzer
+        self.hash = program_hash(file, source, base, analyzer)
         self.nodes: list[N.Node] = []
         self.forms: list[N.Node] = []
+        self.entry: N.Node | None = None
         self.finished = 0
+        self.batches: list[int] = []  # where each call of finish ended (see analysis.py)
 
     def add(self, node: N.Node) -> N.Node:
         """Number ``node``, link it for the machine and keep it."""
@@ -44,15 +60,19 @@ class Program:
         link(node)
         return node
 
-    def finish(self) -> None:
-        """Arrange for the fast paths of the nodes added since the last call to be
-        compiled (see fastpath) the first time any of them runs.
+    def finish(self, upto: int | None = None) -> None:
+        """Arrange for the fast paths of the nodes added since the last call (up to node
+        ``upto``, default all) to be compiled (see fastpath) the first time any of them
+        runs.
 
         Compiling is the larger part of analysis, and most code loaded (most of the
         standard library, say) never runs, so each batch waits behind stubs.
         """
-        pending = self.nodes[self.finished:]
-        self.finished = len(self.nodes)
+        end = len(self.nodes) if upto is None else upto
+        pending = self.nodes[self.finished:end]
+        self.finished = end
+        if pending:
+            self.batches.append(end)
         parents: dict[int, N.Node] = {}
         for node in pending:
             for child in node.children():

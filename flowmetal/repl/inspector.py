@@ -16,8 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..codec import CodecError, decode_machine
-from ..interpreter import base
+from ..codec import CodecError
 from ..machine import Machine
 from ..report import format_error
 from ..runtime import inspect
@@ -101,8 +100,7 @@ class Inspector:
             self.machine, self.problem = None, None
             if state is not None:
                 try:
-                    inspect.load_programs(txn, rec)
-                    self.machine = decode_machine(bytes(state), base().globals)
+                    self.machine = inspect.load_machine(txn, rec, bytes(state))
                 except (TaskError, CodecError) as exc:
                     self.problem = str(exc)
         frames = inspect.frames(self.machine) if self.machine is not None else []
@@ -303,8 +301,7 @@ class Inspector:
                     changed = rec.steps != steps or rec.status != status
                     state = view.continuation(self.id) if changed and \
                         not rec.finished else None
-                    if state is not None:
-                        inspect.load_programs(view, rec)
+                    where = _innermost(view, rec, state)
                 for seq, text in output:
                     seen_output = seq
                     for line in text.splitlines():
@@ -312,7 +309,7 @@ class Inspector:
                 if changed:
                     steps, status = rec.steps, rec.status
                     c.line(f"{when(rec.updated)} step {steps}: {self.state_text(rec)}"
-                           f"{_innermost(state)}")
+                           f"{where}")
         except KeyboardInterrupt:
             c.line("stopped watching", "note")
         if rec.finished:
@@ -374,12 +371,12 @@ class Inspector:
         return False
 
 
-def _innermost(state: bytes | None) -> str:
+def _innermost(view: Any, rec: Any, state: bytes | None) -> str:
     """" at PROC (FILE:LINE:COL)" for the innermost frame of an encoded state."""
     if state is None:
         return ""
     try:
-        m = decode_machine(bytes(state), base().globals)
+        m = inspect.load_machine(view, rec, bytes(state))
     except (CodecError, TaskError):
         return ""
     frames = [f for f in inspect.frames(m, 1) if f["kind"] != "more"]

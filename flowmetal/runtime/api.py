@@ -9,7 +9,13 @@ from ..codec import encode_machine
 from ..interpreter import Session, base
 from ..store.base import NewTask
 from ..values import Vector
-from .code import COMMAND_LINE_ARGS, FILE, load_program, program_record, spawnable
+from .code import (
+    COMMAND_LINE_ARGS,
+    FILE,
+    code_of,
+    program_records,
+    spawnable,
+)
 from .records import Limits, TaskError, TaskRecord, encode_data, new_task_id
 from .worker import Worker
 
@@ -34,12 +40,12 @@ def start(store, source: str, file: str, args: list[str] | None = None,
     session.globals[FILE] = file if script is SAME else script
     m = session.machine(program)
     names, records = spawnable(program)
-    records[program.hash] = program_record(program)
+    records.update(program_records(program))
     programs: set = set()
     state = encode_machine(m, base().globals, programs)
     rec = TaskRecord(new_task_id(), name or os.path.basename(file), program.hash,
                      limits=Limits.of(limits), trace=trace,
-                     programs=sorted(programs | {program.hash}), spawnable=names)
+                     programs=list(code_of(m, programs | {program.hash})), spawnable=names)
     return store.start(NewTask(rec, state, {"file": file}), records)
 
 
@@ -48,7 +54,7 @@ def deploy(store, source: str, file: str, name: str) -> str:
     ``(spawn name ...)``; its hash."""
     program = Session().load(source, file)
     _, records = spawnable(program)
-    records[program.hash] = program_record(program)
+    records.update(program_records(program))
     store.deploy(name, program.hash, records)
     return program.hash
 
@@ -127,12 +133,61 @@ def release_dead_leases(store, task_ids: list[str] | None = None) -> int:
     return store.release_dead(task_ids)
 
 
-def load_programs(view, rec: TaskRecord) -> None:
-    """Make the programs the task's state refers to known here (CodeUnavailable if one
-    cannot be had)."""
-    for digest in rec.programs or [rec.program]:
-        load_program(view, digest)
 
 
-__all__ = ["TaskError", "cancel", "deploy", "get", "load_programs", "release_dead_leases",
-           "run_foreground", "send", "start", "tree"]
+
+def plan_upgrade(store, task_id: str, source: str | None = None, file: str | None = None
+                 ) -> tuple[Any, TaskRecord, bytes, Any]:
+    """Plan moving a task onto new code: onto the program ``source`` (named ``file``) if
+    given, and onto this Flowmetal's standard library.  (plan, record, state, program)."""
+    from ..upgrade import plan_upgrade as plan
+
+    with store.view() as view:
+        rec = view.task(task_id)
+        if rec is None:
+            raise TaskError(f"no task {task_id}")
+        if rec.finished:
+            raise TaskError(f"cannot upgrade task {task_id}: it is {rec.status}")
+        state = view.continuation(task_id)
+        records = _Records(view)
+        program = Session().load(source, file) if source is not None else None
+        result = plan(state, records.get, program=program, base=base(),
+                      old_program=rec.program if program is not None else None)
+    return result, rec, state, program
+
+
+def upgrade(store, task_id: str, source: str | None = None, file: str | None = None
+            ) -> Any:
+    """Move a waiting task onto new code when every frame of its continuation maps onto
+    an unchanged definition (see ``upgrade.py``); the plan (``plan.ok`` says whether the
+    task was moved)."""
+    from .code import program_records
+
+    plan, rec, state, program = plan_upgrade(store, task_id, source, file)
+    if plan.ok:
+        records = program_records(*(p for p in [program] if p is not None))
+        store.upgrade(task_id, rec, state, plan.state,
+                      program.hash if program is not None else rec.program,
+                      sorted(set(plan.programs) | ({plan.base} if plan.base else set())),
+                      records)
+    return plan
+
+
+class _Records:
+    """Program records looked up in a view, and in this process's own analyses (a new
+    program and standard library are not stored until the upgrade commits)."""
+
+    def __init__(self, view):
+        self.view = view
+
+    def get(self, digest: str) -> dict | None:
+        from ..analysis import program_record
+        from ..program import PROGRAMS
+
+        current = base()
+        if digest == current.hash or digest in {p.hash for p in current.programs}:
+            return current.records().get(digest)
+        record = self.view.program(digest)
+        if record is None and digest in PROGRAMS:
+            return program_record(PROGRAMS[digest])
+        return record

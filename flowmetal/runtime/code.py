@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .. import analysis, codec
 from .. import nodes as N
-from ..interpreter import Session, base
-from ..program import PROGRAMS, Program, register
+from ..interpreter import Base, Session, base, base_for
+from ..machine import Machine
+from ..program import PROGRAMS, Program
 from ..source import read_script
 from ..values import Vector, sym
 from .records import TaskError
 
-PROGRAM_FORMAT = 1
 COMMAND_LINE_ARGS = sym("*command-line-args*")
 FILE = sym("*file*")
 SPAWN = sym("spawn")
@@ -31,33 +32,78 @@ class CodeUnavailable(TaskError):
 
 
 def program_record(program: Program) -> dict:
-    """What the store keeps of a program: enough to have it again identically."""
-    return {"v": PROGRAM_FORMAT, "file": program.file, "source": program.source,
-            "base": program.base, "nodes": len(program.nodes)}
+    """What the store keeps of a program: its analysis (the node tree) and its source."""
+    return analysis.program_record(program)
+
+
+def program_records(*programs: Program) -> dict[str, dict]:
+    """The records to store for ``programs``: theirs and the standard library's they were
+    analyzed against (each program and standard library is stored once, by hash)."""
+    records = dict(base().records())
+    for program in programs:
+        records[program.hash] = program_record(program)
+    return records
 
 
 def load_program(view: Any, digest: str) -> Program:
-    """The program with this hash: already here, or made from its stored record.
+    """The program with this hash: already here, or made from its stored analysis (never
+    analyzed again, so a newer analyzer never changes old code).
 
-    CodeUnavailable when the store does not have it or it cannot be made here (a
-    continuation is never resumed against other code).
+    CodeUnavailable when the store does not have it or this Flowmetal cannot run it.
     """
-    base()  # registers the standard library's programs
-    program = PROGRAMS.get(digest)
-    if program is not None:
-        return program
-    record = view.program(digest)
-    if record is None:
-        raise CodeUnavailable(f"program {digest[:12]} is not in the store")
-    if record.get("base") and record["base"] != base().hash:
-        raise CodeUnavailable(f"program {record.get('file')} was analyzed against "
-                              "another standard library")
-    session = Session()
-    program = session.load(record["source"], record["file"])
-    if program.hash != digest or len(program.nodes) != record["nodes"]:
-        raise CodeUnavailable(f"program {record['file']} does not analyze to the stored "
-                              "program")
-    return register(program)
+    base()  # registers this Flowmetal's standard library
+    if digest in PROGRAMS:
+        return PROGRAMS[digest]
+    try:
+        return analysis.load_program(digest, view.program)
+    except analysis.CodeUnavailable as exc:
+        raise CodeUnavailable(str(exc)) from None
+
+
+def state_base(view: Any, state: bytes) -> Base:
+    """The standard library an encoded state was made with (rebuilt from the program
+    store if it is not this Flowmetal's); CodeUnavailable if it cannot be had."""
+    try:
+        return base_for(codec.state_base(state), view.program)
+    except analysis.CodeUnavailable as exc:
+        raise CodeUnavailable(str(exc)) from None
+    except codec.CodecError:
+        raise
+    except Exception as exc:  # a stored standard library that fails to load here
+        raise CodeUnavailable(f"the standard library of this task cannot be loaded here: "
+                              f"{type(exc).__name__}: {exc}") from None
+
+
+def task_machine(view: Any, rec: Any, state: bytes) -> Machine:
+    """The task's machine decoded from ``state``, over the code it was made with; its
+    ``image`` is ready to encode the next step over that same standard library.
+
+    The task record lists the standard library its state is over among its programs,
+    so a state naming another one is damaged (CodecError), not code to wait for.
+    """
+    named = codec.state_base(state)
+    if named is not None and named not in rec.programs:
+        raise codec.CodecError("the state names a standard library its task never had")
+    b = state_base(view, state)
+    for digest in rec.programs or [rec.program]:
+        if digest != b.hash:
+            load_program(view, digest)
+    m = codec.decode_machine(state, b.globals)
+    m.image = codec.Image(b.globals)
+    return m
+
+
+def code_of(m: Machine, programs: set) -> tuple[str, ...]:
+    """What a task record lists as its state's code: the programs its nodes come from
+    and the standard library it runs over."""
+    named = codec.base_hash_of(base_globals(m))
+    return tuple(sorted(programs | ({named} if named else set())))
+
+
+def base_globals(m: Machine) -> dict:
+    """The standard library globals a machine runs over."""
+    image = getattr(m, "image", None)
+    return image.base_globals if image is not None else base().globals
 
 
 def spawn_literals(program: Program) -> list[str]:
@@ -102,13 +148,19 @@ def resolve_path(name: str, parent_file: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(parent_file)), name)
 
 
-def program_machine(program: Program, args: tuple, file: Any) -> Any:
-    """A machine ready to run ``program`` with ``args`` as ``*command-line-args*`` and
-    ``file`` as ``*file*``."""
+def program_machine(view: Any, program: Program, args: tuple, file: Any) -> Machine:
+    """A machine ready to run ``program`` (over the standard library it was analyzed
+    against) with ``args`` as ``*command-line-args*`` and ``file`` as ``*file*``."""
     from ..printer import display_string
 
-    session = Session()
+    try:
+        b = base_for(program.base or None, view.program)
+    except analysis.CodeUnavailable as exc:
+        raise CodeUnavailable(str(exc)) from None
+    session = Session(b)
     session.globals[COMMAND_LINE_ARGS] = Vector(a if type(a) is str else display_string(a)
                                                 for a in args)
     session.globals[FILE] = file
-    return session.machine(program)
+    m = session.machine(program)
+    m.image = codec.Image(b.globals)
+    return m

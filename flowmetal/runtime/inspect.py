@@ -18,13 +18,12 @@ import time
 from typing import Any
 
 from .. import nodes as N
-from ..codec import CodecError, decode_machine
-from ..interpreter import base
+from ..codec import CodecError
 from ..machine import UNSET, FrameKind, Machine
 from ..printer import to_string
 from ..program import Program
 from ..report import format_error
-from .code import load_program
+from .code import task_machine
 from .records import Event, TaskError, TaskRecord, decode_data, result_value
 
 MAX_FRAMES = 100
@@ -138,15 +137,8 @@ def load_machine(view: Any, rec: TaskRecord, data: bytes | None = None) -> Machi
     data = view.continuation(rec.id) if data is None else data
     if data is None:
         return None
-    load_programs(view, rec)
-    return decode_machine(bytes(data), base().globals)
+    return task_machine(view, rec, bytes(data))
 
-
-def load_programs(view: Any, rec: TaskRecord) -> None:
-    """Make the programs the task's state refers to known here (CodeUnavailable if one
-    cannot be had)."""
-    for digest in rec.programs or [rec.program]:
-        load_program(view, digest)
 
 
 def value_text(value: Any, limit: int = MAX_VALUE_CHARS) -> str:

@@ -25,10 +25,9 @@ from collections.abc import Callable
 
 import cbor2
 
-from ..codec import CodecError, decode_machine
-from ..interpreter import base
+from ..codec import CodecError
 from ..store.engine import EXPORT_FORMAT, MigrationError
-from .code import CodeUnavailable, load_program
+from .code import CodeUnavailable, task_machine
 from .records import TaskRecord
 
 __all__ = ["EXPORT_FORMAT", "MigrationError", "export_task", "import_task", "read_export"]
@@ -68,9 +67,7 @@ def import_task(store, data: bytes) -> TaskRecord:
     def check(rec: TaskRecord, cont: bytes) -> None:
         view = _Programs(top["programs"])
         try:
-            for digest in rec.programs or [rec.program]:
-                load_program(view, digest)
-            decode_machine(cont, base().globals)
+            task_machine(view, rec, cont)
         except (CodeUnavailable, CodecError) as exc:
             raise MigrationError(f"task {rec.id} cannot run here: {exc}") from None
 

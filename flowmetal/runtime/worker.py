@@ -29,14 +29,20 @@ import sys
 import time
 from collections.abc import Callable
 
-from ..codec import CodecError, Image, decode_machine, encode_machine
-from ..interpreter import base
+from ..codec import CodecError, Image, encode_machine
 from ..machine import Machine, call_state
 from ..primitives.effects import TaskId
 from ..printer import to_string
 from ..store.base import NewTask, Request, StepCommit, StoreError, StoreUnavailable
 from ..values import Map, kw
-from .code import CodeUnavailable, load_program, program_machine
+from .code import (
+    CodeUnavailable,
+    base_globals,
+    code_of,
+    load_program,
+    program_machine,
+    task_machine,
+)
 from .records import (
     AnswerKind,
     Limits,
@@ -209,9 +215,7 @@ class Worker:
         if state is None:
             return self.machines.pop(rec.id)[1]
         with self.store.view() as view:
-            for digest in rec.programs or [rec.program]:
-                load_program(view, digest)
-        return decode_machine(state, base().globals)
+            return task_machine(view, rec, state)
 
     def _run(self, rec: TaskRecord, state: bytes | None) -> StepCommit:
         epoch = rec.lease.epoch
@@ -309,7 +313,7 @@ class Worker:
         if m.status in ("running", "waiting"):
             image = getattr(m, "image", None)
             if image is None:
-                image = m.image = Image(base().globals)
+                image = m.image = Image(base_globals(m))
             programs: set = set()
             step.state = image.encode(m, programs)
             # Every frame takes at least MIN_FRAME_BYTES of the encoded state, so only a
@@ -326,7 +330,7 @@ class Worker:
             if len(step.state) > limits.state:
                 return self._limit(rec, step, "state", f"state of {len(step.state)} bytes "
                                                        f"exceeds {limits.state}")
-            step.programs = tuple(programs)
+            step.programs = code_of(m, programs)
         if m.status == "running":
             self.machines[rec.id] = (epoch, m)
         elif m.status == "waiting":
@@ -385,7 +389,7 @@ class Worker:
                         raise CodeUnavailable(f"no program {target!r} in the store (start "
                                               "it from a file that names it, or deploy it)")
                     program = load_program(view, digest)
-                m = program_machine(program, args, program.file)
+                    m = program_machine(view, program, args, program.file)
                 name = os.path.basename(target)
             else:
                 program_hash = rec.program
@@ -397,13 +401,13 @@ class Worker:
             out.error = encode_data(task_error("spawn-error", f"spawn: {exc}"))
             return
         programs: set = set()
-        state = encode_machine(m, base().globals, programs)
+        state = encode_machine(m, base_globals(m if program else parent), programs)
         child_id = new_task_id()
         child = TaskRecord(child_id, name, program.hash if program else program_hash,
                            parent=rec.id, root=rec.root or rec.id,
                            limits=Limits.of(rec.limits), trace=rec.trace,
-                           programs=sorted(programs | {program.hash if program else
-                                                       program_hash}),
+                           programs=list(code_of(m, programs | {program.hash if program
+                                                                else program_hash})),
                            spawnable=dict(rec.spawnable))
         out.child = NewTask(child, state, {"parent": rec.id, "name": name})
 

@@ -53,6 +53,11 @@ class StoreUnavailable(StoreError):
     """
 
 
+class StoreRetry(StoreUnavailable):
+    """The transaction could not commit but may at once if run again (the store grew its
+    map, or the database chose it as a deadlock's or serialization conflict's victim)."""
+
+
 def default_path() -> str:
     """$FLOWMETAL_HOME, or ./.flowmetal."""
     return os.environ.get("FLOWMETAL_HOME") or os.path.join(os.getcwd(), ".flowmetal")

@@ -12,6 +12,7 @@ for ``now``) are small.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -36,7 +37,7 @@ from ..runtime.records import (
     encode_data,
     new_task_id,
 )
-from .base import Claimed, NewTask, Request, Round, StepCommit, StoreError
+from .base import Claimed, NewTask, Request, Round, StepCommit, StoreError, StoreRetry
 from .tables import ALL_TASKS, Tables, TaskColumns, TaskFilter
 
 MAX_WAIT = 100 * 365 * 86_400.0  # a century: no timer is armed further away
@@ -600,6 +601,24 @@ def fail_unreadable(unit: Unit, task_id: str, reason: str, now: float) -> None:
 # The store protocol over a backend
 
 
+RETRIES = 8  # attempts of a transaction that the store says to run again at once
+
+
+def retrying(method: Callable) -> Callable:
+    """Run a store operation again when its transaction asks to be (``StoreRetry``): each
+    attempt is a whole new transaction, and a failed one wrote nothing."""
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(RETRIES):
+            try:
+                return method(self, *args, **kwargs)
+            except StoreRetry:
+                if attempt == RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+    return run
+
+
 class TaskStore:
     """``base.Store`` over a ``Backend``: every operation one transaction of it."""
 
@@ -634,11 +653,13 @@ class TaskStore:
 
     # programs --------------------------------------------------------------------------
 
+    @retrying
     def put_programs(self, records: dict[str, dict]) -> None:
         """Store program records by hash (a stored hash is never rewritten)."""
         with self.backend.write() as t:
             _put_programs(t, records)
 
+    @retrying
     def deploy(self, name: str, digest: str, records: dict[str, dict] | None = None) -> None:
         """Make ``name`` stand for program ``digest`` (storing ``records`` first)."""
         with self.backend.write() as t:
@@ -649,6 +670,7 @@ class TaskStore:
 
     # tasks -----------------------------------------------------------------------------
 
+    @retrying
     def start(self, task: NewTask, programs: dict[str, dict] | None = None,
               names: dict[str, str] | None = None) -> str:
         """Store the programs (and names) and a new runnable task; its id."""
@@ -665,6 +687,7 @@ class TaskStore:
             unit.flush()
         return rec.id
 
+    @retrying
     def round(self, worker: str, steps: list[StepCommit], claim_limit: int,
               lease_seconds: float, held: dict[str, int] | None = None,
               watch: str | None = None) -> Round:
@@ -712,6 +735,7 @@ class TaskStore:
         self.drafts[worker] = [drafts.prepare(step, known.get(step.task_id), worker,
                                               lease_seconds) for step in steps]
 
+    @retrying
     def commit_one(self, worker: str, step: StepCommit, lease_seconds: float) -> bool:
         """Commit one step on its own (after a round that could not be committed)."""
         with self.backend.write() as t:
@@ -720,6 +744,7 @@ class TaskStore:
             unit.flush()
         return ok
 
+    @retrying
     def fail_task(self, task_id: str, kind: str, message: str) -> None:
         """Fail an unfinished task with a runtime error (a step that cannot be
         committed, a record that cannot be read)."""
@@ -746,6 +771,7 @@ class TaskStore:
             return not alive[lease.worker]
         return self._release(gone, task_ids)
 
+    @retrying
     def _release(self, which: Callable[[Lease], bool], task_ids: list[str] | None) -> int:
         cleared = 0
         with self.backend.write() as t:
@@ -761,6 +787,7 @@ class TaskStore:
             unit.flush()
         return cleared
 
+    @retrying
     def send(self, task_id: str, message: bytes, sender: str | None = None) -> int:
         """Queue an encoded message for an unfinished task; its sequence number."""
         with self.backend.write() as t:
@@ -770,6 +797,7 @@ class TaskStore:
             unit.flush()
         return seq
 
+    @retrying
     def cancel(self, task_id: str) -> TaskRecord:
         """Ask the task to stop: it sees a ``{:type :cancelled}`` error where it stands
         (at once if it waits, else at its next step)."""
@@ -784,6 +812,38 @@ class TaskStore:
                 fail_request(unit, rec, rec.waiting.request, "cancelled",
                              f"task {task_id} was cancelled", now)
                 rec.cancel_delivered = True  # the answer is the cancellation
+            unit.put(rec)
+            unit.flush()
+        return rec
+
+    @retrying
+    def upgrade(self, task_id: str, seen: TaskRecord, seen_state: bytes, state: bytes,
+                program: str, programs: list[str], records: dict[str, dict]) -> TaskRecord:
+        """Replace an unfinished task's continuation by ``state`` (its code moved onto
+        ``program`` and ``programs``, whose records are stored first), if the task is
+        still as ``seen`` and ``seen_state`` say (no step committed since) and no live
+        worker holds it; its new record.  TaskError otherwise."""
+        with self.backend.write() as t:
+            unit = Unit(t)
+            rec = _live_task(unit, task_id, "upgrade")
+            now = unit.now
+            if rec.steps != seen.steps or t.get_cont(task_id) != seen_state:
+                raise TaskError(f"task {task_id} ran a step meanwhile; plan the upgrade "
+                                "again")
+            if rec.lease is not None and rec.lease.until > now and \
+                    self.backend.worker_alive(rec.lease.worker):
+                raise TaskError(f"task {task_id} is running on worker {rec.lease.worker}; "
+                                "upgrade it while it waits")
+            _put_programs(t, records)
+            t.put_cont(task_id, state)
+            event(unit, task_id, "upgraded", now, program=program, previous=rec.program)
+            rec.program = program
+            rec.programs = sorted(programs)
+            rec.state_bytes = len(state)
+            rec.blocked = None
+            rec.updated = now
+            if rec.status == Status.RUNNABLE:
+                unit.runnable(rec)
             unit.put(rec)
             unit.flush()
         return rec
@@ -831,6 +891,7 @@ class TaskStore:
             unit.flush()
         return exported
 
+    @retrying
     def import_task(self, data: dict, check: Callable[[TaskRecord, bytes], None] | None = None
                     ) -> TaskRecord:
         """Add an exported task as it was when it left; its new record.  ``check(record,
@@ -875,6 +936,7 @@ class TaskStore:
 
     # workers ---------------------------------------------------------------------------
 
+    @retrying
     def hold_worker(self, worker: str, host: str = "", pid: int = 0) -> Any:
         """Register the worker and take its liveness lock."""
         handle = self.backend.hold_worker(worker)
@@ -882,6 +944,7 @@ class TaskStore:
             t.put_worker(worker, WorkerRecord(worker, host, pid, t.clock()).to_bytes())
         return handle
 
+    @retrying
     def forget_worker(self, worker: str) -> None:
         """Remove a stopped worker's registration."""
         with self.backend.write() as t:

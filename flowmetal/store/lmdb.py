@@ -32,7 +32,6 @@ import fcntl
 import hashlib
 import os
 import struct
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ import lmdb
 
 from ..codec import array_header
 from .base import STORE_FORMAT, StoreError
+from .lmdb_env import Environment
 from .tables import TaskColumns, TaskFilter
 
 TABLES = ("meta", "programs", "names", "tasks", "conts", "inbox", "timers", "log", "output",
@@ -52,12 +52,7 @@ CHUNK_BYTES = 512   # or at this many bytes
 _TAIL_HEAD = struct.Struct(">QH")  # a tail's first sequence number and item count
 CONTENDED = 0.000_5  # waiting this long for the write lock means another process held it
 DRAFT_FOR = 2.0      # ... and drafts are worth making for this long after
-MAP_SIZE = int(os.environ.get("FLOWMETAL_LMDB_MAP_SIZE", str(64 << 30)))
 _U64 = struct.Struct(">Q")
-
-# LMDB forbids opening one environment twice in a process: share them by path.
-_ENVS: dict[str, tuple[lmdb.Environment, dict[str, object]]] = {}
-_ENVS_LOCK = threading.Lock()
 
 
 def _key(task_id: str, seq: int) -> bytes:
@@ -377,52 +372,52 @@ class LmdbStore:
         os.makedirs(self.path, exist_ok=True)
         self._cursor = ""
         self.contended_until = 0.0
-        key = f"{self.path}|{sync}"
-        with _ENVS_LOCK:
-            if key not in _ENVS:
-                try:
-                    env = lmdb.open(self.path, map_size=MAP_SIZE, max_dbs=len(TABLES) + 1,
-                                    sync=sync, metasync=sync, readahead=False,
-                                    max_readers=512)
-                except lmdb.Error as exc:
-                    raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
-                dbs = {name: env.open_db(name.encode()) for name in TABLES}
-                _ENVS[key] = (env, dbs)
-            self.env, self.dbs = _ENVS[key]
+        try:
+            self.environment = Environment.open(self.path, TABLES, sync=sync, create=create)
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
         # Read first: opening a store to look at it must not take the writer's lock.
-        with self.env.begin() as txn:
-            found = txn.get(b"format", db=self.dbs["meta"])
+        with self.environment.read() as txn:
+            found = txn.get(b"format", db=self.environment.dbs["meta"])
         if found is None:
-            with self.env.begin(write=True) as txn:
-                found = txn.get(b"format", db=self.dbs["meta"])
+            def stamp(txn: lmdb.Transaction) -> bytes | None:
+                found = txn.get(b"format", db=self.environment.dbs["meta"])
                 if found is None:
-                    txn.put(b"format", STORE_FORMAT.encode(), db=self.dbs["meta"])
+                    txn.put(b"format", STORE_FORMAT.encode(), db=self.environment.dbs["meta"])
+                return found
+            found = self.environment.run_write(stamp)
         if found is not None and bytes(found).decode() != STORE_FORMAT:
             raise StoreError(f"{self.path} is a {bytes(found).decode()} store; "
                              f"this Flowmetal reads {STORE_FORMAT}")
 
+    @property
+    def env(self) -> lmdb.Environment:
+        """The LMDB environment itself (for tools that measure it)."""
+        return self.environment._env
+
+    @property
+    def dbs(self) -> dict[str, object]:
+        """The named databases' handles (look them up per transaction)."""
+        return self.environment.dbs
+
     @contextmanager
     def read(self) -> Iterator[LmdbTables]:
         """A read-only snapshot."""
-        with self.env.begin(buffers=False) as txn:
-            yield LmdbTables(txn, self.dbs)
+        with self.environment.read() as txn:
+            yield LmdbTables(txn, self.environment.dbs)
 
     @contextmanager
     def write(self) -> Iterator[LmdbTables]:
         """A write transaction, committed on success."""
-        try:
-            asked = time.monotonic()
-            with self.env.begin(write=True) as txn:
-                began = time.monotonic()
-                if began - asked > CONTENDED:
-                    self.contended_until = began + DRAFT_FOR
-                tables = LmdbTables(txn, self.dbs)
-                tables._cursor = self._cursor
-                yield tables
-            self._cursor = tables._cursor
-        except lmdb.MapFullError:
-            raise StoreError(f"the store at {self.path} is full (FLOWMETAL_LMDB_MAP_SIZE)"
-                             ) from None
+        asked = time.monotonic()
+        with self.environment.write() as txn:
+            began = time.monotonic()
+            if began - asked > CONTENDED:
+                self.contended_until = began + DRAFT_FOR
+            tables = LmdbTables(txn, self.environment.dbs)
+            tables._cursor = self._cursor
+            yield tables
+        self._cursor = tables._cursor
 
     def contended(self) -> bool:
         """Whether other processes have lately held the write lock when this one asked."""
@@ -463,4 +458,4 @@ class LmdbStore:
 
     def size_bytes(self) -> int:
         """Bytes of the data file."""
-        return os.path.getsize(os.path.join(self.path, "data.mdb"))
+        return self.environment.size_bytes()

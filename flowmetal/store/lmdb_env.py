@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from .base import StoreError, StoreUnavailable
+from .base import StoreError, StoreRetry, StoreUnavailable
 
 try:
     import resource
@@ -82,7 +82,7 @@ P_INVALID = (1 << 64) - 1
 LOCK_FILE_BYTES = 192 + 64 * (MAX_READERS - 1)
 
 
-class MapGrown(StoreUnavailable):
+class MapGrown(StoreRetry):
     """The write transaction filled the map, so it was aborted (nothing of it written) and
     the map grown: run the transaction again, at once."""
 
