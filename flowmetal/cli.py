@@ -796,12 +796,54 @@ def cmd_upgrade(args: list[str], store_path: str | None) -> int:
     return EXIT_OK if plan.ok else EXIT_ERROR
 
 
+def cmd_store(args: list[str], store_path: str | None) -> int:
+    """flowmetal store init | store copy SRC DST."""
+    from .store import is_url
+    from .store import open_store as open_location
+    from .store.engine import copy_store
+
+    usage = ("usage: flowmetal store init [--store DIR|URL]\n"
+             "       flowmetal store copy SRC DST\n")
+    if not args or args[0] in ("-h", "--help"):
+        _out(usage + "  init  create the store, or migrate a PostgreSQL store's schema to "
+             "this Flowmetal's version\n  copy  copy every program and task of the store "
+             "SRC into the empty store DST (each a directory or a postgresql:// URL);\n"
+             "        run it while no worker uses SRC\n")
+        return EXIT_OK
+    if args[0] == "init":
+        p = _parser("store init", "Create the store, or migrate a PostgreSQL store's "
+                    "schema to this Flowmetal's version (refusing a newer one).", store_path)
+        ns = p.parse_args(args[1:])
+        from .store import default_path
+
+        location = ns.store or default_path()
+        if is_url(location):
+            from .store.postgres import SCHEMA_VERSION, init_schema
+
+            version = init_schema(location)
+            _out(f"store {location}: schema version {version} (this Flowmetal: "
+                 f"{SCHEMA_VERSION})\n")
+        else:
+            store = open_location(location)
+            _out(f"store {store.location}: ready\n")
+        return EXIT_OK
+    if args[0] == "copy":
+        if len(args) != 3:
+            raise UsageError("store copy needs SRC and DST", usage)
+        src = open_location(args[1], create=False)
+        dst = open_location(args[2])
+        count = copy_store(src, dst)
+        _out(f"{count} tasks copied from {src.location} to {dst.location}\n")
+        return EXIT_OK
+    raise UsageError(f"unknown store command {args[0]}", usage)
+
+
 COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
     "repl": cmd_repl, "attach": cmd_attach,
     "run": cmd_run, "resume": cmd_resume, "start": cmd_start, "worker": cmd_worker,
     "tasks": cmd_tasks, "show": cmd_show, "log": cmd_log, "send": cmd_send,
     "cancel": cmd_cancel, "export": cmd_export, "import": cmd_import,
-    "deploy": cmd_deploy, "upgrade": cmd_upgrade,
+    "deploy": cmd_deploy, "upgrade": cmd_upgrade, "store": cmd_store,
 }
 
 

@@ -41,6 +41,7 @@ from .base import Claimed, NewTask, Request, Round, StepCommit, StoreError, Stor
 from .tables import ALL_TASKS, Tables, TaskColumns, TaskFilter
 
 MAX_WAIT = 100 * 365 * 86_400.0  # a century: no timer is armed further away
+MAX_TIME = 1e12  # seconds since the epoch past every timer (year 33658)
 WAIT_NAMES = {"next-message": "receive"}
 EXPORT_FORMAT = "flowmetal-task-export/2"
 
@@ -1149,3 +1150,61 @@ class StoreView:
     def clock(self) -> float:
         """The store's clock."""
         return self.t.clock()
+
+
+COPY_PAGE = 200  # tasks copied per write transaction
+
+
+def copy_store(src: TaskStore, dst: TaskStore, say: Callable[[str], None] | None = None
+               ) -> int:
+    """Copy every program, name and task (record, continuation, inbox, timers, log and
+    output) of ``src`` into the empty store ``dst``, from one snapshot of ``src``; how
+    many tasks.  Leases are not copied: a task runnable in ``src`` is runnable in
+    ``dst``.  Run it while no worker uses ``src`` (what happens there afterwards is not
+    copied)."""
+    with dst.view() as view:
+        if view.tasks(limit=1):
+            raise StoreError(f"{dst.location} already has tasks: copy into an empty store")
+    copied = 0
+    with src.backend.read() as s:
+        programs = list(s.all_programs())
+        names = list(s.all_names())
+        timers: dict[str, list] = {}
+        for due, task_id, request, data in s.timers_due(MAX_TIME, 1 << 62):
+            timers.setdefault(task_id, []).append((due, request, data))
+        for i in range(0, len(programs), COPY_PAGE):
+            with dst.backend.write() as d:
+                for digest, data in programs[i:i + COPY_PAGE]:
+                    if d.get_program(digest) is None:
+                        d.put_program(digest, data)
+                if i == 0:
+                    for name, digest in names:
+                        d.put_name(name, digest)
+        after = ""
+        while True:
+            page = s.scan_tasks(ALL_TASKS, after, COPY_PAGE)
+            if not page:
+                break
+            with dst.backend.write() as d:
+                for data in page:
+                    rec = TaskRecord.from_bytes(data)
+                    after = rec.id
+                    rec.lease = None
+                    d.put_task(rec.id, rec.to_bytes(), columns(rec))
+                    state = s.get_cont(rec.id)
+                    if state is not None:
+                        d.put_cont(rec.id, state)
+                    for seq, message in s.inbox_items(rec.id):
+                        d.inbox_put(rec.id, seq, message)
+                    for _, entry in s.log_items(rec.id):
+                        d.log_append(rec.id, entry)
+                    for _, text in s.output_items(rec.id):
+                        d.output_append(rec.id, text)
+                    for due, request, timer in timers.get(rec.id, []):
+                        d.timer_add(due, rec.id, request, timer)
+                    if rec.status == Status.RUNNABLE:
+                        d.runnable_add(rec.id)
+                    copied += 1
+            if say is not None:
+                say(f"{copied} tasks copied")
+    return copied

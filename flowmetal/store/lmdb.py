@@ -169,6 +169,14 @@ class LmdbTables:
     def put_program(self, digest: str, data: bytes) -> None:
         self.txn.put(digest.encode(), data, db=self.dbs["programs"], overwrite=False)
 
+    def all_programs(self) -> Iterator[tuple[str, bytes]]:
+        for key, data in self.txn.cursor(db=self.dbs["programs"]):
+            yield bytes(key).decode(), bytes(data)
+
+    def all_names(self) -> Iterator[tuple[str, str]]:
+        for key, data in self.txn.cursor(db=self.dbs["names"]):
+            yield bytes(key).decode(), bytes(data).decode()
+
     def get_name(self, name: str) -> str | None:
         data = self.txn.get(name.encode(), db=self.dbs["names"])
         return None if data is None else bytes(data).decode()

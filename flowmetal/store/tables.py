@@ -104,6 +104,12 @@ class Tables(Protocol):
     def put_program(self, digest: str, data: bytes) -> None:
         """Store a program record; a hash already stored is left as it is."""
 
+    def all_programs(self) -> Iterator[tuple[str, bytes]]:
+        """Every stored program record: (hash, record)."""
+
+    def all_names(self) -> Iterator[tuple[str, str]]:
+        """Every deployed name: (name, program hash)."""
+
     def get_name(self, name: str) -> str | None:
         """The program hash a name stands for (``deploy``), or None."""
 
