@@ -117,11 +117,16 @@ def crash_until_finished(server: ForkServer, store, rnd: random.Random, kills_wa
 
 def crash_pairs_until_finished(server: ForkServer, store, rnd: random.Random,
                                kills_wanted: int, errors: str) -> int:
-    """Two workers at a time share the store; one of them, chosen at random, is killed
-    and replaced, ``kills_wanted`` times; then both finish.  The number of kills."""
+    """Two workers at a time share the store, as if on two hosts (their ids name
+    hosts a and b; each runs in a process group of its own); one of them, chosen at
+    random, is killed and replaced, ``kills_wanted`` times; then both finish.  The
+    number of kills."""
+    started = [0]
 
     def start() -> int:
+        started[0] += 1
         return server.start({"store": store.path, "slice": SLICE,
+                             "id": f"host-{'ab'[started[0] % 2]}:{started[0]}",
                              "lease": rnd.choice([0.15, 0.3]), "poll": 0.005,
                              "draft": rnd.choice(["auto", "always"]),
                              "stderr": errors, "seconds": 30.0})
@@ -163,8 +168,8 @@ def check_store_is_clean(store) -> None:
 
 
 def campaign(server, programs, reference, tmp_path, rnd, kills_wanted: int,
-             crash=crash_until_finished) -> int:
-    store = open_store(str(tmp_path))
+             crash=crash_until_finished, make_store=None) -> int:
+    store = open_store(str(tmp_path)) if make_store is None else make_store()
     # In trace mode slices keep their size whatever the state's, and every step is logged.
     ids = start_programs(store, programs, trace=rnd.random() < 0.5)
     errors = str(tmp_path) + ".stderr"
@@ -192,7 +197,7 @@ def test_reference_run_finishes(reference):
 
 
 def crash_campaigns(server, programs, reference, tmp_path, rnd, kills_wanted: int,
-                    most: int, crash=crash_until_finished) -> int:
+                    most: int, crash=crash_until_finished, make_store=None) -> int:
     """Campaigns on fresh stores, each killing up to 20 workers, until ``kills_wanted``
     kills landed (or ``most`` campaigns ran); the number of kills."""
     kills = 0
@@ -200,7 +205,7 @@ def crash_campaigns(server, programs, reference, tmp_path, rnd, kills_wanted: in
         if kills >= kills_wanted:
             break
         kills += campaign(server, programs, reference, tmp_path / f"store{i}", rnd,
-                          min(20, kills_wanted - kills), crash)
+                          min(20, kills_wanted - kills), crash, make_store)
     print(f"{kills} kills in {i + 1} stores (seed {SEED})")
     return kills
 

@@ -189,3 +189,28 @@ def test_workers_taking_turns_change_nothing(runs, name, slice_size, schedule, d
     for w in workers:
         w.run(until=lambda: True)
     assert without_chunks(snapshot(store, root)) == runs.reference[name]
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(sorted(SOURCES)),
+       slices=st.lists(st.integers(1, 200), min_size=1, max_size=3),
+       stops=st.lists(st.tuples(st.floats(0.0, 1.0), st.sampled_from(["drop", "abort"])),
+                      max_size=4),
+       lease=st.sampled_from([0.0, 30.0]))
+def test_crashing_workers_change_nothing_on_postgres(runs, name, slices, stops, lease):
+    """The same property against a PostgreSQL store (a schema of its own per example)."""
+    from .pg_helpers import drop_schema, new_schema, require_postgres, schema_url
+
+    require_postgres()
+    schema = new_schema()
+    store = open_store(schema_url(schema))
+    try:
+        root = runs.start(store, name)
+        rounds = runs.size[name] // slices[0] + 10
+        crashes = sorted((1 + int(f * rounds), kind) for f, kind in stops)
+        run(store, root, slices, crashes, lease, "w")
+        assert without_chunks(snapshot(store, root)) == runs.reference[name]
+    finally:
+        store.close()
+        drop_schema(schema)

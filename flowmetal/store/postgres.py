@@ -721,8 +721,7 @@ class PgTables:
 
     def all_names(self) -> Iterator[tuple[str, str]]:
         """Every deployed name: (name, program hash)."""
-        for name, digest in self._query("SELECT name, hash FROM names ORDER BY name"):
-            yield name, digest
+        yield from self._query("SELECT name, hash FROM names ORDER BY name")
 
     def put_program(self, digest: str, data: bytes) -> None:
         """Store a program record; a hash already stored is left as it is."""
