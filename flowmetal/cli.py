@@ -547,21 +547,37 @@ def cmd_worker(args: list[str], store_path: str | None) -> int:
 
 def cmd_tasks(args: list[str], store_path: str | None) -> int:
     """flowmetal tasks: the table of tasks."""
+    from .store.tables import TaskFilter
+
     p = _parser("tasks", "List the tasks of the store, oldest first: every unfinished "
                 f"task and the {RECENT_FINISHED} finished (done, failed, cancelled or "
-                "moved) ones updated last.", store_path)
+                "moved) ones updated last; with a filter or --limit, every matching task "
+                "(a page of --limit after --after).", store_path)
     p.add_argument("--all", action="store_true", help="list every task")
+    p.add_argument("--status", action="append", default=[], metavar="STATUS",
+                   help="only tasks of this status (runnable, waiting, done, failed, "
+                   "cancelled, moved); may be given again")
+    p.add_argument("--name", help="only tasks of this name (a program's file name)")
+    p.add_argument("--program", metavar="HASH", help="only tasks of this program (a prefix "
+                   "of its hash)")
+    p.add_argument("--parent", metavar="ID", help="only tasks spawned by this task")
+    p.add_argument("--id", metavar="PREFIX", help="only tasks whose id starts so")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N tasks")
+    p.add_argument("--after", metavar="ID", default="", help="tasks after this id (paging)")
     p.add_argument("--json", action="store_true", help="print JSON")
     ns = p.parse_args(args)
     from .runtime import inspect
 
+    where = TaskFilter(status=tuple(ns.status), name=ns.name, program=ns.program,
+                       parent=ns.parent, id_prefix=ns.id)
+    filtered = where != TaskFilter() or ns.limit is not None or ns.after
     store = open_store(ns.store, create=False)
     with store.view() as view:
-        records = view.tasks(limit=1 << 62)
+        records = view.tasks(where, ns.after, ns.limit if ns.limit is not None else 1 << 62)
         skipped = view.skipped
         now = view.clock()
     hidden = 0
-    if not ns.all:
+    if not ns.all and not filtered:
         finished = sorted((r for r in records if r.finished), key=lambda r: r.updated)
         dropped = {r.id for r in finished[:-RECENT_FINISHED]} if \
             len(finished) > RECENT_FINISHED else set()
@@ -570,15 +586,14 @@ def cmd_tasks(args: list[str], store_path: str | None) -> int:
     rows = [inspect.task_summary(rec, now) for rec in records]
     if ns.json:
         _print_json(rows)
-        return EXIT_OK
-    if not rows:
+    elif not rows:
         _out(f"no tasks in {store.path}\n")
     else:
         table = [("ID", "PROGRAM", "STATUS", "AGE", "WAITING ON")]
         table += [(r["id"], r["name"], r["state"], _age(r["age"]), r["waiting"] or "")
                   for r in rows]
         _out(_table(table))
-    if hidden:
+    if hidden and not ns.json:
         _out(f"({hidden} older finished tasks not listed: flowmetal tasks --all)\n")
     if skipped:
         _err(f"flowmetal: {skipped} task records could not be read (flowmetal show ID "

@@ -371,3 +371,24 @@ def test_a_lease_of_a_claimed_task_names_the_store_clock(store, tmp_path):
     worker.stop()
     api.cancel(store, tid)
     finish(store, tid)
+
+
+def test_the_tasks_command_filters_and_pages(store, tmp_path, capsys):
+    import json
+
+    from flowmetal import cli
+
+    done = [api.start(store, "1", str(tmp_path / "a.fm")) for _ in range(2)]
+    finish(store, *done)
+    waiting = api.start(store, "(receive :timeout 600)", str(tmp_path / "b.fm"))
+
+    def listed(*args: str) -> list[str]:
+        assert cli.main(["--store", store.location, "tasks", "--json", *args]) == 0
+        return [t["id"] for t in json.loads(capsys.readouterr().out)]
+
+    assert listed("--status", "done") == sorted(done)
+    assert listed("--name", "b.fm") == [waiting]
+    assert listed("--limit", "1") == [sorted(done)[0]]
+    assert listed("--limit", "5", "--after", sorted(done)[0]) == [sorted(done)[1], waiting]
+    assert listed("--id", waiting[:18]) == [waiting]
+    api.cancel(store, waiting)
