@@ -10,6 +10,7 @@ value of unbounded size.  A record that cannot be read raises ``RecordError``.
 
 from __future__ import annotations
 
+import operator
 import secrets
 import time
 from dataclasses import dataclass, field, fields
@@ -149,7 +150,11 @@ class TaskRecord:
 
     def to_bytes(self) -> bytes:
         """The record as stored."""
-        return cbor2.dumps([TASK_FORMAT, *_values(self)])
+        out = list(_TASK_GET(self))
+        for i, get in _NESTED_GET:
+            if out[i] is not None:
+                out[i] = get(out[i])
+        return cbor2.dumps([TASK_FORMAT, *out])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TaskRecord:
@@ -183,6 +188,13 @@ class TaskRecord:
     def finished(self) -> bool:
         """Whether the task has ended (or left this store)."""
         return self.status in FINISHED
+
+
+_TASK_FIELDS = tuple(f.name for f in fields(TaskRecord))
+_TASK_GET = operator.attrgetter(*_TASK_FIELDS)
+_NESTED_GET = [(_TASK_FIELDS.index(name), operator.attrgetter(*(f.name for f in fields(kind))))
+               for name, kind in (("limits", Limits), ("lease", Lease), ("waiting", Waiting),
+                                  ("answer", Answer))]
 
 
 def _answer(items: list) -> Answer:
