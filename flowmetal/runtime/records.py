@@ -153,7 +153,12 @@ class TaskRecord:
         out = list(_TASK_GET(self))
         for i, get in _NESTED_GET:
             if out[i] is not None:
-                out[i] = get(out[i])
+                out[i] = list(get(out[i]))
+        # Enums as plain strings: cbor2 encodes a str subclass on a slow path.
+        out[_STATUS_AT] = out[_STATUS_AT].value
+        answer = out[_ANSWER_AT]
+        if answer is not None:
+            answer[_KIND_AT] = answer[_KIND_AT].value
         return cbor2.dumps([TASK_FORMAT, *out])
 
     @classmethod
@@ -192,6 +197,9 @@ class TaskRecord:
 
 _TASK_FIELDS = tuple(f.name for f in fields(TaskRecord))
 _TASK_GET = operator.attrgetter(*_TASK_FIELDS)
+_STATUS_AT = _TASK_FIELDS.index("status")
+_ANSWER_AT = _TASK_FIELDS.index("answer")
+_KIND_AT = [f.name for f in fields(Answer)].index("kind")
 _NESTED_GET = [(_TASK_FIELDS.index(name), operator.attrgetter(*(f.name for f in fields(kind))))
                for name, kind in (("limits", Limits), ("lease", Lease), ("waiting", Waiting),
                                   ("answer", Answer))]

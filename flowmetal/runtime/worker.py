@@ -59,6 +59,7 @@ DRAFT_MODES = ("auto", "always", "never")
 TEXT_LIMIT = 200     # characters of a request or error kept in the event log
 BACKOFF_MAX = 5.0    # seconds between attempts while the store cannot commit
 ATOMS = frozenset({int, float, str, type(None), TaskId})
+WAITING_OPS = frozenset({"sleep", "next-message", "join"})
 
 
 def tune_gc() -> None:
@@ -359,7 +360,9 @@ class Worker:
         def arg(name: str) -> object:
             return req.get(kw(name))
 
-        out = Request(op, short_text(req))
+        # Only a request the task may wait on is logged as a request (the others are
+        # answered in the commit that makes them, and logged by their answer).
+        out = Request(op, short_text(req) if op in WAITING_OPS else "")
         if op == "sleep":
             out.seconds = arg("seconds")
         elif op == "random":
