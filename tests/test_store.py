@@ -392,3 +392,15 @@ def test_the_tasks_command_filters_and_pages(store, tmp_path, capsys):
     assert listed("--limit", "5", "--after", sorted(done)[0]) == [sorted(done)[1], waiting]
     assert listed("--id", waiting[:18]) == [waiting]
     api.cancel(store, waiting)
+
+
+def test_a_spawned_file_comes_from_the_program_store(store, tmp_path):
+    """``(spawn "child.fm" ...)`` is stored when its parent starts, so a worker with no
+    such file (deleted here) runs it; a ``#!`` line is fine; the child sees its ``*file*``
+    and ``*command-line-args*``."""
+    child = tmp_path / "child.fm"
+    child.write_text('#!/usr/bin/env flowmetal\n[*file* *command-line-args*]\n')
+    tid = api.start(store, '(join (spawn "child.fm" "a" 2))', str(tmp_path / "parent.fm"))
+    child.unlink()
+    finish(store, tid)
+    assert value(store, tid) == f'["{child}" ["a" "2"]]'
