@@ -76,8 +76,9 @@ def test_a_worker_stopped_past_its_lease_has_its_late_commit_refused(
                                "seconds": 40.0})
     second = None
     try:
-        time.sleep(0.3)
-        os.kill(first, signal.SIGSTOP)
+        time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):  # it may have finished already
+            os.kill(first, signal.SIGSTOP)
         second = warm_server.start({"store": store.path, "slice": SLICE, "lease": 0.3,
                                     "poll": 0.005, "id": "host-b:1", "stderr": errors,
                                     "seconds": 40.0})

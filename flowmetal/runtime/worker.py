@@ -32,7 +32,6 @@ from collections.abc import Callable
 from ..codec import CodecError, Image, encode_machine
 from ..machine import Machine, call_state
 from ..primitives.effects import TaskId
-from ..printer import to_string
 from ..store.base import NewTask, Request, StepCommit, StoreError, StoreUnavailable
 from ..values import Map, kw
 from .code import (
@@ -86,14 +85,11 @@ def count_frames(k: object, limit: int) -> int:
 
 def short_text(value: object, limit: int = TEXT_LIMIT) -> str:
     """A value printed for a log line, cut at ``limit`` characters; a value too big to
-    print quickly is described instead."""
-    if type(value) is int and value.bit_length() > 4 * limit:
-        return f"<an integer of {value.bit_length():,} bits>"
-    try:
-        text = to_string(value)
-    except Exception as exc:  # e.g. an integer too long to print
-        return f"<unprintable: {type(exc).__name__}>"
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    print quickly is described instead (also inside a collection: only about ``limit``
+    characters are ever printed)."""
+    from .inspect import value_text
+
+    return value_text(value, limit)
 
 
 def error_message(error: object) -> str:

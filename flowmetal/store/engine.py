@@ -1126,7 +1126,9 @@ class StoreView:
 
     def program(self, digest: str) -> dict | None:
         """A program record by hash."""
-        data = self.t.get_program(digest)
+        # No hash (the record that replaced an unreadable task's names no program): LMDB
+        # refuses an empty key.
+        data = self.t.get_program(digest) if digest else None
         if data is None:
             return None
         try:
