@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +21,8 @@ import pytest
 
 from flowmetal.store import open_store
 
-ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "flowmetal", "stdlib")
+from .test_wheel import build_wheel
+
 TIMEOUT = 60
 
 
@@ -104,18 +103,7 @@ def raw(store: Path, task_id: str) -> tuple[bytes, bytes]:
 def installed_copy(tmp_path: Path) -> Path:
     """A venv whose flowmetal is a wheel built from this checkout (its dependencies come
     from this Python's site-packages); its python."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in SOURCES:  # build from a copy: no build/ or egg-info in the checkout
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif path.exists():
-            shutil.copy(path, src / name)
-    dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist),
-                    str(src)], check=True, capture_output=True, timeout=300)
-    (wheel,) = dist.glob("flowmetal-*.whl")
+    wheel = build_wheel(tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
                     str(venv)], check=True, capture_output=True, timeout=120)

@@ -14,27 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from .test_wheel import ROOT, SOURCES
+from .test_wheel import build_wheel
 
 
 def install(tmp_path: Path) -> Path:
     """An unpacked wheel of this checkout: a real installed copy of Flowmetal."""
-    import shutil
-
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in SOURCES:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif path.exists():
-            shutil.copy(path, src / name)
-    dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q",
-                    "-w", str(dist)], check=True, capture_output=True, timeout=300)
-    (wheel,) = dist.glob("flowmetal-*.whl")
     site = tmp_path / "site"
-    with zipfile.ZipFile(wheel) as z:
+    with zipfile.ZipFile(build_wheel(tmp_path)) as z:
         z.extractall(site)
     return site
 

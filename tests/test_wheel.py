@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "flowmetal", "stdlib")
 
 
-@pytest.mark.slow
-def test_a_built_wheel_carries_the_standard_library(tmp_path):
-    # Build from a copy so the build leaves no build/ or egg-info in the checkout.
+def build_wheel(tmp_path: Path) -> Path:
+    """A wheel of this checkout, built from a copy of it (so the build leaves no build/
+    or egg-info in the checkout)."""
     src = tmp_path / "src"
     src.mkdir()
     for name in SOURCES:
@@ -30,6 +30,12 @@ def test_a_built_wheel_carries_the_standard_library(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q",
                     "-w", str(dist)], check=True, capture_output=True, timeout=300)
     (wheel,) = dist.glob("flowmetal-*.whl")
+    return wheel
+
+
+@pytest.mark.slow
+def test_a_built_wheel_carries_the_standard_library(tmp_path):
+    wheel = build_wheel(tmp_path)
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)

@@ -21,6 +21,7 @@ cannot load, waits for a worker that can) alone.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import secrets
@@ -449,10 +450,8 @@ class Worker:
             self.round(stopping=True)
         finally:
             if self.lock is not None:
-                try:
+                with contextlib.suppress(StoreError):  # the store may be away: that is fine
                     self.store.forget_worker(self.id)
-                except StoreError:
-                    pass
                 self.lock.release()
                 self.lock = None
 

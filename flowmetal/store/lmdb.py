@@ -28,6 +28,7 @@ the kernel drops when the process dies.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -361,10 +362,8 @@ class WorkerLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
 
 
 class LmdbStore:
