@@ -51,6 +51,8 @@ class Unset:
     def __repr__(self) -> str:
         return "#<unset>"
 
+    __fm_repr__ = __repr__
+
 
 UNSET = Unset()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from .values import EMPTY, FALSE, TRUE, Fraction, Keyword, Map, Pair, Set, Symbol, Vector
 
-__all__ = ["display_string", "to_string"]
+__all__ = ["bounded_string", "display_string", "to_string"]
 
 
 def _escapes() -> dict[int, str]:
@@ -159,3 +159,87 @@ def display_string(value: Any) -> str:
     if type(value) is str:
         return value
     return to_string(value)
+
+
+MAX_VALUE_CHARS = 1000
+
+
+def bounded_string(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
+    """The readable text of a value, cut at ``limit`` characters.  Only about ``limit``
+    characters are ever printed, however big the value: collections are walked item by
+    item and left when the text is long enough, and a number too long to print quickly
+    (anywhere in the value) is described instead."""
+    out: list[str] = []
+    size = 0
+    todo: list[Any] = [iter((value,))]
+    while todo and size <= limit:
+        item = next(todo[-1], _END)
+        if item is _END:
+            todo.pop()
+            continue
+        t = type(item)
+        if t is _Piece:
+            text = item
+        elif t is Pair or t is Vector or t is Map or t is Set:
+            todo.append(_lazy_pieces(item))
+            continue
+        elif t is int and item.bit_length() > 4 * limit:
+            text = f"#<integer of {item.bit_length():,} bits>"
+        elif t is Fraction and max(item.numerator.bit_length(),
+                                   item.denominator.bit_length()) > 4 * limit:
+            bits = (item.numerator.bit_length(), item.denominator.bit_length())
+            text = f"#<ratio of {bits[0]:,}/{bits[1]:,} bits>"
+        else:
+            if t is str and len(item) > limit:
+                item = item[:limit + 1]  # cut below anyway: print only what shows
+            try:
+                text = to_string(item)
+            except Exception as exc:
+                text = f"#<unprintable {type(exc).__name__}>"
+        out.append(text)
+        size += len(text)
+    text = "".join(out)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+class _Piece(str):
+    """Literal text among a collection's items (brackets, separators)."""
+
+    __slots__ = ()
+
+
+_END = object()
+
+
+def _lazy_pieces(value: Any) -> Any:
+    """A collection's text as it is printed: brackets, separators and items, lazily."""
+    t = type(value)
+    if t is Pair:
+        yield _Piece("(")
+        node = value
+        while type(node) is Pair:
+            if node is not value:
+                yield _Piece(" ")
+            yield node.first
+            node = node.rest
+        if node is not EMPTY:
+            yield _Piece(" . ")
+            yield node
+        yield _Piece(")")
+        return
+    if t is Map:
+        yield _Piece("{")
+        for i, (key, val) in enumerate(value.items()):
+            if i:
+                yield _Piece(", ")
+            yield key
+            yield _Piece(" ")
+            yield val
+        yield _Piece("}")
+        return
+    yield _Piece("[" if t is Vector else "#{")
+    for i, item in enumerate(value):
+        if i:
+            yield _Piece(" ")
+        yield item
+    yield _Piece("]" if t is Vector else "}")

@@ -19,11 +19,10 @@ from typing import Any
 
 from .. import nodes as N
 from ..codec import CodecError
-from ..machine import UNSET, FrameKind, Machine
-from ..printer import to_string
+from ..machine import FrameKind, Machine
+from ..printer import bounded_string
 from ..program import Program
 from ..report import format_error
-from ..values import EMPTY, Fraction, Map, Pair, Set, Vector
 from .code import task_machine
 from .records import Event, TaskError, TaskRecord, decode_data, result_value
 
@@ -35,7 +34,7 @@ RUNTIME_FRAMES = {
     "dw-after": "dynamic-wind (after thunk: a finally)",
     "call": "spawned call (not started)",
 }
-MAX_VALUE_CHARS = 1000
+value_text = bounded_string  # the printed text of a value, cut at a limit
 
 
 class Scope:
@@ -141,88 +140,6 @@ def load_machine(view: Any, rec: TaskRecord, data: bytes | None = None) -> Machi
     return task_machine(view, rec, bytes(data))
 
 
-
-def value_text(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
-    """The printed text of a value, cut at ``limit`` characters.  Only about ``limit``
-    characters are ever printed, however big the value: collections are walked item by
-    item and left when the text is long enough, and a number too long to print quickly
-    (anywhere in the value) is described instead."""
-    out: list[str] = []
-    size = 0
-    todo: list[Any] = [iter((value,))]
-    while todo and size <= limit:
-        item = next(todo[-1], _END)
-        if item is _END:
-            todo.pop()
-            continue
-        t = type(item)
-        if t is _Piece:
-            text = item
-        elif t is Pair or t is Vector or t is Map or t is Set:
-            todo.append(_pieces(item))
-            continue
-        elif item is UNSET:
-            text = "#<unset>"
-        elif t is int and item.bit_length() > 4 * limit:
-            text = f"#<integer of {item.bit_length():,} bits>"
-        elif t is Fraction and max(item.numerator.bit_length(),
-                                   item.denominator.bit_length()) > 4 * limit:
-            bits = (item.numerator.bit_length(), item.denominator.bit_length())
-            text = f"#<ratio of {bits[0]:,}/{bits[1]:,} bits>"
-        else:
-            if t is str and len(item) > limit:
-                item = item[:limit + 1]  # cut below anyway: print only what shows
-            try:
-                text = to_string(item)
-            except Exception as exc:
-                text = f"#<unprintable {type(exc).__name__}>"
-        out.append(text)
-        size += len(text)
-    text = "".join(out)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-class _Piece(str):
-    """Literal text among a collection's items (brackets, separators)."""
-
-    __slots__ = ()
-
-
-_END = object()
-
-
-def _pieces(value: Any) -> Any:
-    """A collection's text as it is printed: brackets, separators and items, lazily."""
-    t = type(value)
-    if t is Pair:
-        yield _Piece("(")
-        node = value
-        while type(node) is Pair:
-            if node is not value:
-                yield _Piece(" ")
-            yield node.first
-            node = node.rest
-        if node is not EMPTY:
-            yield _Piece(" . ")
-            yield node
-        yield _Piece(")")
-        return
-    if t is Map:
-        yield _Piece("{")
-        for i, (key, val) in enumerate(value.items()):
-            if i:
-                yield _Piece(", ")
-            yield key
-            yield _Piece(" ")
-            yield val
-        yield _Piece("}")
-        return
-    yield _Piece("[" if t is Vector else "#{")
-    for i, item in enumerate(value):
-        if i:
-            yield _Piece(" ")
-        yield item
-    yield _Piece("]" if t is Vector else "}")
 
 
 def source_line(node: Any) -> str | None:
