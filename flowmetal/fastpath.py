@@ -10,10 +10,15 @@ evaluating ``(< n 2)`` costs one call rather than one per node.
 The generated function is only a faster route to the node's own ``ev``: if anything goes
 wrong inside it, it evaluates the node again through the per-node closures, which raise
 the Flowmetal error with the precise span (re-evaluation is safe: simple code is pure).
+
+``FLOWMETAL_FASTPATH=0`` in the environment turns the fast path off (``enabled``): every
+node then runs through its per-node closures alone, which must give the same results,
+errors, backtraces and spans.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +26,14 @@ from . import nodes as N
 from .machine import UNSET, _unset_error
 from .procedures import Closure, Primitive
 from .values import FALSE, TRUE
+
+_OFF = ("0", "off", "false", "no")
+
+
+def enabled() -> bool:
+    """True unless ``$FLOWMETAL_FASTPATH`` turns the fast path off (``0``, ``off``,
+    ``false`` or ``no``)."""
+    return os.environ.get("FLOWMETAL_FASTPATH", "").strip().lower() not in _OFF
 
 
 class _Gen:
@@ -143,7 +156,8 @@ class Batch:
             "        if enter is not None:",
             "            return enter(e2, k, m)",
             "        return cl.body, e2, k, None",
-            f"m.site = {site}",
+            "else:",
+            f"    m.site = {site}",
             "try:",
             f"    return _apply(f, ({listed}{',' if n == 1 else ''}), k, m)",
             "except FlowmetalError as exc:",

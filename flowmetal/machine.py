@@ -728,8 +728,7 @@ def _link_app(node: N.App) -> None:
                 return p, env, frame, None
             vals = (*vals, p.ev(env, g))
             i += 1
-        m.site = node
-        return apply_procedure(vals[0], vals[1:], k, m)
+        return call_at(node, vals[0], vals[1:], k, m)
 
     def resume(frame, value, m):
         return run_from(frame[2], frame[1], m, frame[3] + 1, (*frame[4], value))
@@ -747,24 +746,39 @@ def _link_app(node: N.App) -> None:
     arg_evs = tuple(a.ev for a in node.args)
     if len(arg_evs) == 0:
         def exec_(env, k, m):
-            return apply_procedure(f_ev(env, m.globals), (), k, m)
+            return call_at(node, f_ev(env, m.globals), (), k, m)
     elif len(arg_evs) == 1:
         a0 = arg_evs[0]
 
         def exec_(env, k, m):
             g = m.globals
-            return apply_procedure(f_ev(env, g), (a0(env, g),), k, m)
+            return call_at(node, f_ev(env, g), (a0(env, g),), k, m)
     elif len(arg_evs) == 2:
         a0, a1 = arg_evs
 
         def exec_(env, k, m):
             g = m.globals
-            return apply_procedure(f_ev(env, g), (a0(env, g), a1(env, g)), k, m)
+            return call_at(node, f_ev(env, g), (a0(env, g), a1(env, g)), k, m)
     else:
         def exec_(env, k, m):
             g = m.globals
-            return apply_procedure(f_ev(env, g), tuple(a(env, g) for a in arg_evs), k, m)
+            return call_at(node, f_ev(env, g), tuple(a(env, g) for a in arg_evs), k, m)
     node.exec = exec_
+
+
+def call_at(site: N.App, f: Any, args: tuple, k: Any, m: Machine) -> tuple:
+    """``apply_procedure`` for the call node ``site``.  A call of anything but a closure
+    becomes ``m.site``, where a primitive that raises (``throw``, ``error``) or an effect
+    places its backtrace; an error of the call itself (arity, not a procedure) points at
+    the site.  The fast path's calls do the same (``fastpath.Batch._apply_lines``)."""
+    if type(f) is not Closure:
+        m.site = site
+    try:
+        return apply_procedure(f, args, k, m)
+    except FlowmetalError as exc:
+        if exc.span is None:
+            exc.span, exc.proc = site.span, site.proc
+        raise
 
 
 def _link_prim_app(node: N.App) -> bool:

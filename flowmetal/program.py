@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Callable
 
 from . import nodes as N
-from .fastpath import Batch
+from .fastpath import Batch, enabled
 from .machine import link, simple_exec
 
 # Nodes whose per-node function is already a single step.
@@ -87,7 +87,7 @@ class Program:
                 targets.append((node, "direct_call" if node.direct else "staged_call"))
             elif type(node) is N.If and node.test.ev is not None:
                 targets.append((node, "if_exec"))
-        if not targets:
+        if not targets or not enabled():
             return
         done: list[bool] = []
 
