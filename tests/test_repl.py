@@ -129,6 +129,52 @@ def test_history_keeps_multi_line_inputs_whole(tmp_path):
     assert d.history.get_strings() == ["(+ 1\n   2)"]
 
 
+def searching(d: Driver) -> bool:
+    return d.session.app.layout.search_target_buffer_control is not None
+
+
+def test_ctrl_r_then_enter_runs_the_entry_found(tmp_path):
+    def script(d: Driver) -> None:
+        d.type("(+ 40 2)\r")
+        d.wait_output("42\n")
+        d.type("(- 40 2)\r")
+        d.wait_output("38\n")
+        d.type("\x12")  # Ctrl-R
+        eventually(lambda: searching(d), "the history search to start")
+        d.type("+ 4")
+        eventually(lambda: d.session.search_buffer.text == "+ 4", "the search text")
+        d.type("\r")
+        d.wait_output("42\n", count=2)
+        d.type("(* 2 3)\r")
+        d.wait_output("6\n")
+
+    d = Driver(tmp_path)
+    out = d.run(script)
+    assert out.endswith("42\n38\n42\n6\n")
+    assert d.history.get_strings() == ["(+ 40 2)", "(- 40 2)", "(+ 40 2)", "(* 2 3)"]
+
+
+def test_ctrl_r_then_esc_puts_the_entry_in_the_input_whole(tmp_path):
+    def script(d: Driver) -> None:
+        d.type("(+ 40 2)\r")
+        d.wait_output("42\n")
+        d.type("(- 40 2)\r")
+        d.wait_output("38\n")
+        d.type("\x12")
+        eventually(lambda: searching(d), "the history search to start")
+        d.type("+ 4")
+        eventually(lambda: d.session.search_buffer.text == "+ 4", "the search text")
+        d.type("\x1b")  # Esc: the entry to edit, the cursor at its end
+        eventually(lambda: not searching(d), "the search to end")
+        d.wait_buffer("(+ 40 2)")
+        assert d.session.default_buffer.cursor_position == len("(+ 40 2)")
+        d.type("\r")
+        d.wait_output("42\n", count=2)
+
+    out = Driver(tmp_path).run(script)
+    assert out.endswith("42\n38\n42\n")
+
+
 def test_tab_completes_names_keywords_and_meta_commands(tmp_path):
     def script(d: Driver) -> None:
         d.type("(defn frobnicate [x] (* x 2))\r")

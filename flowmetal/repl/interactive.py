@@ -6,10 +6,10 @@ strings and comments do not count) and the cursor is at its end; otherwise it op
 new line, indented as Lisp code is.  Alt-Enter always opens a line.  Tab completes the
 names bound in the session, keywords, meta-commands and (after ``,attach`` and friends)
 task ids.  History is kept in a file (``$FLOWMETAL_HISTORY``, else
-``~/.flowmetal_history``), searched with Ctrl-R and offered as you type (Right accepts
-the suggestion).  The bottom line shows the argument list of the procedure being
-called.  Ctrl-C clears the input, or interrupts a running evaluation; Ctrl-D on an empty
-line leaves.
+``~/.flowmetal_history``), searched with Ctrl-R (Enter runs the entry found, Esc puts it
+in the input to edit) and offered as you type (Right accepts the suggestion).  The
+bottom line shows the argument list of the procedure being called.  Ctrl-C clears the
+input, or interrupts a running evaluation; Ctrl-D on an empty line leaves.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
-from prompt_toolkit.filters import Condition, completion_is_selected
+from prompt_toolkit.filters import Condition, completion_is_selected, is_searching
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.layout.processors import HighlightMatchingBracketProcessor
 from prompt_toolkit.lexers import PygmentsLexer
 from prompt_toolkit.patch_stdout import patch_stdout
+from prompt_toolkit.search import accept_search
 from prompt_toolkit.styles import Style
 from pygments.token import Keyword, Punctuation
 
@@ -183,11 +184,13 @@ def key_bindings(repl: Repl) -> KeyBindings:
             return True
         return not buf.document.text_after_cursor.strip() and is_complete(text)
 
-    @kb.add("enter", filter=~completion_is_selected & at_end_of_complete_input)
+    editing = ~completion_is_selected & ~is_searching
+
+    @kb.add("enter", filter=editing & at_end_of_complete_input)
     def _(event: Any) -> None:
         event.current_buffer.validate_and_handle()
 
-    @kb.add("enter", filter=~completion_is_selected & ~at_end_of_complete_input)
+    @kb.add("enter", filter=editing & ~at_end_of_complete_input)
     def _(event: Any) -> None:
         buf = event.current_buffer
         buf.insert_text("\n" + " " * indentation(buf.document.text_before_cursor))
@@ -197,9 +200,28 @@ def key_bindings(repl: Repl) -> KeyBindings:
         buf = event.current_buffer
         buf.insert_text("\n" + " " * indentation(buf.document.text_before_cursor))
 
-    @kb.add("enter", filter=completion_is_selected)
+    @kb.add("enter", filter=completion_is_selected & ~is_searching)
     def _(event: Any) -> None:
         event.current_buffer.complete_state = None
+
+    def take_found_entry(event: Any) -> Any:
+        """End a history search (Ctrl-R) with the entry found in the input, the cursor
+        at its end (where the search left it, Enter would split the entry)."""
+        accept_search()
+        buf = event.app.current_buffer
+        buf.cursor_position = len(buf.text)
+        return buf
+
+    @kb.add("enter", filter=is_searching)
+    def _(event: Any) -> None:
+        buf = take_found_entry(event)
+        if at_end_of_complete_input():
+            buf.validate_and_handle()
+
+    # Eager, as prompt_toolkit's own: Esc is also the first key of Alt-Enter.
+    @kb.add("escape", filter=is_searching, eager=True)
+    def _(event: Any) -> None:
+        take_found_entry(event)
 
     return kb
 
