@@ -317,6 +317,15 @@ def test_the_plain_repl_exits_0_when_every_input_succeeds(tmp_path):
     assert (r.returncode, r.stdout, r.stderr) == (0, "x\n42\n", "")
 
 
+def test_a_script_on_standard_input_may_start_with_a_hash_bang_line(tmp_path):
+    script = "#!/usr/bin/env flowmetal\n; a script\n(println \"hi\")\n(+ 1 2)\n"
+    r = flowmetal(stdin=script, tmp_path=tmp_path)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "hi\nnil\n3\n", "")
+    # Only a first line: anywhere else #! is what the reader refuses.
+    r = flowmetal(stdin="(+ 1 2)\n#!x\n", tmp_path=tmp_path)
+    assert r.returncode == 1 and "unknown dispatch `#!`" in r.stderr
+
+
 def test_the_plain_repl_reports_input_left_incomplete(tmp_path):
     r = flowmetal(stdin="(+ 1 2)\n(foo [1\n", tmp_path=tmp_path)
     assert r.returncode == 1

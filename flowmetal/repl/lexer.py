@@ -1,9 +1,10 @@
 """A pygments lexer for Flowmetal source (``.fm``).
 
-It follows the reader's notation (see ``reader.py``): comments, ``#_``, strings with their
-escapes, numbers in every form the reader takes (checked by the reader itself, so a
-token the reader refuses shows as an error), keywords, ``true false nil``, the special
-forms, the standard library's macros and procedures, brackets and the quote marks.
+It follows the reader's notation (see ``reader.py``): comments (and a script's ``#!``
+first line), ``#_``, strings with their escapes, numbers in every form the reader takes
+(checked by the reader itself, so a token the reader refuses shows as an error),
+keywords, ``true false nil``, the special forms, the standard library's macros and
+procedures, brackets and the quote marks.
 It never raises, and its tokens cover every character of the text, whatever the text.
 """
 
@@ -118,6 +119,8 @@ class FlowmetalLexer(RegexLexer):
 
     tokens = {
         "root": [
+            # A script's ``#!`` line (``\A``: only at the very start of the text).
+            (r"\A#![^\n]*", Comment.Hashbang),
             (r";[^\n]*", Comment.Single),
             (r"#_", Comment.Special),
             (r"[\s,]+", Whitespace),

@@ -1,7 +1,9 @@
 """The plain line REPL, for input that is not a terminal (a pipe, a file) or a dumb one.
 
 It reads lines until they make complete forms (the reader decides, as at the terminal),
-then evaluates them; a line that starts with a meta-command runs it.  Values go to
+then evaluates them; a line that starts with a meta-command runs it.  A first line that
+starts with ``#!`` is a comment, so ``flowmetal < script.fm`` runs a script made to be
+executable.  Values go to
 standard output, errors to standard error, and the REPL goes on after an error, as the
 interactive one does.  Prompts are shown only when the input is a terminal.
 """
@@ -26,6 +28,7 @@ def run_plain(repl: Repl, stdin: TextIO | None = None, prompts: bool | None = No
         except (AttributeError, ValueError):
             prompts = False
     pending: list[str] = []
+    first_line = True
     while not repl.done:
         if prompts:
             repl.console.write(repl.prompt() if not pending else
@@ -38,6 +41,10 @@ def run_plain(repl: Repl, stdin: TextIO | None = None, prompts: bool | None = No
             continue
         if not line:
             break
+        if first_line:
+            first_line = False
+            if line.startswith("#!"):
+                continue
         if not pending and is_command(line):
             repl.submit(line.strip())
             continue
