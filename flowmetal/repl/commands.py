@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..printer import display_string
 from ..reader import read_one
 from ..report import format_error, format_source_error
-from ..source import read_script
+from ..source import not_utf8, read_script
 from ..values import FlowmetalError, Map, kw
 from .describe import describe
 from .forms import expand, layout
@@ -124,9 +124,13 @@ def cmd_load(repl: Repl, arg: str) -> None:
         return
     try:
         text = read_script(arg)
-    except (OSError, UnicodeDecodeError) as exc:
-        repl.console.line(f"cannot read {arg}: {getattr(exc, 'strerror', None) or exc}",
-                          "error")
+    except UnicodeDecodeError:
+        repl.console.line(not_utf8(arg), "error")
+        repl.failures += 1
+        return
+    except OSError as exc:
+        repl.console.line(f"cannot read {arg}: {exc.strerror or exc}", "error")
+        repl.failures += 1
         return
     repl.evaluate(text, file=arg)
 
@@ -348,6 +352,16 @@ def cmd_locals(repl: Repl, arg: str) -> None:
     repl.inspector.locals()
 
 
+@command("eval", "EXPR", inspector=True)
+def cmd_eval(repl: Repl, arg: str) -> None:
+    """Evaluate EXPR in the frame, with its locals (on a copy: the task never changes)."""
+    if not _need(repl, arg, ",eval EXPR"):
+        return
+    session = repl.inspector.frame_session()
+    if session is not None:
+        repl.evaluate(arg, session=session)
+
+
 @command("inbox", inspector=True)
 def cmd_inbox(repl: Repl, arg: str) -> None:
     """The messages waiting in the task's inbox."""
@@ -368,7 +382,7 @@ def cmd_watch(repl: Repl, arg: str) -> None:
     except ValueError:
         repl.console.line(f"expected a number of seconds, got {arg!r}", "error")
         return
-    repl.inspector.watch(seconds)
+    repl.inspector.watch(seconds, output=not repl.shows_output_of(repl.inspector.id))
 
 
 @command("step", inspector=True)

@@ -76,13 +76,17 @@ class Evaluator:
         self.count += 1
         return f"<repl-{self.count}>"
 
-    def evaluate(self, text: str, file: str | None = None) -> Outcome:
-        """Analyze and run ``text`` (named ``file``, default ``<repl-N>``); show its
-        value or its error."""
+    def evaluate(self, text: str, file: str | None = None,
+                 session: Session | None = None) -> Outcome:
+        """Analyze and run ``text`` (named ``file``, default ``<repl-N>``) in the REPL's
+        session, or in ``session`` (whose definitions ``,spawn`` does not take); show
+        its value or its error."""
         file = file or self.next_name()
+        own = session is None
+        session = session or self.session
         try:
             forms = read_syntax_all(text, file)
-            program = self.session.load(text, file)
+            program = session.load(text, file)
         except FlowmetalError as exc:
             return self._syntax_error(exc, text, file)
         except RecursionError:
@@ -90,10 +94,11 @@ class Evaluator:
                                       text, file)
         if not forms:
             return Outcome("empty")
-        m = self.session.machine(program)
+        m = session.machine(program)
         m.write = self.console.write
         outcome = self.run(m)
-        self._remember_definitions(forms, text)
+        if own:
+            self._remember_definitions(forms, text)
         if outcome.status == "done":
             g = self.session.globals
             g[RESULT_NAMES[2]], g[RESULT_NAMES[1]] = g[RESULT_NAMES[1]], g[RESULT_NAMES[0]]

@@ -17,10 +17,13 @@ import time
 from typing import Any
 
 from ..codec import CodecError
+from ..interpreter import Session
 from ..machine import Machine
 from ..report import format_error
 from ..runtime import inspect
+from ..runtime.code import state_base
 from ..runtime.records import TaskError, decode_data, result_value
+from ..values import sym
 from .console import Console
 from .spans import show_form
 
@@ -68,6 +71,7 @@ class Inspector:
         self.console = console
         self.rec: Any = None
         self.machine: Machine | None = None
+        self.state: bytes | None = None  # the encoded state in view
         self.frames: list[dict] = []
         self.hidden_frames = 0
         self.index = 0
@@ -98,6 +102,7 @@ class Inspector:
             else:
                 state = None
             self.machine, self.problem = None, None
+            self.state = bytes(state) if state is not None else None
             if state is not None:
                 try:
                     self.machine = inspect.load_machine(txn, rec, bytes(state))
@@ -242,6 +247,23 @@ class Inspector:
             return
         self.show_frame(full=True)
 
+    def frame_session(self) -> Session | None:
+        """A session in which code sees the frame in view: its local variables over the
+        task's globals.  It holds a copy (the state in view decoded afresh), so what runs
+        in it changes neither the task nor what the inspector shows of it.  None (and
+        why, shown) when there is no state to see."""
+        if self.machine is None:
+            self.show_view()
+            return None
+        with self.store.view() as view:
+            copy = inspect.load_machine(view, self.rec, self.state)
+            session = Session(state_base(view, self.state))
+        session.globals.update(copy.own)
+        if self.frames:
+            session.globals.update((sym(name), value) for name, value in
+                                   inspect.frame_locals(copy, self.index).items())
+        return session
+
     # -- the rest of the task's state -----------------------------------------------
 
     def inbox(self) -> None:
@@ -279,9 +301,11 @@ class Inspector:
 
     # -- following the task ---------------------------------------------------------
 
-    def watch(self, seconds: float = WATCH_SECONDS) -> None:
+    def watch(self, seconds: float = WATCH_SECONDS, output: bool = True) -> None:
         """Follow the task as its steps commit: a line per step (its status and where
-        it stands) and its output, until it finishes, ``seconds`` pass or Ctrl-C."""
+        it stands) and, with ``output``, its output, until it finishes, ``seconds`` pass
+        or Ctrl-C.  (Without ``output`` when something else shows it already, as the
+        REPL's worker does for the tasks it started.)"""
         c = self.console
         with self.store.view() as view:
             rec = view.task(self.id)
@@ -297,14 +321,14 @@ class Inspector:
                 time.sleep(WATCH_POLL)
                 with self.store.view() as view:
                     rec = view.task(self.id)
-                    output = list(view.output(self.id, seen_output))
+                    new_output = list(view.output(self.id, seen_output))
                     changed = rec.steps != steps or rec.status != status
                     state = view.continuation(self.id) if changed and \
                         not rec.finished else None
                     where = _innermost(view, rec, state)
-                for seq, text in output:
+                for seq, text in new_output:
                     seen_output = seq
-                    for line in text.splitlines():
+                    for line in text.splitlines() if output else ():
                         c.line(f"  | {line}")
                 if changed:
                     steps, status = rec.steps, rec.status

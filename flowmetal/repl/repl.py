@@ -56,6 +56,11 @@ class Repl:
             self._worker = BackgroundWorker(self.store(create=True), self.console)
         return self._worker
 
+    def shows_output_of(self, task_id: str) -> bool:
+        """True if the REPL's worker shows this task's output as it commits (a task
+        started here, or one those spawned)."""
+        return self._worker is not None and task_id in self._worker.followed
+
     def attach(self, task: str) -> None:
         """Inspect ``task`` (an id, or a part of one naming one task)."""
         run_command(self, f",attach {task}")
@@ -66,9 +71,10 @@ class Repl:
             return "fm> "
         return f"fm[{self.inspector.id[-6:]}#{self.inspector.index}]> "
 
-    def evaluate(self, text: str, file: str | None = None) -> Outcome:
-        """Evaluate Flowmetal source, counting failures."""
-        outcome = self.evaluator.evaluate(text, file)
+    def evaluate(self, text: str, file: str | None = None, session: Any = None) -> Outcome:
+        """Evaluate Flowmetal source (in the REPL's session or ``session``), counting
+        failures."""
+        outcome = self.evaluator.evaluate(text, file, session)
         if outcome.status in ("error", "syntax-error"):
             self.failures += 1
         return outcome

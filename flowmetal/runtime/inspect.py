@@ -154,6 +154,13 @@ def source_line(node: Any) -> str | None:
 def bindings(owner: Any, env: Any) -> list[dict]:
     """The local variables visible in ``env`` from a frame of ``owner``, innermost first:
     ``{"name", "value", "depth"}`` (a name hidden by an inner one is left out)."""
+    return [{"name": name, "value": value_text(value), "depth": depth}
+            for name, value, depth in local_values(owner, env)]
+
+
+def local_values(owner: Any, env: Any) -> list[tuple[str, Any, int]]:
+    """``bindings`` with the values themselves: (name, value, depth) tuples; a slot the
+    analysis does not name is ``#DEPTH.SLOT``."""
     levels = []
     e = env
     while type(e) is list:
@@ -164,7 +171,7 @@ def bindings(owner: Any, env: Any) -> list[dict]:
     program = getattr(owner, "program", None)
     scopes = (program_scopes(program).scopes_for(owner, len(levels))
               if program is not None else [None] * len(levels))
-    out: list[dict] = []
+    out: list[tuple[str, Any, int]] = []
     seen: set[str] = set()
     for depth, (level, scope) in enumerate(zip(levels, scopes)):
         for slot in range(1, len(level)):
@@ -174,7 +181,7 @@ def bindings(owner: Any, env: Any) -> list[dict]:
             elif name in seen or name.startswith("%"):
                 continue  # shadowed, or a name the analyzer made up
             seen.add(name)
-            out.append({"name": name, "value": value_text(level[slot]), "depth": depth})
+            out.append((name, level[slot], depth))
     return out
 
 
@@ -212,10 +219,42 @@ def frames(m: Machine, limit: int = MAX_FRAMES) -> list[dict]:
     top-level sequence) are left out, as backtraces leave them out.  After ``limit``
     frames a last ``{"kind": "more", "count": n}`` says how many were left out.
     """
+    shown, skipped = _frame_points(m, limit)
     out: list[dict] = []
+    for kind, owner, env, frame in shown:
+        if kind == "control":
+            out.append({"proc": owner.proc, "kind": kind, **_location(owner),
+                        "bindings": bindings(owner, env)})
+        elif kind == "frame":
+            out.append({"proc": owner.proc, "kind": kind, **_location(_awaited(frame)),
+                        "bindings": bindings(owner, env)})
+        else:
+            out.append({"proc": RUNTIME_FRAMES.get(kind, kind), "kind": kind,
+                        **_location(owner), "bindings": []})
+    if skipped:
+        out.append({"kind": "more", "count": skipped})
+    return out
+
+
+def frame_locals(m: Machine, index: int) -> dict[str, Any]:
+    """The local variables frame ``index`` of ``frames(m)`` sees, name to value (names
+    the analysis does not give are left out)."""
+    shown, _ = _frame_points(m, index + 1)
+    if not 0 <= index < len(shown):
+        return {}
+    kind, owner, env, _ = shown[index]
+    if kind not in ("control", "frame"):
+        return {}
+    return {name: value for name, value, _ in reversed(local_values(owner, env))
+            if not name.startswith("#")}
+
+
+def _frame_points(m: Machine, limit: int) -> tuple[list[tuple[str, Any, Any, Any]], int]:
+    """The frames ``frames`` shows, as (kind, owner, environment, frame) — kind is
+    "control", "frame" or a runtime frame's name —, and how many past ``limit``."""
+    out: list[tuple[str, Any, Any, Any]] = []
     if m.status == "running" and m.node is not None and m.node.span is not None:
-        out.append({"proc": m.node.proc, "kind": "control", **_location(m.node),
-                    "bindings": bindings(m.node, m.env)})
+        out.append(("control", m.node, m.env, None))
     k = m.k
     skipped = 0
     while k is not None:
@@ -223,16 +262,11 @@ def frames(m: Machine, limit: int = MAX_FRAMES) -> list[dict]:
         if len(out) >= limit:
             skipped += 1
         elif type(owner) is FrameKind:
-            out.append({"proc": RUNTIME_FRAMES.get(owner.name, owner.name),
-                        "kind": owner.name, **_location(owner),
-                        "bindings": []})
+            out.append((owner.name, owner, None, k))
         elif owner.span is not None:
-            out.append({"proc": owner.proc, "kind": "frame", **_location(_awaited(k)),
-                        "bindings": bindings(owner, k[2])})
+            out.append(("frame", owner, k[2], k))
         k = k[1]
-    if skipped:
-        out.append({"kind": "more", "count": skipped})
-    return out
+    return out, skipped
 
 
 # ---------------------------------------------------------------------------------------
