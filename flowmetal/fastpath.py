@@ -101,7 +101,8 @@ class _Gen:
         return f"{self.name(node.slow, 'f')}({env}, g)"
 
 
-INLINE_BINARY = {"+": "+", "-": "-", "*": "*", "<": "<", ">": ">", "<=": "<=", ">=": ">=",
+# Not "*": a product's size is checked first (limits.check_product), so it is a call.
+INLINE_BINARY = {"+": "+", "-": "-", "<": "<", ">": ">", "<=": "<=", ">=": ">=",
                  "=": "=="}
 COMPARISONS = ("<", ">", "<=", ">=", "==")
 

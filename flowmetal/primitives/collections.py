@@ -7,10 +7,12 @@ one-character strings) or nil.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
+from .. import limits
 from ..printer import to_string
 from ..procedures import define
 from ..values import (
@@ -112,6 +114,7 @@ def concat(*colls: Any) -> Any:
     out: list[Any] = []
     for c in colls:
         out.extend(items("concat", c))
+        limits.check_items("concat", len(out))
     return make_list(out)
 
 
@@ -278,6 +281,10 @@ def conj(coll: Any, *xs: Any) -> Any:
     """Add items where the collection grows: lists in front, vectors at the end; a map
     takes [key value] vectors or maps (nil adds nothing)."""
     t = type(coll)
+    if len(xs) > limits.SMALL or (t is Vector and len(coll) > limits.SMALL):
+        had = sum(1 for _ in coll) if t is Pair else len(coll) if t in (Vector, Map, Set) \
+            else 0
+        limits.check_items("conj", had + len(xs))
     if t is Vector:
         return Vector((*coll, *xs))
     if t is Pair or coll is EMPTY or coll is None:
@@ -361,9 +368,12 @@ def range_(*args: Any) -> Any:
     if len(args) == 3 and args[2] == 0:
         raise FlowmetalError("range: step must not be zero", "arithmetic-error")
     if all(type(a) is int for a in args):
-        return make_list(range(*args))
+        numbers = range(*args)
+        limits.check_items("range", len(numbers))
+        return make_list(numbers)
     start, end, step = (0, args[0], 1) if len(args) == 1 else (
         args[0], args[1], args[2] if len(args) == 3 else 1)
+    limits.check_items("range", max(0, math.ceil((end - start) / step)))
     out, x = [], start
     while (x < end) if step > 0 else (x > end):
         out.append(normalize_ratio(x) if type(x) is Fraction else x)

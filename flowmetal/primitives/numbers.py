@@ -6,6 +6,7 @@ import math
 from fractions import Fraction
 from typing import Any
 
+from .. import limits
 from ..printer import to_string
 from ..procedures import binary, define
 from ..values import FALSE, TRUE, FlowmetalError, boolean
@@ -72,7 +73,8 @@ def mul(*xs: Any) -> Any:
     """Product of the arguments."""
     total = 1
     for x in xs:
-        total *= num("*", x)
+        limits.check_product("*", total, num("*", x))
+        total *= x
     return norm(total)
 
 
@@ -338,6 +340,7 @@ def expt(base: Any, power: Any) -> Any:
     """base raised to power (exact for integer powers of exact numbers)."""
     base, power = num("expt", base), num("expt", power)
     if type(power) is int and type(base) is not float:
+        limits.check_power("expt", base, abs(power))
         if power < 0:
             if base == 0:
                 raise FlowmetalError("division by zero", "arithmetic-error")
@@ -367,7 +370,9 @@ def bit_xor(a: Any, b: Any) -> int:
 @define("bit-shift-left", min_args=2)
 def shl(a: Any, n: Any) -> int:
     """a shifted left by n bits."""
-    return integer("bit-shift-left", a) << integer("bit-shift-left", n)
+    a, n = integer("bit-shift-left", a), integer("bit-shift-left", n)
+    limits.check_shift("bit-shift-left", a, n)
+    return a << n
 
 
 @define("bit-shift-right", min_args=2)
@@ -388,7 +393,10 @@ def sub2(a: Any, b: Any) -> Any:
 
 @binary("*")
 def mul2(a: Any, b: Any) -> Any:
-    return a * b if type(a) is int and type(b) is int else mul(a, b)
+    if type(a) is int and type(b) is int and \
+            a.bit_length() + b.bit_length() <= limits.MAX_INT_BITS:
+        return a * b
+    return mul(a, b)
 
 
 @binary("<")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import limits
 from ..printer import display_string, to_string
 from ..procedures import define
 from ..values import FlowmetalError, Keyword, Symbol, Vector, boolean, make_list
@@ -24,7 +25,14 @@ def _str1(x: Any) -> str:
 @define("str", min_args=0, max_args=None)
 def str_(*xs: Any) -> str:
     """The concatenated display text of the arguments (nil is empty)."""
-    return "".join(_str1(x) for x in xs)
+    return joined("str", "", [_str1(x) for x in xs])
+
+
+def joined(op: str, sep: str, parts: list[str]) -> str:
+    """``sep.join(parts)``, refused before it is built if too long for the task."""
+    if len(parts) > 1:
+        limits.check_chars(op, sum(map(len, parts)) + len(sep) * (len(parts) - 1))
+    return sep.join(parts)
 
 
 @define("pr-str", min_args=0, max_args=None)
@@ -159,9 +167,9 @@ def split_lines(s: Any) -> Vector:
 def join(sep_or_coll: Any, coll: Any = None) -> str:
     """(join coll) or (join sep coll): the display text of the items, separated."""
     if coll is None and type(sep_or_coll) is not str:
-        return "".join(_str1(x) for x in items("join", sep_or_coll))
+        return joined("join", "", [_str1(x) for x in items("join", sep_or_coll)])
     sep = text("join", sep_or_coll)
-    return sep.join(_str1(x) for x in items("join", coll))
+    return joined("join", sep, [_str1(x) for x in items("join", coll)])
 
 
 @define("starts-with?", min_args=2)
