@@ -1,8 +1,9 @@
 """One evaluator: the fast path (``fastpath.py``) and the per-node closures of
 ``machine.py`` agree.  Every top-level form of the conformance suite (``tests/lang``) and
-a corpus of calls that fail in every position a call can stand in is run in two fresh
+a corpus of calls (failing in every position a call can stand in) is run in two fresh
 interpreters, one with the fast path on and one with ``FLOWMETAL_FASTPATH=0``; each
-form's value, output, error and backtrace must be the same in both.
+form's value, output, error, backtrace and number of reductions (so the steps of a
+durable task) must be the same in both.
 
 (``.ci/run`` also runs the language tests, the examples and the README transcript with the
 fast path off.)
@@ -16,15 +17,17 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from flowmetal.fastpath import enabled
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Errors raised by calls in each position a call can take: a tail call, an argument of a
+# Errors raised by calls in each position a call can take (a tail call, an argument of a
 # primitive or of a closure, a let init, an if test, inside a nested direct call, from
-# the body a call enters in its own step, and by throw/error reached through them.
-FAILING_CALLS = [
+# the body a call enters in its own step, and by throw/error reached through them), then
+# what the fast path inlines.
+CALLS = [
     "(defn f [x] (+ x 1)) (f 1 2)",
     "(defn f [x & r] (+ x 1)) (f)",
     "(defn f [x] (+ x 1)) (+ 1 (f 1 2))",
@@ -60,29 +63,42 @@ FAILING_CALLS = [
     "(defn f [x] (nth x 5)) (defn g [] (vector (f [1]))) (g)",
     "(let [f (fn ([] (first 1)) ([x] x))] (list (f)))",
     "(let [f (fn ([] (first 1)) ([x] x))] (list (f 1 2 3)))",
+    # Arithmetic and comparison inlined for ints, = as Python's ==, if's test.
+    "(let [x ##NaN] [(= x x) (= [x] [x]) (= ##NaN ##NaN)])",
+    "(let [x 2147483648 y -2147483649] [(+ x x) (- y 1) (< x y) (= x 2147483648.0)])",
+    "(let [x 2] [(+ x 1.5) (* x 1/3) (< x 5/2) (= x true) (= (list 1) [1])])",
+    "(let [x 2] (- x nil))",
+    '(let [x "a"] (+ x 1))',
+    "(let [x ()] [(if x 1 2) (if 0 1 2) (if false 1 2) (if nil 1 2)])",
 ]
 
 
-def outcomes() -> list[list[str]]:
-    """``[where, how it ended]`` for every form of the corpus, run in this process."""
+def outcomes() -> list[list]:
+    """``[where, how it ended, reductions]`` for every form of the corpus, run in this
+    process."""
     from flowmetal.interpreter import Session
     from tests.test_lang import FILES, Source, prelude
 
-    results: list[list[str]] = []
+    results: list[list] = []
     for path in FILES:
         session = Session()
         for src in (prelude(), Source(path.read_text(encoding="utf-8"), path.name)):
             for form in src.forms:
-                results.append([src.where(form), src.run(session, form).describe()])
-    for i, text in enumerate(FAILING_CALLS):
+                results.append(_outcome(src, session, form))
+    for i, text in enumerate(CALLS):
         src = Source(text, f"call-{i}.fm")
         session = Session()
         for form in src.forms:
-            results.append([src.where(form), src.run(session, form).describe()])
+            results.append(_outcome(src, session, form))
     return results
 
 
-def run(fastpath: str) -> list[list[str]]:
+def _outcome(src: Any, session: Any, form: Any) -> list:
+    got = src.run(session, form)
+    return [src.where(form), got.describe(), got.reductions]
+
+
+def run(fastpath: str) -> list[list]:
     env = dict(os.environ, FLOWMETAL_FASTPATH=fastpath)
     r = subprocess.run([sys.executable, "-c", "import json, tests.test_fastpath as t; "
                         "print(json.dumps(t.outcomes()))"], cwd=ROOT, env=env,
@@ -104,6 +120,6 @@ def test_the_switch_reads_the_environment(monkeypatch):
 def test_the_fast_path_and_the_per_node_closures_agree():
     fast, slow = run("1"), run("0")
     assert len(fast) == len(slow) > 500
-    differ = [f"{where}:\n  fast path: {a}\n  per node:  {b}"
-              for (where, a), (_, b) in zip(fast, slow) if a != b]
+    differ = [f"{where}:\n  fast path: {a} in {n} reductions\n  per node:  {b} in {m}"
+              for (where, a, n), (_, b, m) in zip(fast, slow) if (a, n) != (b, m)]
     assert not differ, f"{len(differ)} forms differ:\n" + "\n".join(differ[:20])

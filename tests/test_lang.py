@@ -73,6 +73,7 @@ class Outcome:
     value: Any = None
     error: Any = None
     output: str = ""
+    reductions: int = 0
 
     def describe(self) -> str:
         out = f" (printed {self.output!r})" if self.output else ""
@@ -129,12 +130,12 @@ class Source:
         while m.status == "running" and fuel > 0:
             m.run(min(SLICE, fuel))
             fuel -= SLICE
-        output = "".join(m.output)
+        output, reductions = "".join(m.output), m.reductions
         if m.status == "done":
-            return Outcome("ok", value=m.val, output=output)
+            return Outcome("ok", value=m.val, output=output, reductions=reductions)
         if m.status == "error":
-            return Outcome("error", error=m.error, output=output)
-        return Outcome("fuel", output=output)
+            return Outcome("error", error=m.error, output=output, reductions=reductions)
+        return Outcome("fuel", output=output, reductions=reductions)
 
 
 # ---------------------------------------------------------------------------------------
