@@ -995,12 +995,17 @@ class Machine:
         return self.status
 
     def _raise_error(self, exc: FlowmetalError, node: Any, k: Any) -> tuple:
+        waiting = k
         if exc.k is not None:
-            k = exc.k
+            k = waiting = exc.k
+        elif node is None and k is not None:
+            # Raised while resuming frame k: the error is k's own work, so its frame
+            # is the first entry of the backtrace, not also a frame waiting behind it.
+            waiting = k[1]
         where = node if node is not None else (k[0] if k is not None else None)
         span = exc.span or (where.span if where is not None else None)
         proc = exc.proc or (where.proc if where is not None else None)
-        value = error_value(exc.kind, exc.message, exc.data, backtrace(span, proc, k))
+        value = error_value(exc.kind, exc.message, exc.data, backtrace(span, proc, waiting))
         return self.throw(value, k)
 
     def throw(self, value: Any, k: Any) -> tuple:
