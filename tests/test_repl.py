@@ -548,7 +548,7 @@ def test_meta_commands(tmp_path):
     help_text = says(",help")
     for name in ("load", "time", "expand", "doc", "apropos", "bt", "reset", "spawn", "tasks",
                  "attach", "log", "send", "quit", "up", "down", "frame", "locals", "inbox",
-                 "outbox", "watch", "step", "back"):
+                 "outbox", "watch", "step", "back", "eval"):
         assert re.search(rf"^  ,{name}\b.*  \S", help_text, re.M), name
     assert says(",(+ 1 2)") == "3\n"  # commas are whitespace: this is code
     repl.submit(",quit")
