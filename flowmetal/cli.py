@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -48,18 +49,24 @@ Commands:
   resume ID               finish a task in the foreground (after Ctrl-C or a crash),
                           showing only output not shown before
   start FILE.fm [ARGS...] submit the program as a task and print its id
-  worker                  run the store's tasks until Ctrl-C or SIGTERM
+  worker                  run the store's tasks until Ctrl-C or SIGTERM, showing
+                          their output and a line for each task that ends
   tasks                   list the tasks of the store
   show ID                 a task's status, result or error, and continuation
   log ID                  a task's event log
+  output ID [-f]          a task's output (-f: follow it until the task ends)
   send ID FORM            put the data FORM in a task's inbox
   cancel ID               cancel a task: it gets a {:type :cancelled} error
+  rm ID...                delete finished tasks with their logs and output
+  prune --done --older-than 7d
+                          delete the finished tasks that ended long ago
   export ID > FILE        write a task to one file and mark it moved
   import FILE             add an exported task to this store
   deploy FILE.fm [NAME]   store a program under NAME for (spawn "NAME" ...)
   upgrade ID [--to FILE]  move a waiting task onto new code (--dry-run: the report)
   store init|copy         create or migrate a store's schema; copy a whole store
-"flowmetal COMMAND --help" describes a command's options.
+"flowmetal COMMAND --help" describes a command's options. Wherever a command takes a
+task's ID, a part of it that starts or ends only that task's id will do.
 
 Options:
   --store DIR|URL     the store: a directory (LMDB) or a postgresql:// URL
@@ -78,6 +85,7 @@ Exit status:
        stderr), a limit, or a cancellation
   2    a usage error, an unreadable file, a read or syntax error in the source, an
        unknown task, or an operation the task's state does not allow
+  70   an internal error of Flowmetal itself (a bug: please report it)
   130  interrupted (Ctrl-C or SIGTERM); a run leaves its task in the store
   141  standard output was closed (e.g. piped into head)
 
@@ -86,9 +94,11 @@ Set FLOWMETAL_TRACEBACK=1 to see the Python traceback of an internal error."""
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # sysexits.h's EX_SOFTWARE
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process killed by SIGPIPE
 
+READ_ONLY_HINT = ": commands that only read (tasks, show, log, output) still work"
 EXPR_FILE = "<expr>"
 RECENT_FINISHED = 20  # finished tasks `flowmetal tasks` lists without --all
 
@@ -121,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     from .runtime.records import TaskError
     from .store import StoreError
+    from .store.base import StoreReadOnly
 
     args = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -132,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.status
     except (TaskError, StoreError) as exc:
         _flush_stdout()
-        _err(f"flowmetal: {exc}")
+        _err(f"flowmetal: {exc}{READ_ONLY_HINT if isinstance(exc, StoreReadOnly) else ''}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         _flush_stdout()
@@ -146,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("FLOWMETAL_TRACEBACK"):
             traceback.print_exc()
         _err(f"internal error: {type(exc).__name__}: {exc}")
-        return EXIT_ERROR
+        return EXIT_INTERNAL
 
 
 def dispatch(args: list[str]) -> int:
@@ -170,7 +181,24 @@ def dispatch(args: list[str]) -> int:
         return command(args[1:], store_path)
     if first.startswith("-"):
         raise UsageError(f"unknown option {first}")
+    if not os.path.exists(first) and _looks_like_command(first):
+        raise UsageError(unknown_command(first))
     return run_file(first, args[1:], store_path)
+
+
+def _looks_like_command(word: str) -> bool:
+    """A word that names no file and could be a command: no path, no extension."""
+    return bool(word) and "/" not in word and "." not in word
+
+
+def unknown_command(word: str) -> str:
+    """The message for a command line whose first word is neither a command nor a file,
+    with the command it was perhaps meant to be."""
+    import difflib
+
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown command {word}{hint}; flowmetal --help lists the commands"
 
 
 def _leading_store(args: list[str]) -> tuple[str | None, list[str]]:
@@ -202,11 +230,34 @@ def open_store(path: str | None, create: bool = True) -> Any:
     """The store at ``path`` (default: $FLOWMETAL_HOME or ./.flowmetal); unless
     ``create``, a missing store is a StoreError."""
     from .interpreter import base
+    from .store import StoreError, default_path, is_url
     from .store import open_store as open_location
 
-    store = open_location(path, create=create)
+    location = path or default_path()
+    if not is_url(location):
+        _check_store_directory(location, create)
+    try:
+        store = open_location(location, create=create)
+    except OSError as exc:
+        raise StoreError(f"cannot {'create' if create else 'open'} the store at "
+                         f"{os.path.abspath(location)}: {exc.strerror or exc}") from None
     base()  # the standard library: its programs are what stored states refer to
     return store
+
+
+def _check_store_directory(location: str, create: bool) -> None:
+    """Refuse a store path that cannot be a store directory, saying why."""
+    from .store import StoreError
+
+    where = os.path.abspath(location)
+    if os.path.exists(where) and not os.path.isdir(where):
+        raise StoreError(f"the store path {where} is a file, not a store directory")
+    if create and not os.path.exists(where):
+        parent = os.path.dirname(where)
+        while parent and not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if parent and not os.path.isdir(parent):
+            raise StoreError(f"cannot create the store at {where}: {parent} is a file")
 
 
 # ---------------------------------------------------------------------------------------
@@ -214,14 +265,16 @@ def open_store(path: str | None, create: bool = True) -> Any:
 
 
 def run_file(path: str, args: list[str], store_path: str | None = None,
-             slice_size: int | None = None, trace: bool = False) -> int:
+             slice_size: int | None = None, trace: bool = False,
+             limits: dict | None = None) -> int:
     """Run the script at ``path`` as a task with command-line arguments ``args``."""
     text = _read_program(path)
     if text is None:
         return EXIT_USAGE
+    args = program_arguments(args)
     store = open_store(store_path)
     return run_source(store, text, path, args, script=path, print_value=False,
-                      slice_size=slice_size, trace=trace)
+                      slice_size=slice_size, trace=trace, limits=limits)
 
 
 def _read_program(path: str) -> str | None:
@@ -230,14 +283,56 @@ def _read_program(path: str) -> str | None:
     except OSError as exc:
         _err(f"flowmetal: cannot read {path}: {exc.strerror or exc}")
     except UnicodeDecodeError:
-        _err(f"flowmetal: cannot read {path}: it is not UTF-8 text")
+        _err(_not_utf8(path))
     return None
+
+
+def _not_utf8(path: str) -> str:
+    """``FILE:LINE:COL: not UTF-8 text (byte 0xNN)`` for a file that is not UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _position(data, exc.start)
+        return f"{path}:{line}:{col}: not UTF-8 text (byte 0x{data[exc.start]:02x})"
+    except OSError as exc:
+        return f"flowmetal: cannot read {path}: {exc.strerror or exc}"
+    return f"flowmetal: cannot read {path}: it is not UTF-8 text"
+
+
+def _position(data: bytes, offset: int) -> tuple[int, int]:
+    """The 1-based line and column (in characters) of byte ``offset`` of UTF-8 ``data``."""
+    start = data.rfind(b"\n", 0, offset) + 1
+    line = data.count(b"\n", 0, offset) + 1
+    return line, len(data[start:offset].decode("utf-8", "replace")) + 1
+
+
+def utf8_argument(text: str, what: str) -> str:
+    """``text``, a command-line argument, unless it holds bytes that are not UTF-8 (which
+    Python keeps as lone surrogates): then a UsageError naming ``what`` and where."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        data = text.encode("utf-8", "surrogateescape")
+        offset = len(text[:exc.start].encode("utf-8", "surrogateescape"))
+        line, col = _position(data, offset)
+        raise UsageError(f"{what} is not UTF-8 text: byte 0x{data[offset]:02x} at "
+                         f"{line}:{col}") from None
+    return text
+
+
+def program_arguments(args: list[str]) -> list[str]:
+    """A program's command-line arguments, each checked to be UTF-8 text."""
+    return [utf8_argument(a, f"argument {i} of the program") for i, a in enumerate(args, 1)]
 
 
 def run_expression(expr: str, args: list[str]) -> int:
     """Evaluate ``expr`` as a task in a temporary store and print its value."""
     from .store import open_store as open_location
 
+    expr = utf8_argument(expr, "the expression")
+    args = program_arguments(args)
     where = tempfile.mkdtemp(prefix="flowmetal-eval-")
     try:
         store = open_location(where, sync=False)  # a scratch store: no need to sync
@@ -249,7 +344,7 @@ def run_expression(expr: str, args: list[str]) -> int:
 
 def run_source(store: Any, text: str, file: str, args: list[str], script: str | None,
                print_value: bool, slice_size: int | None = None, trace: bool = False,
-               resumable: bool = True) -> int:
+               resumable: bool = True, limits: dict | None = None) -> int:
     """Start program ``text`` (named ``file`` in messages) as a task in ``store`` and run
     it in the foreground, streaming its output.
 
@@ -259,7 +354,8 @@ def run_source(store: Any, text: str, file: str, args: list[str], script: str | 
     from .runtime import api
 
     try:
-        task_id = api.start(store, text, file, args, trace=trace, script=script)
+        task_id = api.start(store, text, file, args, limits=limits, trace=trace,
+                            script=script)
     except FlowmetalError as exc:
         # Read errors, syntax errors, and errors raised by macros during expansion.
         _err(format_source_error(exc, file))
@@ -276,6 +372,7 @@ def follow(store: Any, task_id: str, print_value: bool = False,
 
     tune_gc()
     worker = Worker(store) if slice_size is None else Worker(store, slice_size=slice_size)
+    worker.connector = http_connector(store)
     with stop_signals() as stopped:
         try:
             rec = api.run_foreground(store, task_id, write_stdout, worker, stop=stopped)
@@ -322,8 +419,11 @@ def resume_command(store: Any, task_id: str) -> str:
 
 @contextmanager
 def stop_signals() -> Iterator[Callable[[], bool]]:
-    """While inside, the first SIGINT or SIGTERM only asks to stop (the callable yielded
-    says whether one came); a second one raises KeyboardInterrupt."""
+    """While inside, the first SIGINT or SIGTERM asks to stop (the callable yielded says
+    whether one came): a slice running then is abandoned at once, its task left at its
+    last committed step (``runtime.slices``); a second one raises KeyboardInterrupt."""
+    from .runtime import slices
+
     requested: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
@@ -333,13 +433,16 @@ def stop_signals() -> Iterator[Callable[[], bool]]:
         if requested:
             raise KeyboardInterrupt
         requested.append(signum)
+        slices.request_stop()
 
+    slices.reset_stop()
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield lambda: bool(requested)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        slices.reset_stop()
 
 
 # ---------------------------------------------------------------------------------------
@@ -365,34 +468,47 @@ def _parser(name: str, description: str, store_path: str | None) -> _Parser:
     return p
 
 
+LIMIT_OPTIONS = {  # option -> (Limits field, how it is read)
+    "--fuel": "fuel", "--depth": "depth", "--state": "state", "--deadline": "deadline",
+    "--wait": "wait",
+}
+
+
 def _program_options(command: str, args: list[str], store_path: str | None
                      ) -> tuple[dict, str, list[str]]:
     """Options before FILE, FILE, and the program's arguments (everything after FILE).
 
-    ``run`` takes ``--store DIR``, ``--slice N`` and ``--trace``; ``start`` (which runs
-    nothing, so has no slice) takes ``--store DIR`` and ``--trace``.
+    ``run`` takes ``--store DIR``, ``--slice N``, ``--trace`` and the limits (``--fuel
+    --depth --state --deadline --wait``); ``start`` (which runs nothing, so has no
+    slice) the same but ``--slice``.
     """
     runs = command == "run"
     usage = (f"usage: flowmetal {command} [--store DIR]{' [--slice N]' if runs else ''} "
-             "[--trace] FILE.fm [ARGS...]")
-    opts: dict[str, Any] = {"store": store_path, "slice": None, "trace": False}
+             "[--trace] [--wait T] [--deadline T] [--fuel N] [--depth N] [--state SIZE] "
+             "FILE.fm [ARGS...]")
+    opts: dict[str, Any] = {"store": store_path, "slice": None, "trace": False,
+                            "limits": {}}
     i = 0
     while i < len(args) and args[i].startswith("-") and args[i] != "-":
         arg = args[i]
         name, eq, value = arg.partition("=")
         if arg in ("-h", "--help"):
-            _out((RUN_HELP if runs else START_HELP).format(usage=usage) + "\n")
+            _out((RUN_HELP if runs else START_HELP).format(usage=usage,
+                                                           limits=LIMITS_HELP) + "\n")
             raise Exit(EXIT_OK)
         if arg == "--":
             i += 1
             break
-        if name == "--store" or (runs and name == "--slice"):
+        if name in ("--store", *LIMIT_OPTIONS) or (runs and name == "--slice"):
             if not eq:
                 if i + 1 >= len(args):
                     raise UsageError(f"{name} needs a value", usage)
                 value = args[i + 1]
                 i += 1
-            opts[name[2:]] = value
+            if name in LIMIT_OPTIONS:
+                opts["limits"][LIMIT_OPTIONS[name]] = _limit(name, value, usage)
+            else:
+                opts[name[2:]] = value
         elif arg == "--trace":
             opts["trace"] = True
         else:
@@ -405,18 +521,50 @@ def _program_options(command: str, args: list[str], store_path: str | None
     return opts, args[i], args[i + 1:]
 
 
+def _limit(option: str, text: str, usage: str) -> Any:
+    """The value of a limit option: ``--fuel``/``--depth`` counts, ``--state`` a size,
+    ``--deadline``/``--wait`` durations (``none``: no limit; a wait of none waits
+    forever)."""
+    from .quantities import QuantityError, parse_count, parse_duration, parse_size
+
+    try:
+        if option == "--fuel":
+            return parse_count(text)  # none: no limit, the default
+        if option == "--depth":
+            return parse_count(text, none_ok=False)
+        if option == "--state":
+            return parse_size(text)
+        seconds = parse_duration(text)
+        if option == "--deadline":
+            return None if seconds == math.inf else seconds  # none: the default
+        return seconds
+    except QuantityError as exc:
+        raise UsageError(f"{option}: {exc}", usage) from None
+
+
+LIMITS_HELP = """\
+  --wait T      how long a wait without :timeout (receive, join) waits before it
+                raises {{:type :timeout}} (default 1d; none: forever, as :timeout nil)
+  --deadline T  fail the task when it has not ended T after it started (default none)
+  --fuel N      fail the task after N reductions in all (default none)
+  --depth N     fail the task when its continuation is deeper than N frames
+  --state SIZE  fail the task when its state takes more than SIZE (e.g. 64M)
+  T is a duration: 30 or 30s, 500ms, 5m, 2h, 7d. Each limit is kept with the task and
+  shown by flowmetal show; the tasks it spawns inherit them."""
+
 RUN_HELP = """{usage}
 
 Run the program in FILE.fm as a task in the foreground, showing its output as its steps
-commit; ARGS are its *command-line-args*. The run also works on the store's other
-runnable tasks, as a worker does. Ctrl-C or SIGTERM stops it and leaves the task in the
-store: flowmetal resume ID finishes it.
+commit; ARGS are its *command-line-args*. The run works only on this task and the tasks
+it spawns (a worker runs the store's other tasks). Ctrl-C or SIGTERM stops it and
+leaves the task in the store: flowmetal resume ID finishes it.
 
 Options (before FILE.fm):
   --store DIR   the store (default: $FLOWMETAL_HOME, or ./.flowmetal)
   --slice N     reductions a step may make before it is committed (default 10000;
                 1 commits every reduction)
-  --trace       keep every step's state in the task's log (see flowmetal log)"""
+  --trace       keep every step's state in the task's log (see flowmetal log)
+{limits}"""
 
 START_HELP = """{usage}
 
@@ -425,7 +573,8 @@ Submit the program in FILE.fm as a task, runnable, and print its id; ARGS are it
 
 Options (before FILE.fm):
   --store DIR   the store (default: $FLOWMETAL_HOME, or ./.flowmetal)
-  --trace       keep every step's state in the task's log (see flowmetal log)"""
+  --trace       keep every step's state in the task's log (see flowmetal log)
+{limits}"""
 
 
 def _positive(text: str, name: str, usage: str = USAGE) -> int:
@@ -441,7 +590,8 @@ def _positive(text: str, name: str, usage: str = USAGE) -> int:
 def cmd_run(args: list[str], store_path: str | None) -> int:
     """flowmetal run FILE.fm [ARGS...]"""
     opts, path, program_args = _program_options("run", args, store_path)
-    return run_file(path, program_args, opts["store"], opts["slice"], opts["trace"])
+    return run_file(path, program_args, opts["store"], opts["slice"], opts["trace"],
+                    opts["limits"])
 
 
 def cmd_start(args: list[str], store_path: str | None) -> int:
@@ -452,10 +602,11 @@ def cmd_start(args: list[str], store_path: str | None) -> int:
     text = _read_program(path)
     if text is None:
         return EXIT_USAGE
+    program_args = program_arguments(program_args)
     store = open_store(opts["store"])
     try:
-        task_id = api.start(store, text, path, program_args, trace=opts["trace"],
-                            script=path)
+        task_id = api.start(store, text, path, program_args, limits=opts["limits"],
+                            trace=opts["trace"], script=path)
     except FlowmetalError as exc:
         _err(format_source_error(exc, path))
         return EXIT_USAGE
@@ -476,15 +627,16 @@ def cmd_resume(args: list[str], store_path: str | None) -> int:
     if ns.slice is not None and ns.slice < 1:
         p.error("--slice must be at least 1")
     store = open_store(ns.store, create=False)
-    rec = api.get(store, ns.id)
+    task_id = api.find_task(store, ns.id)
+    rec = api.get(store, task_id)
     if rec.status == "moved":
-        _err(f"flowmetal: task {ns.id} moved to another store; resume it there")
+        _err(f"flowmetal: task {task_id} moved to another store; resume it there")
         return EXIT_USAGE
     if not rec.finished:
         with store.view() as view:
-            family = api.tree(view, ns.id)
+            family = api.tree(view, task_id)
         api.release_dead_leases(store, family)
-    return follow(store, ns.id, slice_size=ns.slice)
+    return follow(store, task_id, slice_size=ns.slice)
 
 
 def cmd_repl(args: list[str], store_path: str | None) -> int:
@@ -510,7 +662,10 @@ def cmd_attach(args: list[str], store_path: str | None) -> int:
     p.add_argument("id", metavar="ID", help="the task's id, or a part of it that names "
                    "one task (flowmetal tasks lists them)")
     ns = p.parse_args(args)
-    return repl_main(ns.store, attach=ns.id)
+    from .runtime import api
+
+    task_id = api.find_task(open_store(ns.store, create=False), ns.id)
+    return repl_main(ns.store, attach=task_id)
 
 
 def cmd_worker(args: list[str], store_path: str | None) -> int:
@@ -519,14 +674,24 @@ def cmd_worker(args: list[str], store_path: str | None) -> int:
     from .runtime.worker import Worker, tune_gc
 
     p = _parser("worker", "Run the tasks of the store: lease runnable tasks, run their "
-                "steps, fire timers. Stops on SIGINT or SIGTERM, committing the steps it "
-                "ran and releasing its leases.", store_path)
+                "steps, fire timers. Shows what its tasks print, each line as [ID] LINE "
+                "once its step is committed, and a line [ID] NAME STATUS: VALUE when a "
+                "task ends. Stops on SIGINT or SIGTERM, committing the steps it ran and "
+                "releasing its leases.", store_path)
     p.add_argument("--slice", type=int, default=10_000, metavar="N",
                    help="reductions a step may make before it is committed (default 10000)")
     p.add_argument("--batch", type=int, default=64, metavar="N",
                    help="tasks leased and committed together per round (default 64)")
     p.add_argument("--until-idle", action="store_true",
-                   help="stop when no task is runnable and no timer is armed")
+                   help="stop when nothing is left to do without help from outside: no "
+                   "task is runnable (but blocked ones), no sleep or wait with an "
+                   ":timeout is armed, only waits for messages and joins without one "
+                   "(the default wait) or forever")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="do not show the tasks' output, nor a line when each ends")
+    p.add_argument("--no-http", action="store_true",
+                   help="make no HTTP requests here: leave them to `flowmetal connector http` "
+                   "processes")
     ns = p.parse_args(args)
     for name in ("slice", "batch"):
         if getattr(ns, name) < 1:
@@ -535,6 +700,12 @@ def cmd_worker(args: list[str], store_path: str | None) -> int:
     api.release_dead_leases(store)
     tune_gc()
     worker = Worker(store, slice_size=ns.slice, batch=ns.batch)
+    if not ns.quiet:
+        from .runtime.reporter import Reporter
+
+        worker.on_round = Reporter(store, write_stdout).round
+    if not ns.no_http:
+        worker.connector = http_connector(store)
     with stop_signals() as stopped:
         try:
             worker.run(until=stopped, idle_exit=ns.until_idle)
@@ -543,6 +714,107 @@ def cmd_worker(args: list[str], store_path: str | None) -> int:
             _err("flowmetal: worker interrupted")
             return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def http_connector(store: Any, concurrency: int = 100) -> Any:
+    """An HTTP request connector on the store, saying on stderr when it loses a lease."""
+    from .connectors.http import HttpConnector
+
+    return HttpConnector(store, concurrency=concurrency, log=_err)
+
+
+def cmd_connector(args: list[str], store_path: str | None) -> int:
+    """flowmetal connector http: make the HTTP requests of the store's tasks."""
+    p = _parser("connector", "Run a connector: claim the requests tasks put in the store's "
+                "outbox, make them, and answer the tasks. Stops on SIGINT or SIGTERM, "
+                "releasing the requests it holds.", store_path)
+    p.add_argument("kind", choices=["http"], help="which connector")
+    p.add_argument("--concurrency", type=int, default=100, metavar="N",
+                   help="requests made at once (default 100)")
+    p.add_argument("--lease", type=float, default=15.0, metavar="SECONDS",
+                   help="how long a request it holds waits for it before another connector "
+                   "may take it over, should this one die (renewed while it works; "
+                   "default 15)")
+    ns = p.parse_args(args)
+    if ns.concurrency < 1 or not ns.lease > 0:
+        p.error("--concurrency must be at least 1 and --lease above 0")
+    connector = http_connector(open_store(ns.store), ns.concurrency)
+    connector.lease_seconds = ns.lease
+    with stop_signals() as stopped:
+        try:
+            connector.run(until=stopped)
+        except KeyboardInterrupt:
+            _err("flowmetal: connector interrupted")
+            return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def cmd_serve(args: list[str], store_path: str | None) -> int:
+    """flowmetal serve: the control plane's HTTP API and the callback URLs."""
+    p = _parser("serve", "Serve the store over HTTP: the control plane's JSON API (with "
+                "bearer tokens: flowmetal token create), its OpenAPI document at "
+                "/openapi.json, and the callback URLs tasks make. Stops on SIGINT or "
+                "SIGTERM.", store_path)
+    p.add_argument("--listen", default="127.0.0.1:8400", metavar="HOST:PORT",
+                   help="where to listen (default 127.0.0.1:8400)")
+    p.add_argument("--public-url", metavar="URL",
+                   help="how others reach this server (callback URLs start with it); kept "
+                   "in the store for every worker")
+    ns = p.parse_args(args)
+    host, _, port = ns.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        p.error("--listen takes HOST:PORT, e.g. 127.0.0.1:8400")
+    store = open_store(ns.store)
+    if ns.public_url is not None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(ns.public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            p.error("--public-url takes an http or https URL")
+        from .store.callbacks import PUBLIC_URL
+
+        store.set_setting(PUBLIC_URL, ns.public_url.rstrip("/"))
+    from aiohttp import web
+
+    from .server.app import make_app
+
+    _err(f"flowmetal serve: listening on http://{host}:{port}")
+    web.run_app(make_app(store, log=_err), host=host.strip("[]"), port=int(port),
+                print=None, access_log=None)
+    return EXIT_OK
+
+
+def cmd_token(args: list[str], store_path: str | None) -> int:
+    """flowmetal token create|list|revoke: the control plane's access tokens."""
+    p = _parser("token", "Make, list and revoke the bearer tokens of the control plane. A "
+                "token is shown once, when it is made; the store keeps only its SHA-256.",
+                store_path)
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = sub.add_parser("create", help="make a token and print it")
+    create.add_argument("--name", default="", help="what it is for")
+    create.add_argument("--scope", choices=["read", "write"], default="write",
+                        help="read: GET requests only; write: everything (default)")
+    sub.add_parser("list", help="list the tokens (never the tokens themselves)")
+    revoke = sub.add_parser("revoke", help="revoke a token")
+    revoke.add_argument("id", metavar="ID", help="the token's id (token list shows it)")
+    ns = p.parse_args(args)
+    store = open_store(ns.store, create=ns.action == "create")
+    if ns.action == "create":
+        token, rec = store.token_create(ns.name, ns.scope)
+        _out(token + "\n")
+        _err(f"token {rec.id} ({rec.scope}) made: it is shown this once")
+    elif ns.action == "list":
+        for rec in store.tokens():
+            state = "revoked " + _when(rec.revoked) if rec.revoked else "active"
+            _out(f"{rec.id}  {rec.scope:5}  {state:26}  {_when(rec.created)}  {rec.name}\n")
+    else:
+        rec = store.token_revoke(ns.id)
+        _out(f"token {rec.id} revoked\n")
+    return EXIT_OK
+
+
+def _when(t: float | None) -> str:
+    return "" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def cmd_tasks(args: list[str], store_path: str | None) -> int:
@@ -566,12 +838,13 @@ def cmd_tasks(args: list[str], store_path: str | None) -> int:
     p.add_argument("--after", metavar="ID", default="", help="tasks after this id (paging)")
     p.add_argument("--json", action="store_true", help="print JSON")
     ns = p.parse_args(args)
-    from .runtime import inspect
+    from .runtime import api, inspect
 
-    where = TaskFilter(status=tuple(ns.status), name=ns.name, program=ns.program,
-                       parent=ns.parent, id_prefix=ns.id)
-    filtered = where != TaskFilter() or ns.limit is not None or ns.after
     store = open_store(ns.store, create=False)
+    parent = None if ns.parent is None else api.find_task(store, ns.parent)
+    where = TaskFilter(status=tuple(ns.status), name=ns.name, program=ns.program,
+                       parent=parent, id_prefix=ns.id)
+    filtered = where != TaskFilter() or ns.limit is not None or ns.after
     with store.view() as view:
         records = view.tasks(where, ns.after, ns.limit if ns.limit is not None else 1 << 62)
         skipped = view.skipped
@@ -590,8 +863,8 @@ def cmd_tasks(args: list[str], store_path: str | None) -> int:
         _out(f"no tasks in {store.path}\n")
     else:
         table = [("ID", "PROGRAM", "STATUS", "AGE", "WAITING ON")]
-        table += [(r["id"], r["name"], r["state"], _age(r["age"]), r["waiting"] or "")
-                  for r in rows]
+        table += [(r["id"], r["name"], inspect.state_word(r), _age(r["age_seconds"]),
+                   _waiting_column(r, now)) for r in rows]
         _out(_table(table))
     if hidden and not ns.json:
         _out(f"({hidden} older finished tasks not listed: flowmetal tasks --all)\n")
@@ -609,10 +882,10 @@ def cmd_show(args: list[str], store_path: str | None) -> int:
     p.add_argument("id", metavar="ID", help="the task's id (flowmetal tasks lists them)")
     p.add_argument("--json", action="store_true", help="print JSON")
     ns = p.parse_args(args)
-    from .runtime import inspect
+    from .runtime import api, inspect
 
     store = open_store(ns.store, create=False)
-    detail = inspect.task_detail(store, ns.id)
+    detail = inspect.task_detail(store, api.find_task(store, ns.id))
     if ns.json:
         _print_json(detail)
     else:
@@ -622,8 +895,7 @@ def cmd_show(args: list[str], store_path: str | None) -> int:
 
 def cmd_log(args: list[str], store_path: str | None) -> int:
     """flowmetal log ID: the task's events."""
-    from .runtime import inspect
-    from .runtime.records import TaskError
+    from .runtime import api, inspect
 
     p = _parser("log", "Print a task's event log: sequence number, time, kind and "
                 "details of each event (requests, answers, messages, the end).", store_path)
@@ -631,10 +903,9 @@ def cmd_log(args: list[str], store_path: str | None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON")
     ns = p.parse_args(args)
     store = open_store(ns.store, create=False)
+    task_id = api.find_task(store, ns.id)
     with store.view() as view:
-        if view.task(ns.id) is None and ns.id not in view.unreadable:
-            raise TaskError(f"no task {ns.id}")
-        events = [inspect.log_entry(seq, event) for seq, event in view.log(ns.id)]
+        events = [inspect.log_entry(seq, event) for seq, event in view.log(task_id)]
     if ns.json:
         _print_json(events)
         return EXIT_OK
@@ -644,6 +915,94 @@ def cmd_log(args: list[str], store_path: str | None) -> int:
                            for k, v in e["details"].items() if v is not None)
         rows.append((str(e["seq"]), _when(e["at"], True), e["kind"], details))
     _out(_table(rows))
+    return EXIT_OK
+
+
+def cmd_output(args: list[str], store_path: str | None) -> int:
+    """flowmetal output ID [-f]: what the task printed."""
+    from .runtime import api
+
+    p = _parser("output", "Print what a task has printed, as its steps committed it. With "
+                "-f, go on printing its output as it commits, until the task ends (exit "
+                "status as for run: 0 done, 1 failed or cancelled, its error on stderr).",
+                store_path)
+    p.add_argument("id", metavar="ID", help="the task's id (flowmetal tasks lists them)")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="follow the output until the task ends")
+    ns = p.parse_args(args)
+    store = open_store(ns.store, create=False)
+    task_id = api.find_task(store, ns.id)
+    seen = 0
+    with stop_signals() as stopped:
+        while True:
+            with store.view() as view:
+                rec = view.task(task_id)
+                for seq, text in view.output(task_id, seen):
+                    write_stdout(text)
+                    seen = seq
+            if not ns.follow:
+                return EXIT_OK
+            if rec is None or rec.finished:
+                break
+            if stopped():
+                return EXIT_INTERRUPTED
+            time.sleep(FOLLOW_POLL)
+    if rec is None:
+        _err(f"flowmetal: task {task_id} was removed")
+        return EXIT_ERROR
+    return report_end(rec)
+
+
+FOLLOW_POLL = 0.1  # seconds between looks at a followed task's output
+
+
+def cmd_rm(args: list[str], store_path: str | None) -> int:
+    """flowmetal rm ID...: delete finished tasks."""
+    from .runtime import api
+
+    p = _parser("rm", "Delete finished tasks (done, failed, cancelled or moved) from the "
+                "store, with their logs, output and inboxes. An unfinished task must be "
+                "cancelled first. Deletes all or none.", store_path)
+    p.add_argument("ids", metavar="ID", nargs="+",
+                   help="the tasks' ids (flowmetal tasks lists them)")
+    ns = p.parse_args(args)
+    store = open_store(ns.store, create=False)
+    ids = list(dict.fromkeys(api.find_task(store, text) for text in ns.ids))
+    for rec in api.remove(store, ids):
+        _out(f"removed task {rec.id} ({rec.name}, {rec.status})\n")
+    return EXIT_OK
+
+
+PRUNE_STATUSES = ("done", "failed", "cancelled", "moved")
+
+
+def cmd_prune(args: list[str], store_path: str | None) -> int:
+    """flowmetal prune --done --older-than 7d: delete long-finished tasks."""
+    from .quantities import QuantityError, parse_duration
+    from .runtime import api
+
+    p = _parser("prune", "Delete the finished tasks of the statuses given that ended more "
+                "than --older-than ago, with their logs, output and inboxes. A task whose "
+                "parent has not finished is kept: its parent may still join it.",
+                store_path)
+    for status in PRUNE_STATUSES:
+        p.add_argument(f"--{status}", action="store_true", help=f"delete {status} tasks")
+    p.add_argument("--finished", action="store_true",
+                   help="delete tasks of every finished status (as all four above)")
+    p.add_argument("--older-than", metavar="AGE", default="0s",
+                   help="only tasks that ended longer ago than AGE, e.g. 7d, 12h, 30m "
+                   "(default 0s: all of them)")
+    ns = p.parse_args(args)
+    statuses = tuple(s for s in PRUNE_STATUSES if ns.finished or getattr(ns, s))
+    if not statuses:
+        p.error("say which tasks: --done, --failed, --cancelled, --moved or --finished")
+    try:
+        older_than = parse_duration(ns.older_than, none_ok=False)
+    except QuantityError as exc:
+        p.error(f"--older-than: {exc}")
+    removed = api.prune(open_store(ns.store, create=False), statuses, older_than)
+    _out(f"removed {len(removed)} {' or '.join(statuses)} tasks that ended more than "
+         f"{ns.older_than} ago\n")
     return EXIT_OK
 
 
@@ -658,11 +1017,19 @@ def cmd_send(args: list[str], store_path: str | None) -> int:
     p.add_argument("form", metavar="FORM", help="the message, e.g. '[:ok 42]'")
     ns = p.parse_args(args)
     try:
-        message = read_one(ns.form, "<send>")
+        message = read_one(utf8_argument(ns.form, "FORM"), "<send>")
     except FlowmetalError as exc:
         _err(format_source_error(exc, "<send>"))
         return EXIT_USAGE
-    api.send(open_store(ns.store, create=False), ns.id, message)
+    store = open_store(ns.store, create=False)
+    task_id = api.find_task(store, ns.id)
+    seq = api.send(store, task_id, message)
+    rec = api.get(store, task_id)
+    answer = rec.answer
+    if answer is not None and answer.kind == "message" and answer.seq == seq:
+        _out(f"message {seq} sent to task {task_id}: it wakes the receive waiting for it\n")
+    else:
+        _out(f"message {seq} queued in the inbox of task {task_id} ({rec.status})\n")
     return EXIT_OK
 
 
@@ -675,12 +1042,20 @@ def cmd_cancel(args: list[str], store_path: str | None) -> int:
                 "the error.", store_path)
     p.add_argument("id", metavar="ID", help="the task's id (flowmetal tasks lists them)")
     ns = p.parse_args(args)
-    api.cancel(open_store(ns.store, create=False), ns.id)
+    store = open_store(ns.store, create=False)
+    rec = api.cancel(store, api.find_task(store, ns.id))
+    if rec.cancel_delivered:
+        _out(f"task {rec.id} cancelled: its wait raised {{:type :cancelled}} (it ends "
+             "cancelled unless it catches that)\n")
+    else:
+        _out(f"task {rec.id} asked to cancel: {{:type :cancelled}} is raised at its next "
+             "step (it ends cancelled unless it catches that)\n")
     return EXIT_OK
 
 
 def cmd_export(args: list[str], store_path: str | None) -> int:
     """flowmetal export ID: one file holding the task; it is marked moved here."""
+    from .runtime import api
     from .runtime.migrate import export_task
 
     p = _parser("export", "Write a task (its program, continuation, inbox, output and "
@@ -692,6 +1067,7 @@ def cmd_export(args: list[str], store_path: str | None) -> int:
                    help="write to FILE instead of standard output")
     ns = p.parse_args(args)
     store = open_store(ns.store, create=False)
+    ns.id = api.find_task(store, ns.id)
     try:
         if ns.output is None:
             if sys.stdout.isatty():
@@ -794,6 +1170,7 @@ def cmd_upgrade(args: list[str], store_path: str | None) -> int:
         if source is None:
             return EXIT_USAGE
     store = open_store(ns.store, create=False)
+    ns.id = api.find_task(store, ns.id)
     try:
         if ns.dry_run:
             plan = api.plan_upgrade(store, ns.id, source, ns.to)[0]
@@ -856,8 +1233,10 @@ def cmd_store(args: list[str], store_path: str | None) -> int:
 COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
     "repl": cmd_repl, "attach": cmd_attach,
     "run": cmd_run, "resume": cmd_resume, "start": cmd_start, "worker": cmd_worker,
+    "connector": cmd_connector, "serve": cmd_serve, "token": cmd_token,
     "tasks": cmd_tasks, "show": cmd_show, "log": cmd_log, "send": cmd_send,
     "cancel": cmd_cancel, "export": cmd_export, "import": cmd_import,
+    "output": cmd_output, "rm": cmd_rm, "prune": cmd_prune,
     "deploy": cmd_deploy, "upgrade": cmd_upgrade, "store": cmd_store,
 }
 
@@ -866,22 +1245,41 @@ COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
 # The listings as text (runtime/inspect.py gives them as data)
 
 
+def _waiting_column(summary: dict, now: float) -> str:
+    """The WAITING ON column of ``flowmetal tasks``."""
+    from .runtime import inspect
+
+    if summary["blocked"] and not summary["running"]:
+        return f"code: {summary['blocked']}"
+    return inspect.waiting_on(summary, now)
+
+
+def _limits_text(limits: dict) -> str:
+    from .quantities import duration_text, size_text
+
+    fuel, depth = limits["fuel_reductions"], limits["depth_frames"]
+    return ", ".join([
+        f"fuel {'none' if fuel is None else f'{fuel:,} reductions'}",
+        f"depth {depth:,} frames", f"state {size_text(limits['state_bytes'])}",
+        f"deadline {duration_text(limits['deadline_seconds'])}",
+        f"wait {duration_text(limits['wait_seconds'])} (waits without :timeout)"])
+
+
 def _detail_text(d: dict) -> str:
     """``flowmetal show``'s text for a task's detail."""
-    status = d["state"]
-    if d["waiting"]:
-        status += f": {d['waiting']}"
+    from .runtime import inspect
+
+    status = inspect.state_text(d)
     if d["cancel"] and d["status"] not in ("cancelled",):
         status += " (cancel requested)"
     lines = [f"task {d['id']} ({d['name']})",
              f"  status      {status}",
              f"  program     {d['file'] or '?'} ({d['program'][:12]})",
-             f"  created     {_when(d['created'])} ({_age(d['age'])} ago), "
+             f"  created     {_when(d['created'])} ({_age(d['age_seconds'])} ago), "
              f"updated {_when(d['updated'])}",
              f"  steps       {d['steps']} ({d['reductions']} reductions), state "
              f"{d['state_bytes']} bytes, inbox {d['inbox']} messages",
-             "  limits      " + ", ".join(f"{k} {'none' if v is None else _number(v)}"
-                                          for k, v in d["limits"].items())]
+             "  limits      " + _limits_text(d["limits"])]
     if d["parent"]:
         lines.append(f"  parent      {d['parent']}")
     if d["children"]:
@@ -936,10 +1334,6 @@ def _when(at: float | None, precise: bool = False) -> str:
         return "?"
     text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
     return text + f".{int(at * 1000) % 1000:03d}" if precise else text
-
-
-def _number(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _cut(text: str, limit: int) -> str:

@@ -38,6 +38,7 @@ import cbor2
 
 from . import nodes as N
 from .machine import UNSET, FrameKind, Machine, Unset
+from .primitives.collections import Reduced
 from .primitives.effects import TaskId
 from .procedures import PRIMITIVES, Closure, Continuation, Primitive
 from .program import PROGRAMS
@@ -60,7 +61,7 @@ INT_TAG = 39_999  # format 1 integers
 
 (R_SYMBOL, R_KEYWORD, R_RATIO, R_LIST, R_IMPROPER, R_EMPTY, R_VECTOR, R_MAP, R_SET, R_ENV,
  R_CLOSURE, R_CONTINUATION, R_TUPLE, R_NODE, R_FRAMEKIND, R_PRIMITIVE, R_UNSET,
- R_BASE, R_TASK) = range(19)
+ R_BASE, R_TASK, R_REDUCED) = range(20)
 
 _MUTABLE = (list, Closure, Continuation)
 _EXPANDED = object()  # on the encoder's stack: the object below it has its children done
@@ -136,6 +137,8 @@ def _children(obj: Any) -> Any:
         return (obj.code, obj.env)
     if t is Continuation:
         return (obj.k, obj.winders)
+    if t is Reduced:
+        return (obj.value,)
     return ()
 
 
@@ -162,7 +165,7 @@ def _is_immediate(value: Any) -> bool:
 
 _IMMEDIATE_ITEM = frozenset({float, str, type(None)})  # items that are the value itself
 _KINDS = {Vector: R_VECTOR, Map: R_MAP, Set: R_SET, tuple: R_TUPLE, list: R_ENV,
-          Closure: R_CLOSURE, Continuation: R_CONTINUATION}
+          Closure: R_CLOSURE, Continuation: R_CONTINUATION, Reduced: R_REDUCED}
 _COMPOUND = frozenset({Pair, *_KINDS})
 
 
@@ -436,6 +439,10 @@ class Decoder:
             return self.base_globals[name]
         if kind == R_TASK:
             return TaskId(_text(args[0]))
+        if kind == R_REDUCED:
+            if len(args) != 1:
+                raise CodecError("a reduced record holds one value")
+            return Reduced(item(args[0]))
         raise CodecError(f"unknown record kind {kind}")
 
 

@@ -239,9 +239,9 @@ def apply_procedure(f: Any, args: tuple | list, k: Any, m: Machine) -> tuple:
         return transition(m, f.winders, (None, None, f.k, value))
     if t is Keyword or t is Map or t is Set or t is Vector:
         return None, None, k, lookup_call(f, args)
-    from .printer import to_string
+    from .printer import shown
 
-    raise FlowmetalError(f"not a procedure: {to_string(f)}", "not-a-procedure")
+    raise FlowmetalError(f"not a procedure: {shown(f)}", "not-a-procedure")
 
 
 def lookup_call(f: Any, args: tuple | list) -> Any:
@@ -267,7 +267,10 @@ def lookup_call(f: Any, args: tuple | list) -> Any:
         return f[key]
     if n == 2:
         return default
-    raise FlowmetalError(f"index {key} out of range for a vector of {len(f)}", "index-error")
+    from .printer import shown
+
+    raise FlowmetalError(f"index {shown(key)} out of range for a vector of {len(f)}",
+                         "index-error")
 
 
 # ---------------------------------------------------------------------------------------

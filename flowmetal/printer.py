@@ -17,7 +17,7 @@ from typing import Any
 
 from .values import EMPTY, FALSE, TRUE, Fraction, Keyword, Map, Pair, Set, Symbol, Vector
 
-__all__ = ["bounded_string", "display_string", "to_string"]
+__all__ = ["bounded_string", "display_string", "shown", "to_string"]
 
 
 def _escapes() -> dict[int, str]:
@@ -162,6 +162,12 @@ def display_string(value: Any) -> str:
 
 
 MAX_VALUE_CHARS = 1000
+ERROR_VALUE_CHARS = 200
+
+
+def shown(value: Any) -> str:
+    """A value as an error message prints it: its readable text, cut at 200 characters."""
+    return bounded_string(value, ERROR_VALUE_CHARS)
 
 
 def bounded_string(value: Any, limit: int = MAX_VALUE_CHARS) -> str:

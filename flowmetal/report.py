@@ -56,6 +56,18 @@ def format_error(error: Any) -> str:
     return "\n".join(lines)
 
 
+def error_summary(error: Any) -> str:
+    """An uncaught error in one line: ``MESSAGE (:type) at FILE:LINE:COL`` (the
+    innermost frame of its backtrace), or ``uncaught VALUE``."""
+    head = format_error(error).split("\n", 1)[0].removeprefix("error: ")
+    frames = error.get(K_BACKTRACE) if type(error) is Map else None
+    frame = frames[0] if isinstance(frames, (list, tuple)) and frames else None
+    if type(frame) is Map and frame.get(K_FILE) is not None:
+        head += (f" at {display_string(frame.get(K_FILE))}:{frame.get(K_LINE)}:"
+                 f"{frame.get(K_COL)}")
+    return head
+
+
 def _frame_text(frame: Any) -> str:
     if type(frame) is not Map:
         return to_string(frame)

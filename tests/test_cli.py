@@ -178,7 +178,7 @@ def test_a_file_that_is_not_utf8_exits_2(tmp_path):
     path.write_bytes(b'(println "caf\xe9")\n')
     r = flowmetal_cmd(str(path))
     assert r.returncode == 2
-    assert r.stderr == f"flowmetal: cannot read {path}: it is not UTF-8 text\n"
+    assert r.stderr == f"{path}:1:14: not UTF-8 text (byte 0xe9)\n"
 
 
 # --- source errors (exit 2) ----------------------------------------------------------------
@@ -340,14 +340,14 @@ def _explode(*args, **kwargs):
 def test_an_internal_error_is_one_line_without_a_python_traceback(monkeypatch, capsys):
     monkeypatch.setattr(cli, "run_source", _explode)
     monkeypatch.delenv("FLOWMETAL_TRACEBACK", raising=False)
-    assert cli.main(["-e", "1"]) == 1
+    assert cli.main(["-e", "1"]) == cli.EXIT_INTERNAL
     assert capsys.readouterr().err == "internal error: RuntimeError: boom\n"
 
 
 def test_flowmetal_traceback_shows_the_python_traceback(monkeypatch, capsys):
     monkeypatch.setattr(cli, "run_source", _explode)
     monkeypatch.setenv("FLOWMETAL_TRACEBACK", "1")
-    assert cli.main(["-e", "1"]) == 1
+    assert cli.main(["-e", "1"]) == cli.EXIT_INTERNAL
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):")
     assert err.endswith("internal error: RuntimeError: boom\n")

@@ -68,7 +68,8 @@ def wait_for(test, seconds: float = 15, what: str = "the condition"):
 @contextlib.contextmanager
 def worker(store: Path, python: str = sys.executable):
     """A ``flowmetal worker`` process, stopped with SIGTERM (it exits 0) on leaving."""
-    p = subprocess.Popen([python, "-m", "flowmetal", "--store", str(store), "worker"],
+    p = subprocess.Popen([python, "-m", "flowmetal", "--store", str(store), "worker",
+                          "--quiet"],
                          env=env(), cwd=store.parent, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -248,12 +249,13 @@ def test_a_task_whose_code_is_missing_is_blocked_not_failed(tmp_path):
     ok(fm(store, "send", later, '"hello"'))  # answered while its code is missing
 
     with worker(store):
-        rows = wait_for(lambda: all(r["state"] == "blocked" for r in rows_of(store)) and
+        rows = wait_for(lambda: all(r["blocked"] and not r["running"]
+                                    for r in rows_of(store)) and
                         rows_of(store), what="both tasks to be blocked")
     for row in rows:
         assert row["status"] == "runnable"
-        assert row["waiting"].startswith("code: program ") and \
-            "is not in the program store" in row["waiting"], row
+        assert row["blocked"].startswith("program ") and \
+            "is not in the program store" in row["blocked"], row
     table = ok(fm(store, "tasks"))
     for task_id in (now, later):
         line = next(line for line in table.splitlines() if line.startswith(task_id))

@@ -142,7 +142,7 @@ def test_attaching_never_changes_the_task(tmp_path):
     assert dump(store) == before
     assert (store_path / "data.mdb").read_bytes() == data_file  # not even rewritten
     out = r.stdout
-    assert "status   waiting: message until " in out
+    assert "status   waiting: receive until " in out
     assert "inbox: 1 messages, oldest first\n  #1 from outside at " in out
     assert out.count(": [:other 1]\n") == 1
     assert re.search(r"  request #\d+ \(next-message, until [\d:.]+\)\n", out)

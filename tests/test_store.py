@@ -404,3 +404,148 @@ def test_a_spawned_file_comes_from_the_program_store(store, tmp_path):
     child.unlink()
     finish(store, tid)
     assert value(store, tid) == f'["{child}" ["a" "2"]]'
+
+
+# --- removing tasks, cancel in the language, runs of one tree, idleness --------------------
+
+
+def test_remove_deletes_finished_tasks_with_their_journals_all_or_none(store, tmp_path):
+    from flowmetal.runtime.records import TaskError
+
+    done = api.start(store, '(println "out") (send (self) :m) :ok', str(tmp_path / "p.fm"))
+    waiting = api.start(store, "(receive :timeout 60)", str(tmp_path / "w.fm"))
+    finish(store, done)
+    with pytest.raises(TaskError, match=f"cannot remove task {waiting}: it is waiting"):
+        store.remove([done, waiting])
+    assert store.get(done).status == Status.DONE  # all or none
+    with pytest.raises(TaskError, match="no task nope"):
+        store.remove(["nope"])
+    (gone,) = store.remove([done])
+    assert (gone.id, gone.status) == (done, Status.DONE)
+    with store.view() as view:
+        assert view.task(done) is None
+        assert list(view.log(done)) == [] and list(view.output(done)) == []
+        assert view.continuation(done) is None and view.inbox(done) == []
+        assert [r.id for r in view.tasks()] == [waiting]
+    # The id is free again: nothing of the old task shows through a new record.
+    api.cancel(store, waiting)
+    finish(store, waiting)
+    assert [r.id for r in store.remove([waiting])] == [waiting]
+
+
+def test_prune_deletes_old_finished_tasks_of_the_statuses_asked(store, tmp_path):
+    ids = {}
+    for name, source in [("done", ":ok"), ("failed", "(error \"no\")"),
+                         ("waits", "(receive :timeout 60)")]:
+        ids[name] = api.start(store, source, str(tmp_path / f"{name}.fm"))
+    parent = api.start(store, "(def k (spawn (fn [] :kid))) (sleep 0.01) (receive :timeout 60)",
+                       str(tmp_path / "parent.fm"))
+    finish(store, ids["done"], ids["failed"])
+    Worker(store).run(until=lambda: len(store.get(parent).children) == 1 and
+                      store.get(store.get(parent).children[0]).finished)
+    kid = store.get(parent).children[0]
+    assert store.prune(("done",), 3600.0) == []  # none ended an hour ago
+    assert store.prune(("done",), 0.0, page=1) == [ids["done"]]  # the kid's parent runs
+    assert store.prune(("failed", "cancelled"), 0.0) == [ids["failed"]]
+    api.cancel(store, parent)
+    finish(store, parent)
+    assert sorted(store.prune(("done", "cancelled"), 0.0)) == sorted([parent, kid])
+    with store.view() as view:
+        assert [r.id for r in view.tasks()] == [ids["waits"]]
+
+
+def test_cancel_in_the_language_stops_another_task(store, tmp_path):
+    source = """
+    (def kid (spawn (fn [] (try (receive :timeout 60) (catch :cancelled e :caught)))))
+    (def quick (spawn (fn [] :quick)))
+    (sleep 0.05)
+    [(cancel kid) (join kid) (do (join quick) (cancel quick))
+     (try (cancel "nosuchtask") (catch :no-such-task e :none))
+     (str (self)) (= (task-id (self)) (str (self)))]
+    """
+    tid = api.start(store, source, str(tmp_path / "main.fm"))
+    finish(store, tid)
+    assert value(store, tid) == f'[true :caught false :none "{tid}" true]'
+    kid = store.get(tid).children[0]
+    with store.view() as view:
+        cancels = [e for _, e in view.log(kid) if e.kind == "cancel"]
+    assert cancels[0].details == {"by": tid}
+
+
+def test_a_task_can_cancel_itself(store, tmp_path):
+    tid = api.start(store, "(cancel (self)) (println \"not reached\")", str(tmp_path / "p.fm"))
+    finish(store, tid)
+    rec = store.get(tid)
+    assert rec.status == Status.CANCELLED
+    with store.view() as view:
+        assert list(view.output(tid)) == []
+
+
+def test_a_watched_round_claims_only_the_watched_tree(store, tmp_path):
+    other = api.start(store, ":other", str(tmp_path / "other.fm"))
+    main = api.start(store, "(join (spawn (fn [] (println \"kid\") :kid)))",
+                     str(tmp_path / "main.fm"))
+    shown: list[str] = []
+    rec = api.run_foreground(store, main, shown.append)
+    assert rec.status == Status.DONE and "".join(shown) == "kid\n"
+    assert store.get(other).status == Status.RUNNABLE and store.get(other).steps == 0
+
+
+def test_waits_without_a_timeout_use_the_default_and_nil_waits_forever(store, tmp_path):
+    limits = {"wait": 7200.0}
+    default = api.start(store, "(receive)", str(tmp_path / "d.fm"), limits=limits)
+    forever = api.start(store, "[(receive :timeout nil) (join (self) :timeout nil)]",
+                        str(tmp_path / "f.fm"))
+    given = api.start(store, "(receive :timeout 30)", str(tmp_path / "g.fm"), limits=limits)
+    nolimit = api.start(store, "(receive)", str(tmp_path / "n.fm"),
+                        limits={"wait": float("inf")})
+    worker = Worker(store)
+    rounds_until(worker, lambda: all(store.get(t).status == Status.WAITING
+                                     for t in (default, forever, given, nolimit)))
+    worker.stop()
+    d, f, g, n = (store.get(t) for t in (default, forever, given, nolimit))
+    assert d.waiting.by_default and 7199 < d.waiting.until - d.updated <= 7200
+    assert (f.waiting.until, f.waiting.by_default) == (None, False)
+    assert not g.waiting.by_default and 29 < g.waiting.until - g.updated <= 30
+    assert (n.waiting.until, n.waiting.by_default) == (None, True)
+    with store.view() as view:
+        assert view.has_work()  # the given :timeout 30 is waited out
+    api.cancel(store, given)
+    Worker(store).run(until=lambda: store.get(given).finished)
+    with store.view() as view:
+        assert view.next_timer() is not None  # the default wait's
+        assert not view.has_work()  # no sleep, no runnable task: nothing to wait out
+    api.send(store, forever, 1)
+    with store.view() as view:
+        assert view.has_work()
+
+
+def rounds_until(worker: Worker, done) -> None:
+    """Run the worker's rounds until ``done()``."""
+    while not done():
+        worker.round()
+
+
+def test_has_work_counts_sleeps_and_given_timeouts_but_not_blocked_tasks(store, tmp_path):
+    sleeper = api.start(store, "(sleep 60)", str(tmp_path / "s.fm"))
+    worker = Worker(store)
+    rounds_until(worker, lambda: store.get(sleeper).status == Status.WAITING)
+    with store.view() as view:
+        assert view.has_work()
+    api.cancel(store, sleeper)
+    rounds_until(worker, lambda: store.get(sleeper).finished)
+    blocked = api.start(store, "(now) :ran", str(tmp_path / "p.fm"))
+    with store.backend.write() as t:
+        unit = Unit(t)
+        rec = unit.get(blocked)
+        rec.programs = [*rec.programs, "0" * 64]  # no such code
+        unit.put(rec)
+        unit.flush()
+    with store.view() as view:
+        assert view.has_work()  # runnable, not known to be blocked yet
+    worker.round()
+    worker.round()
+    assert store.get(blocked).blocked
+    with store.view() as view:
+        assert not view.has_work()
+    worker.stop()

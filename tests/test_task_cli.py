@@ -95,7 +95,7 @@ def wait_until(store: Path, task_id: str, test, seconds: float = 10) -> dict:
         detail = show(store, task_id)
         if test(detail):
             return detail
-        assert time.time() < deadline, f"gave up waiting; the task is {detail['state']}"
+        assert time.time() < deadline, f"gave up waiting; the task is {detail['status']}"
         time.sleep(0.05)
 
 
@@ -118,13 +118,15 @@ def test_start_submits_and_a_worker_runs_it_to_the_end(tmp_path):
     assert (row["id"], row["name"], row["status"]) == (task_id, "prog.fm", "runnable")
 
     r = fm(store, "worker", "--until-idle")
-    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert (r.returncode, r.stdout, r.stderr) == (
+        0, f"[{task_id}] hello from x\n"
+           f'[{task_id}] prog.fm done: {{:sum 3, :args ["x" "--flag"]}}\n', "")
 
     detail = show(store, task_id)
     assert detail["status"] == "done"
     assert detail["result"] == '{:sum 3, :args ["x" "--flag"]}'
     assert detail["steps"] >= 2 and detail["frames"] == []
-    assert detail["limits"]["depth"] > 0 and detail["error"] is None
+    assert detail["limits"]["depth_frames"] > 0 and detail["error"] is None
     assert log_kinds(store, task_id) == ["created", "request", "answer", "done"]
 
     text = fm(store, "show", task_id).stdout
@@ -136,7 +138,7 @@ def test_start_submits_and_a_worker_runs_it_to_the_end(tmp_path):
     log = fm(store, "log", task_id).stdout.splitlines()
     assert log[0].split() == ["SEQ", "TIME", "KIND", "DETAILS"]
     assert "op=sleep" in log[2]
-    # The output was not shown by the worker; resume shows it once, then no more.
+    # A worker's showing is not a run's: resume shows the output once, then no more.
     r = fm(store, "resume", task_id)
     assert (r.returncode, r.stdout) == (0, "hello from x\n")
     assert fm(store, "resume", task_id).stdout == ""
@@ -161,7 +163,7 @@ def test_a_waiting_task_shows_its_frames_and_wakes_when_sent_a_message(tmp_path)
     assert (worker.returncode, out, err) == (0, "", "")
 
     detail = show(store, task_id)
-    assert detail["waiting"].startswith("message until ")
+    assert detail["waiting"]["op"] == "receive" and detail["waiting"]["until"] > 0
     assert detail["lease"] is None
     assert detail["request"].startswith("{:op :next-message")
     frame = next(f for f in detail["frames"] if f["proc"] == "handle")
@@ -223,7 +225,8 @@ def test_cancel_stops_a_waiting_task_running_in_the_foreground(tmp_path):
         (row,) = json.loads(fm(store, "tasks", "--json").stdout)
         wait_until(store, row["id"], lambda d: d["status"] == "waiting")
         r = fm(store, "cancel", row["id"])
-        assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+        assert (r.returncode, r.stderr) == (0, "")
+        assert r.stdout.startswith(f"task {row['id']} cancelled: its wait raised")
         out, err = proc.communicate(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:
@@ -344,7 +347,7 @@ def test_a_sleeping_task_moves_through_stdout_and_wakes_in_the_new_store(tmp_pat
     r = fm(two, "import", str(tmp_path / "task.fmt"))
     assert r.returncode == 0
     detail = show(two, row["id"])
-    assert detail["waiting"].startswith("sleep until")
+    assert detail["waiting"]["op"] == "sleep"
     r = fm(two, "resume", row["id"])
     assert (r.returncode, r.stdout, r.stderr) == (0, "woke\n", "")
     r = fm(two, "import", str(tmp_path / "tasks.fm"))
@@ -361,7 +364,7 @@ def test_a_task_a_live_worker_runs_cannot_be_exported(tmp_path):
     task_id = fm(store, "start", name).stdout.strip()
     worker = popen(store, "worker", "--slice", "1000")
     try:
-        wait_until(store, task_id, lambda d: d["state"] == "running")
+        wait_until(store, task_id, lambda d: d["running"])
         r = fm(store, "export", task_id, "-o", "task.fmt")
         assert r.returncode == 2
         assert f"flowmetal: task {task_id} is running on worker " in r.stderr

@@ -8,12 +8,13 @@ one-character strings) or nil.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
 from .. import limits
-from ..printer import to_string
+from ..printer import shown
 from ..procedures import define
 from ..values import (
     EMPTY,
@@ -34,7 +35,7 @@ from ..values import (
 
 
 def _type_error(op: str, what: str, x: Any) -> FlowmetalError:
-    return FlowmetalError(f"{op}: expected {what}, got {to_string(x)}", "type-error")
+    return FlowmetalError(f"{op}: expected {what}, got {shown(x)}", "type-error")
 
 
 def items(op: str, coll: Any) -> Iterator[Any]:
@@ -198,7 +199,7 @@ def nth(coll: Any, index: Any, *default: Any) -> Any:
         raise _type_error("nth", "a list, vector or string", coll)
     if default:
         return default[0]
-    raise FlowmetalError(f"nth: index {index} out of range", "index-error")
+    raise FlowmetalError(f"nth: index {shown(index)} out of range", "index-error")
 
 
 @define("get", min_args=2, max_args=3)
@@ -246,7 +247,7 @@ def assoc(coll: Any, *kvs: Any) -> Any:
         lst = list(coll)
         for k, v in zip(kvs[::2], kvs[1::2]):
             if type(k) is not int or not 0 <= k <= len(lst):
-                raise FlowmetalError(f"assoc: index {to_string(k)} out of range", "index-error")
+                raise FlowmetalError(f"assoc: index {shown(k)} out of range", "index-error")
             if k == len(lst):
                 lst.append(v)
             else:
@@ -270,7 +271,9 @@ def dissoc(m: Any, *keys: Any) -> Any:
 
 @define("disj", min_args=1, max_args=None)
 def disj(s: Any, *xs: Any) -> Any:
-    """A copy of the set without the members."""
+    """A copy of the set without the members (nil stays nil)."""
+    if s is None:
+        return None
     if type(s) is not Set:
         raise _type_error("disj", "a set", s)
     return Set(s.difference(xs))
@@ -431,26 +434,37 @@ def subvec(v: Any, start: Any, end: Any = None) -> Vector:
 
 @define("peek", min_args=1)
 def peek(coll: Any) -> Any:
-    """The item conj would remove next: a list's first, a vector's last."""
-    if type(coll) is Vector:
+    """The item pop would remove: a list's first, a vector's last (nil when empty)."""
+    t = type(coll)
+    if t is Vector:
         return coll[-1] if coll else None
-    return first(coll)
+    if t is Pair:
+        return coll.first
+    if coll is EMPTY or coll is None:
+        return None
+    raise _type_error("peek", "a list or vector", coll)
 
 
 @define("pop", min_args=1)
 def pop(coll: Any) -> Any:
-    """The collection without its peek item."""
-    if type(coll) is Vector:
+    """The collection without its peek item (nil stays nil)."""
+    t = type(coll)
+    if t is Vector:
         if not coll:
-            raise FlowmetalError("pop: empty vector", "index-error")
+            raise FlowmetalError("pop: cannot pop an empty vector", "index-error")
         return Vector(coll[:-1])
-    if type(coll) is Pair:
+    if t is Pair:
         return coll.rest
-    raise FlowmetalError("pop: empty or not a list or vector", "index-error")
+    if coll is None:
+        return None
+    if coll is EMPTY:
+        raise FlowmetalError("pop: cannot pop an empty list", "index-error")
+    raise _type_error("pop", "a list or vector", coll)
 
 
 def _sort_key(x: Any) -> tuple:
-    """A total order across types: nil < booleans < numbers < strings < keywords < ..."""
+    """A total order across types: nil < booleans < numbers < strings < keywords <
+    symbols < vectors (shorter first, then item by item) < lists (item by item)."""
     t = type(x)
     if x is None:
         return (0, 0)
@@ -464,8 +478,10 @@ def _sort_key(x: Any) -> tuple:
         return (4, x.name)
     if t is Symbol:
         return (5, x.name)
-    if t is Vector or t is Pair or x is EMPTY:
-        return (6, tuple(_sort_key(y) for y in x))
+    if t is Vector:
+        return (6, len(x), tuple(_sort_key(y) for y in x))
+    if t is Pair or x is EMPTY:
+        return (7, tuple(_sort_key(y) for y in x))
     raise _type_error("compare", "comparable values", x)
 
 
@@ -482,6 +498,15 @@ def sort(coll: Any) -> Any:
     return make_list(sorted(items("sort", coll), key=_sort_key))
 
 
+define("%sort", min_args=1, doc="A list of the items in ascending order (see compare).")(sort)
+
+
+@define("%sort-by-key", min_args=1)
+def sort_by_key(pairs: Any) -> Any:
+    """The items of a seq of [key item] vectors, stably sorted by key (see compare)."""
+    return make_list(p[1] for p in sorted(items("sort-by", pairs), key=lambda p: _sort_key(p[0])))
+
+
 @define("distinct", min_args=1)
 def distinct(coll: Any) -> Any:
     """A list of the items without repeats, in first-seen order."""
@@ -493,8 +518,11 @@ def distinct(coll: Any) -> Any:
 
 @define("flatten", min_args=1)
 def flatten(coll: Any) -> Any:
-    """A list of the non-sequential items nested anywhere in coll."""
-    out, stack = [], [iter(items("flatten", coll))]
+    """A list of the non-sequential items nested anywhere in the lists and vectors of coll;
+    () for anything not a list or vector."""
+    if not (type(coll) in (Pair, Vector) or coll is EMPTY):
+        return EMPTY
+    out, stack = [], [iter(coll)]
     while stack:
         for x in stack[-1]:
             if type(x) in (Pair, Vector) or x is EMPTY:
@@ -517,3 +545,165 @@ _pred("set?", lambda x: type(x) is Set)
 _pred("seq?", lambda x: type(x) is Pair or x is EMPTY)
 _pred("coll?", lambda x: type(x) in (Pair, Vector, Map, Set) or x is EMPTY)
 _pred("sequential?", lambda x: type(x) in (Pair, Vector) or x is EMPTY)
+
+
+@define("distinct?", min_args=1, max_args=None)
+def is_distinct(*xs: Any) -> Boolean:
+    """True if no two of the arguments are equal."""
+    return boolean(len(set(xs)) == len(xs))
+
+
+@define("dedupe", min_args=1)
+def dedupe(coll: Any) -> Any:
+    """A list of the items without consecutive repeats."""
+    out: list[Any] = []
+    for x in items("dedupe", coll):
+        if not out or out[-1] != x:
+            out.append(x)
+    return make_list(out)
+
+
+@define("take-last", min_args=2)
+def take_last(n: Any, coll: Any) -> Any:
+    """A list of the last n items (nil when there are none)."""
+    if type(n) is not int:
+        raise _type_error("take-last", "an integer", n)
+    all_items = list(items("take-last", coll))
+    return make_list(all_items[-n:]) if n > 0 and all_items else None
+
+
+@define("drop-last", min_args=1, max_args=2)
+def drop_last(*args: Any) -> Any:
+    """(drop-last coll) or (drop-last n coll): a list of all but the last n (1) items."""
+    n, coll = (1, args[0]) if len(args) == 1 else args
+    if type(n) is not int:
+        raise _type_error("drop-last", "an integer", n)
+    all_items = list(items("drop-last", coll))
+    return make_list(all_items[:max(0, len(all_items) - n)] if n > 0 else all_items)
+
+
+# ---------------------------------------------------------------------------------------
+# Sets and maps as relations (clojure.set): sets or nil only
+
+
+def _set_or_nil(op: str, x: Any) -> Any:
+    if x is None or type(x) is Set:
+        return x
+    raise _type_error(op, "a set", x)
+
+
+@define("union", min_args=0, max_args=None)
+def union(*sets: Any) -> Any:
+    """The set of the members of all the sets (nil counts as empty; (union) is #{})."""
+    if not sets:
+        return Set()
+    out = _set_or_nil("union", sets[0])
+    for s in sets[1:]:
+        if _set_or_nil("union", s):
+            out = Set(s if out is None else out.union(s))
+    return out
+
+
+@define("intersection", min_args=1, max_args=None)
+def intersection(first_set: Any, *sets: Any) -> Any:
+    """The set of the members every set has."""
+    out = _set_or_nil("intersection", first_set)
+    for s in sets:
+        s = _set_or_nil("intersection", s)
+        out = None if out is None or s is None else Set(out.intersection(s))
+    return out
+
+
+@define("difference", min_args=1, max_args=None)
+def difference(first_set: Any, *sets: Any) -> Any:
+    """The set of the members of the first set that no other set has."""
+    out = _set_or_nil("difference", first_set)
+    for s in sets:
+        if _set_or_nil("difference", s) and out is not None:
+            out = Set(out.difference(s))
+    return out
+
+
+@define("subset?", min_args=2)
+def is_subset(a: Any, b: Any) -> Boolean:
+    """True if every member of set a is in set b."""
+    a, b = _set_or_nil("subset?", a), _set_or_nil("subset?", b)
+    return boolean((a or Set()).issubset(b or Set()))
+
+
+@define("superset?", min_args=2)
+def is_superset(a: Any, b: Any) -> Boolean:
+    """True if set a has every member of set b."""
+    return is_subset(b, a)
+
+
+@define("map-invert", min_args=1)
+def map_invert(m: Any) -> Map:
+    """The map with its keys and values swapped (of equal values, the last key wins)."""
+    if m is not None and type(m) is not Map:
+        raise _type_error("map-invert", "a map", m)
+    return Map((v, k) for k, v in (m or {}).items())
+
+
+@define("rename-keys", min_args=2)
+def rename_keys(m: Any, kmap: Any) -> Any:
+    """The map with each key of kmap that it has renamed to kmap's value for it."""
+    if m is None:
+        return None
+    for x in (m, kmap):
+        if type(x) is not Map:
+            raise _type_error("rename-keys", "a map", x)
+    out = Map((k, v) for k, v in m.items() if k not in kmap)
+    for old, new in kmap.items():
+        if old in m:
+            dict.__setitem__(out, new, m[old])
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# reduced: how a reducing function ends a reduce early
+
+
+class Reduced:
+    """A value wrapped by ``reduced``: reduce stops and returns the value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __fm_repr__(self) -> str:
+        return f"#<reduced {shown(self.value)}>"
+
+
+@define("reduced", min_args=1)
+def reduced(x: Any) -> Reduced:
+    """x wrapped so that a reduce that receives it stops with x."""
+    return Reduced(x)
+
+
+@define("reduced?", min_args=1)
+def is_reduced(x: Any) -> Boolean:
+    """True for a value made by reduced."""
+    return TRUE if type(x) is Reduced else FALSE
+
+
+@define("unreduced", min_args=1)
+def unreduced(x: Any) -> Any:
+    """The value inside a reduced, else x itself."""
+    return x.value if type(x) is Reduced else x
+
+
+@define("ensure-reduced", min_args=1)
+def ensure_reduced(x: Any) -> Reduced:
+    """x if it is reduced, else x wrapped by reduced."""
+    return x if type(x) is Reduced else Reduced(x)
+
+
+@define("%shuffle", min_args=2)
+def shuffle(coll: Any, seed: Any) -> Vector:
+    """A vector of the items in the random order that ``seed`` picks (shuffle's recorded
+    random number): the same seed always gives the same order."""
+    out = list(items("shuffle", coll))
+    random.Random(seed).shuffle(out)
+    return Vector(out)

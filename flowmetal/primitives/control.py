@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import machine as M
-from ..printer import display_string, to_string
+from ..printer import display_string, shown, to_string
 from ..procedures import CONTROL, MACHINE, Closure, Continuation, Primitive, binary, define
 from ..values import (
     FALSE,
@@ -167,3 +167,9 @@ def continuation_depth(m: Any, args: tuple, k: Any) -> tuple:
         n += 1
         frame = frame[1]
     return None, None, k, n
+
+
+@define("%shown", min_args=1)
+def shown_(x: Any) -> str:
+    """The readable text of x for an error message: at most 200 characters."""
+    return shown(x)

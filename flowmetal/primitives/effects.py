@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..printer import to_string
+from ..printer import shown
 from ..procedures import CONTROL, MACHINE, PRIMITIVES, Closure, Continuation, Primitive, define
 from ..values import FlowmetalError, Keyword, Map, Vector, kw
 
@@ -46,7 +46,7 @@ def _seconds(op: str, value: Any, what: str = "seconds") -> Any:
         return None
     if type(value) not in (int, float) or not value >= 0:  # NaN is not >= 0 either
         raise FlowmetalError(f"{op}: {what} must be a number of seconds >= 0, got "
-                             f"{to_string(value)}", "type-error")
+                             f"{shown(value)}", "type-error")
     return float(value)
 
 
@@ -56,7 +56,7 @@ def _options(op: str, args: tuple, allowed: tuple[str, ...]) -> dict[str, Any]:
     out = {}
     for key, value in zip(args[::2], args[1::2]):
         if type(key) is not Keyword or key.name not in allowed:
-            raise FlowmetalError(f"{op}: unknown option {to_string(key)}", "type-error")
+            raise FlowmetalError(f"{op}: unknown option {shown(key)}", "type-error")
         out[key.name] = value
     return out
 
@@ -66,7 +66,7 @@ def _task(op: str, value: Any) -> str:
         return value.id
     if type(value) is str and value:
         return value
-    raise FlowmetalError(f"{op}: expected a task id, got {to_string(value)}", "type-error")
+    raise FlowmetalError(f"{op}: expected a task id, got {shown(value)}", "type-error")
 
 
 @define("sleep", CONTROL, 1)
@@ -88,7 +88,7 @@ def now(m: Any, args: tuple, k: Any) -> tuple:
 def random_(m: Any, args: tuple, k: Any) -> tuple:
     """(random): a float in [0, 1); (random n): an integer in [0, n). Recorded."""
     if args and (type(args[0]) is not int or args[0] <= 0):
-        raise FlowmetalError(f"random: expected a positive integer, got {to_string(args[0])}",
+        raise FlowmetalError(f"random: expected a positive integer, got {shown(args[0])}",
                              "type-error")
     return m.suspend(_request("random", below=args[0] if args else None), k)
 
@@ -106,7 +106,7 @@ def spawn(m: Any, args: tuple, k: Any) -> tuple:
     target = args[0]
     if type(target) not in (Closure, Primitive, Continuation, str):
         raise FlowmetalError(f"spawn: expected a procedure or a program file, got "
-                             f"{to_string(target)}", "type-error")
+                             f"{shown(target)}", "type-error")
     return m.suspend(_request("spawn", target=target, args=Vector(args[1:])), k)
 
 

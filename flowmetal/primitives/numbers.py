@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 from typing import Any
 
 from .. import limits
-from ..printer import to_string
+from ..printer import shown
 from ..procedures import binary, define
+from ..reader import _parse_int as parse_digits  # digit strings of any length
+from ..reader import read_all
 from ..values import FALSE, TRUE, FlowmetalError, boolean
 
 NUMS = (int, float, Fraction)
 
 
 def _bad(op: str, x: Any) -> FlowmetalError:
-    return FlowmetalError(f"{op}: expected a number, got {to_string(x)}", "type-error")
+    return FlowmetalError(f"{op}: expected a number, got {shown(x)}", "type-error")
 
 
 def num(op: str, x: Any) -> Any:
@@ -30,7 +33,7 @@ def integer(op: str, x: Any) -> int:
     """``x`` if it is an integer, else a type error naming ``op``."""
     if type(x) is int:
         return x
-    raise FlowmetalError(f"{op}: expected an integer, got {to_string(x)}", "type-error")
+    raise FlowmetalError(f"{op}: expected an integer, got {shown(x)}", "type-error")
 
 
 def norm(x: Any) -> Any:
@@ -262,6 +265,18 @@ def is_float(x: Any) -> Any:
     return boolean(type(x) is float)
 
 
+@define("NaN?", min_args=1)
+def is_nan(x: Any) -> Any:
+    """True for ##NaN."""
+    return boolean(type(num("NaN?", x)) is float and math.isnan(x))
+
+
+@define("infinite?", min_args=1)
+def is_infinite(x: Any) -> Any:
+    """True for ##Inf and ##-Inf."""
+    return boolean(type(num("infinite?", x)) is float and math.isinf(x))
+
+
 @define("ratio?", min_args=1)
 def is_ratio(x: Any) -> Any:
     """True for ratios such as 1/3."""
@@ -291,7 +306,7 @@ def to_int(x: Any) -> int:
     """The number truncated toward zero to an integer."""
     x = num("int", x)
     if type(x) is float and not math.isfinite(x):
-        raise FlowmetalError(f"int: cannot convert {to_string(x)}", "arithmetic-error")
+        raise FlowmetalError(f"int: cannot convert {shown(x)}", "arithmetic-error")
     return int(x)
 
 
@@ -299,7 +314,7 @@ def _finite(op: str, x: Any) -> Any:
     """``x`` if it is a finite number (##Inf and ##NaN have no integer part)."""
     x = num(op, x)
     if type(x) is float and not math.isfinite(x):
-        raise FlowmetalError(f"{op}: cannot convert {to_string(x)}", "arithmetic-error")
+        raise FlowmetalError(f"{op}: cannot convert {shown(x)}", "arithmetic-error")
     return x
 
 
@@ -425,3 +440,159 @@ def ge2(a: Any, b: Any) -> Any:
     if type(a) is int and type(b) is int:
         return TRUE if a >= b else FALSE
     return ge(a, b)
+
+
+@define("gcd", min_args=0, max_args=None)
+def gcd(*xs: Any) -> int:
+    """The greatest common divisor of the integers, >= 0; (gcd) is 0."""
+    return math.gcd(*(integer("gcd", x) for x in xs))
+
+
+@define("lcm", min_args=0, max_args=None)
+def lcm(*xs: Any) -> int:
+    """The least common multiple of the integers, >= 0; (lcm) is 1."""
+    return math.lcm(*(integer("lcm", x) for x in xs))
+
+
+def _float(op: str, x: Any) -> float:
+    """The number as a float; an integer too large for one is an infinity."""
+    x = num(op, x)
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
+
+
+def _float_fn(name: str, fn, doc: str) -> None:
+    """Define ``name`` as ``fn`` on floats, with IEEE results where Python raises: NaN
+    outside the domain (as Java's Math does), an infinity on overflow."""
+
+    def apply(x: Any) -> float:
+        x = _float(name, x)
+        try:
+            return fn(x)
+        except OverflowError:
+            return math.inf
+        except ValueError:
+            return math.nan
+
+    define(name, min_args=1, doc=doc)(apply)
+
+
+_float_fn("exp", math.exp, "e raised to the power x.")
+_float_fn("sin", math.sin, "The sine of x (radians).")
+_float_fn("cos", math.cos, "The cosine of x (radians).")
+_float_fn("tan", math.tan, "The tangent of x (radians).")
+_float_fn("asin", math.asin, "The arc sine of x, in radians.")
+_float_fn("acos", math.acos, "The arc cosine of x, in radians.")
+
+
+def _ln(x: Any, fn=math.log, op: str = "log") -> float:
+    """A logarithm with IEEE results: ##-Inf at 0, ##NaN below."""
+    x = num(op, x)
+    if x == 0:
+        return -math.inf
+    try:
+        # math.log takes integers of any size exactly, so (log (expt 10 400)) is finite.
+        return fn(x if type(x) is int else _float(op, x))
+    except ValueError:
+        return math.nan
+
+
+@define("log", min_args=1, max_args=2)
+def log(x: Any, base: Any = None) -> float:
+    """(log x): the natural logarithm of x; (log x b): the logarithm of x in base b.
+    (log 0) is ##-Inf, the log of a negative number ##NaN."""
+    if base is None:
+        return _ln(x)
+    return _div2(_ln(x), _ln(base))
+
+
+@define("log10", min_args=1)
+def log10(x: Any) -> float:
+    """The base-10 logarithm of x."""
+    return _ln(x, math.log10, "log10")
+
+
+@define("atan", min_args=1, max_args=2)
+def atan(y: Any, x: Any = None) -> float:
+    """(atan x): the arc tangent of x; (atan y x): the angle of the point (x, y), as
+    atan2 (R7RS)."""
+    if x is None:
+        return math.atan(_float("atan", y))
+    return math.atan2(_float("atan", y), _float("atan", x))
+
+
+@define("atan2", min_args=2)
+def atan2(y: Any, x: Any) -> float:
+    """The angle in radians of the point (x, y), from -pi to pi."""
+    return math.atan2(_float("atan2", y), _float("atan2", x))
+
+
+@define("pow", min_args=2)
+def pow_(base: Any, power: Any) -> float:
+    """base raised to power, as floats (Math/pow); expt is exact for exact numbers."""
+    base, power = _float("pow", base), _float("pow", power)
+    try:
+        return math.pow(base, power)
+    except OverflowError:
+        return math.inf if base > 0 or power % 2 != 1 else -math.inf
+    except ValueError:  # a negative base to a fraction; zero to a negative power
+        return math.inf if base == 0 else math.nan
+
+
+# ---------------------------------------------------------------------------------------
+# Numbers written as text
+
+
+_SIGNED_DIGITS = re.compile(r"([+-]?)([0-9a-zA-Z]+)")
+
+
+def parse_integer(text: str, radix: int = 10) -> int | None:
+    """The integer ``text`` writes in ``radix`` (an optional sign, then digits, of any
+    length), or None."""
+    m = _SIGNED_DIGITS.fullmatch(text)
+    # Checked here, not by int(): it would also take a prefix such as 0x or 0b.
+    if m is None or not m.group(2).isascii() or any(
+            int(c, 36) >= radix for c in m.group(2)):
+        return None
+    value = parse_digits(m.group(2), radix)
+    return -value if m.group(1) == "-" else value
+
+
+_NUMBER_TOKEN = re.compile(r"[^\s,()\[\]{}\";`~'@^\\]+")
+
+
+@define("string->number", min_args=1, max_args=2)
+def string_to_number(s: Any, radix: Any = 10) -> Any:
+    """(string->number s) or (string->number s radix): the number s writes, or nil.
+    In radix 10, s is read as a number literal (ints, ratios, floats, 0x1F, 2r1010,
+    ##Inf); in another radix (2 to 36) it is an integer or a ratio of integers."""
+    if type(s) is not str:
+        raise FlowmetalError(f"string->number: expected a string, got {shown(s)}",
+                             "type-error")
+    if type(radix) is not int or not 2 <= radix <= 36:
+        raise FlowmetalError(f"string->number: a radix must be an integer from 2 to 36, "
+                             f"got {shown(radix)}", "type-error")
+    if radix == 10:
+        return _read_number(s)
+    numerator, slash, denominator = s.partition("/")
+    top = parse_integer(numerator, radix)
+    if not slash:
+        return top
+    bottom = parse_integer(denominator, radix)
+    if top is None or bottom is None or bottom <= 0 or denominator[:1] in "+-":
+        return None
+    return norm(Fraction(top, bottom))
+
+
+def _read_number(s: str) -> Any:
+    if not _NUMBER_TOKEN.fullmatch(s):
+        return None
+    try:
+        forms = read_all(s, "<string->number>")
+    except FlowmetalError:
+        return None
+    if len(forms) == 1 and type(forms[0]) in NUMS:
+        return forms[0]
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import limits
-from ..printer import display_string, to_string
+from ..printer import display_string, shown, to_string
 from ..procedures import define
 from ..values import FlowmetalError, Keyword, Symbol, Vector, boolean, make_list
 from .collections import items
@@ -15,7 +15,7 @@ def text(op: str, x: Any) -> str:
     """``x`` if it is a string, else a type error naming ``op``."""
     if type(x) is str:
         return x
-    raise FlowmetalError(f"{op}: expected a string, got {to_string(x)}", "type-error")
+    raise FlowmetalError(f"{op}: expected a string, got {shown(x)}", "type-error")
 
 
 def _str1(x: Any) -> str:
@@ -87,7 +87,7 @@ def name_(x: Any) -> str:
 def namespace(x: Any) -> Any:
     """The namespace part of :ns/k or ns/s, or nil."""
     if type(x) not in (Symbol, Keyword):
-        raise FlowmetalError(f"namespace: expected a symbol or keyword, got {to_string(x)}",
+        raise FlowmetalError(f"namespace: expected a symbol or keyword, got {shown(x)}",
                              "type-error")
     return x.name.rsplit("/", 1)[0] if "/" in x.name[1:] else None
 
@@ -218,11 +218,10 @@ def chars(s: Any) -> Any:
 
 @define("parse-int", min_args=1)
 def parse_int(s: Any) -> Any:
-    """The integer written in s (decimal), or nil if it is not one."""
-    try:
-        return int(text("parse-int", s).strip())
-    except ValueError:
-        return None
+    """The integer written in s (decimal, of any length), or nil if it is not one."""
+    from .numbers import parse_integer
+
+    return parse_integer(text("parse-int", s).strip())
 
 
 @define("parse-float", min_args=1)

@@ -24,7 +24,7 @@ SAME = object()  # start's default *file*: the program's file name
 
 def start(store, source: str, file: str, args: list[str] | None = None,
           limits: dict | None = None, trace: bool = False, script: Any = SAME,
-          name: str | None = None) -> str:
+          name: str | None = None, key: str | None = None) -> str:
     """Analyze a program and submit it as a new runnable task; its id.
 
     The program sees ``args`` as ``*command-line-args*`` and ``script`` (default:
@@ -46,7 +46,43 @@ def start(store, source: str, file: str, args: list[str] | None = None,
     rec = TaskRecord(new_task_id(), name or os.path.basename(file), program.hash,
                      limits=Limits.of(limits), trace=trace,
                      programs=list(code_of(m, programs | {program.hash})), spawnable=names)
-    return store.start(NewTask(rec, state, {"file": file}), records)
+    return store.start(NewTask(rec, state, {"file": file}), records, key=key)
+
+
+def start_stored(store, program: str, args: list[str] | None = None,
+                 limits: dict | None = None, key: str | None = None) -> str:
+    """Start a task running a program of the store, named by a deployed name or by its
+    hash (or a unique prefix of at least 8 digits of it); its id.  ``key`` as in
+    ``start``."""
+    import os
+
+    from .code import CodeUnavailable, base_globals, load_program, program_machine
+
+    with store.view() as view:
+        digest = view.resolve(program) or _program_hash(view, program)
+        if digest is None:
+            raise TaskError(f"no program {program} in the store (deploy it first)")
+        try:
+            loaded = load_program(view, digest)
+            m = program_machine(view, loaded, tuple(args or ()), loaded.file)
+        except CodeUnavailable as exc:
+            raise TaskError(f"program {program}: {exc}") from None
+    programs: set = set()
+    state = encode_machine(m, base_globals(m), programs)
+    rec = TaskRecord(new_task_id(), os.path.basename(loaded.file or program), digest,
+                     limits=Limits.of(limits),
+                     programs=list(code_of(m, programs | {digest})))
+    return store.start(NewTask(rec, state, {"file": loaded.file, "started_as": program}),
+                       key=key)
+
+
+def _program_hash(view, text: str) -> str | None:
+    if len(text) < 8 or any(c not in "0123456789abcdef" for c in text):
+        return None
+    if view.program(text) is not None:
+        return text
+    found = [h for h in view.program_hashes() if h.startswith(text)]
+    return found[0] if len(found) == 1 else None
 
 
 def deploy(store, source: str, file: str, name: str) -> str:
@@ -62,6 +98,55 @@ def deploy(store, source: str, file: str, name: str) -> str:
 def get(store, task_id: str) -> TaskRecord:
     """The task's record (TaskError if there is none)."""
     return store.get(task_id)
+
+
+AMBIGUOUS_SHOWN = 10  # candidates an ambiguous id's message lists
+
+
+def find_task(store, text: str) -> str:
+    """The id of the task ``text`` names: its id, or a prefix or else a suffix of it
+    that names one task only.  TaskError otherwise (an ambiguous one lists the
+    candidates)."""
+    from ..store.tables import TaskFilter
+
+    if not text:
+        raise TaskError("no task id given")
+    with store.view() as view:
+        if view.task(text) is not None or text in view.unreadable:
+            return text
+        found = [r.id for r in view.tasks(TaskFilter(id_prefix=text), limit=AMBIGUOUS_SHOWN + 1)]
+        if not found:
+            found = [i for i in _all_ids(view) if i.endswith(text)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise TaskError(f"no task {text}")
+    listed = ", ".join(found[:AMBIGUOUS_SHOWN])
+    more = ", ..." if len(found) > AMBIGUOUS_SHOWN else ""
+    raise TaskError(f"{text} names more than one task ({listed}{more}): give more of the id")
+
+
+def _all_ids(view) -> list[str]:
+    ids: list[str] = []
+    after = ""
+    while True:
+        page = view.tasks(after=after, limit=1000)
+        ids += [r.id for r in page]
+        if len(page) < 1000:
+            return ids
+        after = page[-1].id
+
+
+def remove(store, task_ids: list[str]) -> list[TaskRecord]:
+    """Delete finished tasks with their continuations, inboxes and journals (all or
+    none); their records.  TaskError if one is unknown or unfinished."""
+    return store.remove(task_ids)
+
+
+def prune(store, statuses: tuple[str, ...], older_than: float) -> list[str]:
+    """Delete the finished tasks of these statuses that ended more than ``older_than``
+    seconds ago (a task whose parent has not finished is kept); the ids deleted."""
+    return store.prune(statuses, older_than)
 
 
 def tree(view, root_id: str) -> list[str]:

@@ -274,42 +274,85 @@ def _frame_points(m: Machine, limit: int) -> tuple[list[tuple[str, Any, Any, Any
 
 
 def task_summary(rec: TaskRecord, now: float) -> dict:
-    """A task in a listing: id, name, program hash, status, "state" (the status,
-    "running" while a worker's lease on it stands, or "blocked" when no worker could
-    load its code), times, age, what it waits on (or why it is blocked), counts."""
-    running = rec.status == "runnable" and rec.lease is not None and rec.lease.until > now
-    state = "blocked" if rec.blocked and not running else \
-        "running" if running else str(rec.status)
+    """A task in a listing, as JSON data: id, name, program hash, status (as stored),
+    whether a worker's lease on it stands (``running``), why no worker could load its
+    code (``blocked``), times, ``age_seconds``, what it waits on (``waiting``, see
+    ``waiting_data``), parent and counts."""
     return {
         "id": rec.id, "name": rec.name, "program": rec.program,
-        "status": str(rec.status), "state": state,
+        "status": str(rec.status), "running": is_running(rec, now), "blocked": rec.blocked,
         "created": rec.created, "updated": rec.updated,
-        "age": max(0.0, now - rec.created),
-        "waiting": (f"code: {rec.blocked}" if rec.blocked else waiting_on(rec, now)) or None,
-        "parent": rec.parent, "steps": rec.steps, "reductions": rec.reductions,
+        "age_seconds": max(0.0, now - rec.created),
+        "waiting": waiting_data(rec), "parent": rec.parent, "steps": rec.steps,
+        "reductions": rec.reductions,
     }
 
 
-WAIT_WORDS = {"next-message": "message"}
+def is_running(rec: TaskRecord, now: float) -> bool:
+    """Whether a worker's lease on the runnable task stands."""
+    return rec.status == "runnable" and rec.lease is not None and rec.lease.until > now
 
 
-def waiting_on(rec: dict, now: float | None = None) -> str:
-    """What a waiting task waits for, in words: "sleep until 12:00:03", "message until
-    2024-05-02 12:00:03" (the date when it is not today), "join ID until ..."; else ""."""
+WAIT_WORDS = {"next-message": "receive"}
+
+
+def waiting_data(rec: TaskRecord) -> dict | None:
+    """What a waiting task waits for: ``{"op", "until", "task", "default_wait"}`` — the
+    operation (sleep, receive, join, ...), when the wait times out (None: never), the
+    task a join waits for, and whether the timeout is the task's default wait (the wait
+    named no ``:timeout``); None unless the task waits."""
     waiting = rec.waiting
     if rec.status != "waiting" or waiting is None:
+        return None
+    return {"op": WAIT_WORDS.get(waiting.op, waiting.op), "until": waiting.until,
+            "task": waiting.task, "default_wait": waiting.by_default}
+
+
+def state_word(summary: dict) -> str:
+    """A task's state in a word, from its ``task_summary``: its status, "running" while
+    a worker's lease on it stands, or "blocked" when no worker could load its code."""
+    if summary["running"]:
+        return "running"
+    return "blocked" if summary["blocked"] else summary["status"]
+
+
+def state_text(summary: dict, now: float | None = None) -> str:
+    """A task's state in words, from its ``task_summary``: "running", "waiting: receive
+    until 12:00:03 (the default wait)", "blocked: code: ...", ..."""
+    text = state_word(summary)
+    more = f"code: {summary['blocked']}" if text == "blocked" else waiting_on(summary, now)
+    return f"{text}: {more}" if more else text
+
+
+def waiting_on(summary: dict, now: float | None = None) -> str:
+    """What a waiting task waits for, in words, from its ``task_summary``: "sleep until
+    12:00:03", "receive until 2024-05-02 12:00:03 (the default wait)" (the date when it
+    is not today), "join ID until ...", "receive, forever"; else ""."""
+    data = summary["waiting"]
+    if data is None:
         return ""
-    op = waiting.op
-    text = WAIT_WORDS.get(op, op)
-    if op == "join" and waiting.task:
-        text += f" {waiting.task}"
-    until = waiting.until
-    if until:
-        today = time.localtime(time.time() if now is None else now)[:3]
-        when = time.localtime(until)
-        text += " until " + time.strftime("%H:%M:%S" if when[:3] == today else
-                                          "%Y-%m-%d %H:%M:%S", when)
+    text = data["op"]
+    if data["task"]:
+        text += f" {data['task']}"
+    until = data["until"]
+    if until is None:
+        return text + ", forever"
+    today = time.localtime(time.time() if now is None else now)[:3]
+    when = time.localtime(until)
+    text += " until " + time.strftime("%H:%M:%S" if when[:3] == today else
+                                      "%Y-%m-%d %H:%M:%S", when)
+    if data["default_wait"]:
+        text += " (the default wait)"
     return text
+
+
+def limits_data(limits: Any) -> dict:
+    """A task's limits as JSON data, each key naming its unit; None is no limit (a
+    ``wait_seconds`` of None: a wait without ``:timeout`` waits forever)."""
+    wait = limits.wait
+    return {"fuel_reductions": limits.fuel, "depth_frames": limits.depth,
+            "state_bytes": limits.state, "deadline_seconds": limits.deadline,
+            "wait_seconds": None if wait == float("inf") else wait}
 
 
 def task_detail(store: Any, task_id: str) -> dict:
@@ -339,11 +382,11 @@ def task_detail(store: Any, task_id: str) -> dict:
     lease = rec.lease
     detail.update({
         "file": program.get("file"), "children": rec.children,
-        "state_bytes": rec.state_bytes, "limits": rec.limits.as_dict(),
+        "state_bytes": rec.state_bytes, "limits": limits_data(rec.limits),
         "inbox": inbox, "cancel": rec.cancel,
         "lease": None if lease is None else
         {"worker": lease.worker, "epoch": lease.epoch, "until": lease.until},
-        "moved_to": rec.moved_to, "request": request, "blocked": rec.blocked,
+        "moved_to": rec.moved_to, "request": request,
         "result": None, "error": None, "error_text": None,
         "frames": stack, "frames_error": problem,
     })

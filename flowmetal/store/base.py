@@ -45,6 +45,10 @@ class StoreError(Exception):
     """The store cannot be opened or used (missing, wrong format, corrupt)."""
 
 
+class StoreReadOnly(StoreError):
+    """The store can be read but not written (a read-only file system, no permission)."""
+
+
 class StoreUnavailable(StoreError):
     """The store cannot commit now (disk full, database unreachable): a transient fault.
 
@@ -67,6 +71,9 @@ def default_path() -> str:
 # What crosses the protocol: plain data
 
 
+OUTBOX_KINDS = frozenset({"http"})  # requests answered by a connector, through the outbox
+
+
 @dataclass(slots=True)
 class Request:
     """What a step asks of the world, with its arguments already encoded.
@@ -74,7 +81,9 @@ class Request:
     ``op`` is one of: sleep (``seconds``), now, random (``below``), send (``to``,
     ``message``), next-message (``after``, ``timeout``, ``deadline``), join (``task``,
     ``timeout``), spawn (``child``: the new task, or ``error``: why it could not be
-    made).  ``text`` is the request as printed, cut short, for the event log.
+    made), env (``to``: the variable's name), and the outbox kinds (``OUTBOX_KINDS``:
+    ``spec``, plain data for the connector, and ``timeout``).  ``text`` is the request as
+    printed, cut short, for the event log.
     """
 
     op: str
@@ -89,6 +98,7 @@ class Request:
     task: str | None = None
     child: NewTask | None = None
     error: bytes | None = None
+    spec: dict | None = None
 
 
 @dataclass(slots=True)
@@ -142,6 +152,23 @@ class Round:
     answers: dict[str, tuple[int, Any]]  # atom answers given: task -> (request, value)
     output: list[tuple[str, str]]      # the watched tasks' new output: (task, text)
     fired: int = 0                     # timers that fired
+    steps: list[StepCommit] = field(default_factory=list)  # the steps given, in order
+    ended: list[str] = field(default_factory=list)  # tasks that finished in the round
+    settled: list[bool] = field(default_factory=list)  # per outbox result given: taken
+    outbox_claimed: list = field(default_factory=list)  # outbox entries leased (OutboxClaim)
+
+
+@dataclass(slots=True)
+class OutboxRound:
+    """What a connector running inside a worker does in the worker's round: settle its
+    attempts (``store.outbox.OutboxResult``s) and claim up to ``limit`` entries of
+    ``kinds`` (those the round's own steps make among them: they are committed first)."""
+
+    connector: str
+    kinds: tuple[str, ...]
+    results: list
+    limit: int
+    lease_seconds: float
 
 
 class View(Protocol):
@@ -181,7 +208,9 @@ class View(Protocol):
         """When the earliest timer is due."""
 
     def has_work(self) -> bool:
-        """Whether any task is runnable or any timer armed."""
+        """Whether anything will happen without help from outside: a runnable task a
+        worker can load, or an armed timer a program asked for (a sleep, an explicit
+        ``:timeout``; not a default wait nor a deadline)."""
 
     def clock(self) -> float:
         """The store's clock."""
@@ -209,10 +238,10 @@ class Store(Protocol):
               held: dict[str, int] | None = None, watch: str | None = None) -> Round:
         """A worker's round, in one transaction: commit ``steps`` (each only if its lease
         stands), fire the due timers, claim up to ``claim`` runnable tasks for
-        ``lease_seconds``, and with ``watch``, take the output not yet shown of that task
-        and the tasks it spawned (marking it shown).  ``held`` maps the tasks whose
-        machine the worker keeps to that machine's epoch: a claim at the same epoch
-        comes without its continuation."""
+        ``lease_seconds``, and with ``watch``, claim only among that task and the tasks
+        it spawned, and take their output not yet shown (marking it shown).  ``held``
+        maps the tasks whose machine the worker keeps to that machine's epoch: a claim at
+        the same epoch comes without its continuation."""
 
     def prepare(self, worker: str, steps: list[StepCommit], lease_seconds: float,
                 always: bool = False) -> None:
@@ -226,6 +255,18 @@ class Store(Protocol):
     def release_dead(self, task_ids: list[str] | None = None) -> int:
         """Give up the leases of workers the store knows are gone (their liveness lock
         is free), on ``task_ids`` or on all tasks; how many."""
+
+    def remove(self, task_ids: list[str]) -> list[Any]:
+        """Delete finished tasks (done, failed, cancelled or moved) with their
+        continuations, inboxes and journals, all or none; their records as they were.
+        TaskError if one is unknown or unfinished."""
+
+    def prune(self, statuses: tuple[str, ...], older_than: float, page: int = 500
+              ) -> list[str]:
+        """Delete the finished tasks of these statuses that ended more than
+        ``older_than`` seconds ago by the store's clock, a page of them per
+        transaction; a task whose parent has not finished is kept (its parent may join
+        it).  The ids deleted."""
 
     def send(self, task_id: str, message: bytes, sender: str | None = None) -> int:
         """Queue an encoded message for an unfinished task (a waiting ``receive`` is

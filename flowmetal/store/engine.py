@@ -13,6 +13,8 @@ for ``now``) are small.
 from __future__ import annotations
 
 import functools
+import hashlib
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 import cbor2
 
 from ..runtime.records import (
+    FINISHED,
     Answer,
     AnswerKind,
     Event,
@@ -37,7 +40,17 @@ from ..runtime.records import (
     encode_data,
     new_task_id,
 )
-from .base import Claimed, NewTask, Request, Round, StepCommit, StoreError, StoreRetry
+from .base import (
+    OUTBOX_KINDS,
+    Claimed,
+    NewTask,
+    OutboxRound,
+    Request,
+    Round,
+    StepCommit,
+    StoreError,
+    StoreRetry,
+)
 from .tables import ALL_TASKS, Tables, TaskColumns, TaskFilter
 
 MAX_WAIT = 100 * 365 * 86_400.0  # a century: no timer is armed further away
@@ -110,6 +123,7 @@ class Unit:
         # value)): once it commits, a worker may hand them over without decoding them.
         self.answers: dict[str, tuple[int, Any]] = {}
         self.woke = False  # something became runnable or a timer was armed
+        self.ended: list[str] = []  # tasks that finished in this transaction
         self._now: float | None = None
 
     @property
@@ -239,9 +253,22 @@ def deliver(unit: Unit, rec: TaskRecord, answer: Answer, now: float,
     task becomes runnable.  Stale answers are dropped (False).  ``atom`` is the value
     itself when it is an atom a worker may hand over undecoded."""
     waiting = rec.waiting
-    if rec.status != Status.WAITING or waiting is None or waiting.request != answer.request:
+    if rec.status != Status.WAITING or waiting is None:
         return False
+    if waiting.request != answer.request:
+        if waiting.op != "select":
+            return False
+        from .select import as_select_answer
+
+        if not as_select_answer(waiting, answer):
+            return False
     rec.answer = answer
+    if waiting.op in OUTBOX_KINDS:
+        unit.t.outbox_delete(rec.id, answer.request)
+    elif waiting.op == "select":
+        from .select import drop_other_arms
+
+        drop_other_arms(unit, rec, waiting)
     if is_atom:
         unit.answers[rec.id] = (answer.request, atom)
     rec.status = Status.RUNNABLE
@@ -293,6 +320,12 @@ def finish(unit: Unit, rec: TaskRecord, status: Status, now: float, result: byte
     waiting = rec.waiting
     if waiting is not None and waiting.until is not None:
         t.timer_delete(waiting.until, rec.id, waiting.request)
+    if waiting is not None and waiting.op in OUTBOX_KINDS:
+        t.outbox_delete(rec.id, waiting.request)
+    elif waiting is not None and waiting.op == "select":
+        from .select import drop_other_arms
+
+        drop_other_arms(unit, rec, waiting)
     if rec.limits.deadline:
         t.timer_delete(rec.created + rec.limits.deadline, rec.id, 0)
     rec.status = status
@@ -300,6 +333,7 @@ def finish(unit: Unit, rec: TaskRecord, status: Status, now: float, result: byte
     rec.answer = None
     rec.lease = None
     rec.updated = now
+    unit.ended.append(rec.id)
     if status == Status.DONE:
         rec.result = result
         event(unit, rec.id, "done", now, value=result)
@@ -346,6 +380,10 @@ def fire_timers(unit: Unit, limit: int = 10_000) -> int:
             continue
         if timer.kind == TimerKind.WAKE:
             answer_value(unit, rec, request_id, True, None, now)
+        elif timer.kind == TimerKind.TIMEOUT and timer.op == "select":
+            from .select import timed_out
+
+            timed_out(unit, rec, request_id, now)
         elif timer.kind == TimerKind.TIMEOUT:
             op = WAIT_NAMES.get(timer.op, timer.op or "wait")
             fail_request(unit, rec, request_id, "timeout",
@@ -360,9 +398,16 @@ def wait(unit: Unit, rec: TaskRecord, request_id: int, op: str, now: float,
          seconds: float | None, until: float | None = None,
          kind: TimerKind = TimerKind.TIMEOUT, **extra: Any) -> None:
     """Leave the task waiting on its request, with a timer when the wait ends (``until``,
-    or ``seconds`` from now, or the task's default wait)."""
+    or ``seconds`` from now, or the task's default wait).  A wait of infinite length
+    (``:timeout nil``, a default wait of ``none``) arms no timer: it waits forever."""
     if until is None:
-        until = now + (rec.limits.wait if seconds is None else seconds)
+        if seconds is None:
+            extra["by_default"] = True
+            seconds = rec.limits.wait
+        until = now + seconds
+    if until == math.inf:
+        rec.waiting = Waiting(request_id, op, None, **extra)
+        return
     if not until >= now:  # in the past, or NaN
         until = now
     until = min(until, now + MAX_WAIT)
@@ -431,6 +476,13 @@ def post(unit: Unit, target: TaskRecord, message: bytes, sender: str | None, now
             waiting.op == "next-message" and seq > waiting.after:
         deliver(unit, target, Answer(waiting.request, True, message, AnswerKind.MESSAGE,
                                      seq=seq, deadline=waiting.deadline), now)
+    elif target.status == Status.WAITING and waiting is not None and waiting.op == "select":
+        from .select import receive_arm
+
+        arm = receive_arm(waiting, seq)
+        if arm is not None:
+            deliver(unit, target, Answer(arm, True, message, AnswerKind.MESSAGE, seq=seq),
+                    now)
     return seq
 
 
@@ -440,8 +492,11 @@ def handle_next_message(unit, rec, request_id, req: Request, step, now) -> None:
         fail_request(unit, rec, request_id, "type-error",
                      "receive: the deadline must be a number", now)
         return
+    # (receive) passes its own :timeout on every turn of its loop: none given is the
+    # default wait, also once a passed-over message set the deadline.
+    by_default = req.timeout is None
     if deadline is None:
-        deadline = now + (rec.limits.wait if req.timeout is None else req.timeout)
+        deadline = now + (rec.limits.wait if by_default else req.timeout)
     consumed = set(step.consumed)
     for seq, data in unit.t.inbox_items(rec.id, req.after):
         if seq in consumed:
@@ -454,7 +509,43 @@ def handle_next_message(unit, rec, request_id, req: Request, step, now) -> None:
                                   seq=seq, deadline=deadline), now)
         return
     wait(unit, rec, request_id, "next-message", now, None, until=deadline, after=req.after,
-         deadline=deadline)
+         deadline=deadline, by_default=by_default)
+
+
+def request_cancel(unit: Unit, rec: TaskRecord, now: float, by: str | None = None) -> None:
+    """Ask an unfinished task to stop: a wait is answered with ``{:type :cancelled}`` at
+    once, a runnable task sees it at its next step."""
+    rec.cancel = True
+    rec.cancel_delivered = False
+    event(unit, rec.id, "cancel", now, **({"by": by} if by else {}))
+    if rec.status == Status.WAITING and rec.waiting is not None:
+        fail_request(unit, rec, rec.waiting.request, "cancelled",
+                     f"task {rec.id} was cancelled", now)
+        rec.cancel_delivered = True  # the answer is the cancellation
+    unit.put(rec)
+
+
+def handle_cancel(unit, rec, request_id, req: Request, step, now) -> None:
+    """(cancel task): true if the task was asked to stop, false if it had ended."""
+    from ..values import FALSE, TRUE
+
+    target = rec if req.task == rec.id else unit.get(req.task)
+    if target is None or target.status == Status.MOVED:
+        what = "no task" if target is None else "moved away:"
+        fail_request(unit, rec, request_id, "no-such-task", f"cancel: {what} {req.task}",
+                     now, task=req.task)
+        return
+    if target.finished:
+        answer_value(unit, rec, request_id, True, FALSE, now)
+        return
+    if target is not rec:
+        request_cancel(unit, target, now, by=rec.id)
+    else:
+        # Cancelling itself: the error is raised when the task runs on, after this
+        # request's answer.
+        rec.cancel, rec.cancel_delivered = True, False
+        event(unit, rec.id, "cancel", now, by=rec.id)
+    answer_value(unit, rec, request_id, True, TRUE, now)
 
 
 def handle_join(unit, rec, request_id, req: Request, step, now) -> None:
@@ -491,7 +582,40 @@ def handle_spawn(unit, rec, request_id, req: Request, step, now) -> None:
             TaskId(child.id), True)
 
 
+def handle_env(unit, rec, request_id, req: Request, step, now) -> None:
+    answer_value(unit, rec, request_id, True, os.environ.get(req.to or ""), now)
+
+
+def handle_callback(unit, rec, request_id, req: Request, step, now) -> None:
+    from .callbacks import handle_callback as make
+
+    make(unit, rec, request_id, req, step, now)
+
+
+def handle_await(unit, rec, request_id, req: Request, step, now) -> None:
+    from .callbacks import handle_await as take
+
+    take(unit, rec, request_id, req, step, now)
+
+
+def handle_select(unit, rec, request_id, req: Request, step, now) -> None:
+    from .select import handle_select as choose
+
+    choose(unit, rec, request_id, req, step, now)
+
+
+def handle_outbox(unit, rec, request_id, req: Request, step, now) -> None:
+    from .outbox import handle_outbox_request
+
+    handle_outbox_request(unit, rec, request_id, req, step, now)
+
+
 HANDLERS: dict[str, Callable] = {
+    "env": handle_env,
+    "http": handle_outbox,
+    "callback": handle_callback,
+    "await": handle_await,
+    "select": handle_select,
     "sleep": handle_sleep,
     "now": handle_now,
     "random": handle_random,
@@ -499,6 +623,7 @@ HANDLERS: dict[str, Callable] = {
     "next-message": handle_next_message,
     "join": handle_join,
     "spawn": handle_spawn,
+    "cancel": handle_cancel,
 }
 
 
@@ -543,15 +668,17 @@ class Claims:
 
 
 def claim(unit: Unit, worker: str, claims: Claims, limit: int, lease_for: float,
-          held: dict[str, int]) -> list[Claimed]:
-    """Lease up to ``limit`` runnable tasks to ``worker``; a task it held before but does
-    not get now (more are runnable than it takes) has its lease given up."""
+          held: dict[str, int], among: list[str] | None = None) -> list[Claimed]:
+    """Lease up to ``limit`` runnable tasks to ``worker`` (only tasks ``among`` these
+    ids, if given); a task it held before but does not get now (more are runnable than it
+    takes) has its lease given up."""
     now = unit.now
     t = unit.t
     elsewhere = claims.elsewhere
     if len(elsewhere) > 8 * max(limit, 1):
         elsewhere = claims.elsewhere = {k: u for k, u in elsewhere.items() if u > now}
-    candidates = [c for c in t.claimable(worker, now, limit * 4) if elsewhere.get(c, 0) <= now]
+    found = t.claimable(worker, now, limit * 4) if among is None else among
+    candidates = [c for c in found if elsewhere.get(c, 0) <= now]
     unit.prefetch(candidates[:limit * 2])
     out: list[Claimed] = []
     for task_id in candidates:
@@ -602,6 +729,7 @@ def fail_unreadable(unit: Unit, task_id: str, reason: str, now: float) -> None:
 # The store protocol over a backend
 
 
+START_KEY = "start-key:"  # settings: the SHA-256 of a start's idempotency key -> its task
 RETRIES = 8  # attempts of a transaction that the store says to run again at once
 
 
@@ -673,9 +801,18 @@ class TaskStore:
 
     @retrying
     def start(self, task: NewTask, programs: dict[str, dict] | None = None,
-              names: dict[str, str] | None = None) -> str:
-        """Store the programs (and names) and a new runnable task; its id."""
+              names: dict[str, str] | None = None, key: str | None = None) -> str:
+        """Store the programs (and names) and a new runnable task; its id.  With an
+        idempotency ``key`` already used by an earlier start, nothing is stored and the
+        id is that start's (the caller can tell by comparing it with the new record's)."""
+        if key is not None:
+            key = _key_digest(key)
         with self.backend.write() as t:
+            if key is not None:
+                earlier = t.setting_get(START_KEY + key)
+                if earlier is not None:
+                    return earlier
+                t.setting_put(START_KEY + key, task.record.id)
             _put_programs(t, programs or {})
             for name, digest in (names or {}).items():
                 t.put_name(name, digest)
@@ -686,13 +823,16 @@ class TaskStore:
                 rec.root = rec.id
             add_task(unit, task, unit.now)
             unit.flush()
+            if key is not None:
+                t.setting_put(START_KEY + key, rec.id)
         return rec.id
 
     @retrying
     def round(self, worker: str, steps: list[StepCommit], claim_limit: int,
               lease_seconds: float, held: dict[str, int] | None = None,
-              watch: str | None = None) -> Round:
-        """A worker's round in one transaction (see ``base.Store.round``)."""
+              watch: str | None = None, outbox: OutboxRound | None = None) -> Round:
+        """A worker's round in one transaction (see ``base.Store.round``); with
+        ``outbox``, its connector's round too."""
         claims = self.claims.setdefault(worker, Claims())
         drafts = self.drafts.pop(worker, None)
         try:
@@ -709,9 +849,22 @@ class TaskStore:
                     committed.append(commit_step(unit, step, worker, lease_seconds))
                     if step.blocked is not None:
                         claims.elsewhere[step.task_id] = unit.now + BLOCKED_RECHECK
+                settled, outbox_claimed = [], []
+                if outbox is not None:
+                    from .outbox import claim_entries, settle_entries
+
+                    settled = settle_entries(unit, outbox.connector, outbox.results) \
+                        if outbox.results else []
+                    if outbox.limit > 0:
+                        outbox_claimed = claim_entries(unit, outbox.connector, outbox.kinds,
+                                                       outbox.limit, outbox.lease_seconds)
                 fired = fire_timers(unit)
+                among = None
+                if watch:
+                    among = [r.id for r in task_tree(unit, watch)
+                             if r.status == Status.RUNNABLE]
                 claimed = claim(unit, worker, claims, claim_limit, lease_seconds,
-                                held or {}) if claim_limit else []
+                                held or {}, among) if claim_limit else []
                 for task_id, reason in unit.unreadable.items():
                     fail_unreadable(unit, task_id, reason, unit.now)
                 output = _take_output(unit, watch) if watch else []
@@ -720,7 +873,8 @@ class TaskStore:
             claims.known.clear()
             claims.held.clear()
             raise
-        return Round(committed, claimed, unit.answers, output, fired)
+        return Round(committed, claimed, unit.answers, output, fired, steps, unit.ended,
+                     settled, outbox_claimed)
 
     def prepare(self, worker: str, steps: list[StepCommit], lease_seconds: float,
                 always: bool = False) -> None:
@@ -788,6 +942,175 @@ class TaskStore:
             unit.flush()
         return cleared
 
+    # settings, access tokens, callbacks ------------------------------------------------
+
+    def setting(self, key: str) -> str | None:
+        """A store-wide setting."""
+        with self.backend.read() as t:
+            return t.setting_get(key)
+
+    def start_key(self, key: str) -> str | None:
+        """The task an earlier ``start`` with this idempotency key made, if any."""
+        return self.setting(START_KEY + _key_digest(key))
+
+    @retrying
+    def set_setting(self, key: str, value: str | None) -> None:
+        """Set (None: remove) a store-wide setting."""
+        with self.backend.write() as t:
+            t.setting_put(key, value)
+
+    @retrying
+    def token_create(self, name: str, scope: str) -> tuple[str, Any]:
+        """Make an access token: (the token, shown only now, and its record)."""
+        from . import access
+
+        with self.backend.write() as t:
+            return access.create(t, name, scope, t.clock())
+
+    def tokens(self) -> list:
+        """Every access token's record (``TokenRecord``), oldest first."""
+        from . import access
+
+        with self.backend.read() as t:
+            return sorted((rec for _, rec in access.records(t)), key=lambda r: r.created)
+
+    @retrying
+    def token_revoke(self, token_id: str) -> Any:
+        """Revoke a token by its id (or a unique prefix); its record."""
+        from . import access
+
+        with self.backend.write() as t:
+            return access.revoke(t, token_id, t.clock())
+
+    def token_check(self, token: str) -> Any:
+        """The record of an access token, or None if the store has no such token."""
+        from . import access
+
+        with self.backend.read() as t:
+            return access.check(t, token)
+
+    def callback_secret(self, token: str) -> tuple[bool, str | None]:
+        """(whether a callback has this token, its signing secret)."""
+        from .callbacks import digest, secret_of
+
+        with self.backend.read() as t:
+            return secret_of(Unit(t), digest(token))
+
+    @retrying
+    def callback_deliver(self, token: str, value: bytes, size: int) -> Any:
+        """A request (its value encoded, ``size`` bytes of body) arrived at the callback
+        with this token: a ``callbacks.Delivery``."""
+        from .callbacks import deliver_request, digest
+
+        with self.backend.write() as t:
+            unit = Unit(t)
+            outcome = deliver_request(unit, digest(token), value, size)
+            unit.flush()
+        return outcome
+
+    # the outbox (see ``outbox``) -------------------------------------------------------
+
+    @retrying
+    def outbox_claim(self, connector: str, kinds: tuple[str, ...], limit: int,
+                     lease_seconds: float) -> list:
+        """Lease up to ``limit`` due outbox entries of these kinds to ``connector``
+        (``outbox.OutboxClaim``s)."""
+        from .outbox import claim_entries
+
+        with self.backend.write() as t:
+            unit = Unit(t)
+            claimed = claim_entries(unit, connector, kinds, limit, lease_seconds)
+            unit.flush()
+        return claimed
+
+    @retrying
+    def outbox_settle(self, connector: str, results: list) -> list[bool]:
+        """Record the connector's attempts (``outbox.OutboxResult``s): answers delivered
+        and entries removed, or retries scheduled; per result, whether it was taken."""
+        from .outbox import settle_entries
+
+        with self.backend.write() as t:
+            unit = Unit(t)
+            taken = settle_entries(unit, connector, results)
+            unit.flush()
+        return taken
+
+    @retrying
+    def outbox_renew(self, connector: str, held: list[tuple[str, int, int]],
+                     lease_seconds: float) -> list[bool]:
+        """Extend the connector's leases on (task, request, epoch) entries it is working
+        on; per entry, whether it still holds it."""
+        from .outbox import renew_entries
+
+        with self.backend.write() as t:
+            kept = renew_entries(Unit(t), connector, held, lease_seconds)
+        return kept
+
+    @retrying
+    def outbox_release(self, connector: str) -> int:
+        """Give up every outbox lease ``connector`` holds; how many."""
+        from .outbox import release_entries
+
+        with self.backend.write() as t:
+            unit = Unit(t)
+            released = release_entries(unit, connector)
+            unit.flush()
+        return released
+
+    @retrying
+    def remove(self, task_ids: list[str]) -> list[TaskRecord]:
+        """Delete finished tasks with their continuations, inboxes and journals, all or
+        none; their records.  TaskError if one is unknown or unfinished."""
+        with self.backend.write() as t:
+            unit = Unit(t)
+            unit.prefetch(list(task_ids))
+            gone = []
+            for task_id in task_ids:
+                rec = unit.get(task_id)
+                if rec is None:
+                    raise TaskError(f"no task {task_id}")
+                if not rec.finished:
+                    raise TaskError(f"cannot remove task {task_id}: it is {rec.status} "
+                                    f"(cancel it first)")
+                gone.append(rec)
+            for rec in gone:
+                _delete(t, rec)
+        return gone
+
+    @retrying
+    def _prune_page(self, statuses: tuple[str, ...], older_than: float, after: str,
+                    page: int) -> tuple[list[str], str | None]:
+        """One page of ``prune``: the ids deleted, and where the next page starts (None
+        at the end)."""
+        wanted = tuple(s for s in statuses if Status(s) in FINISHED)
+        with self.backend.write() as t:
+            unit = Unit(t)
+            before = unit.now - older_than
+            scanned = t.scan_tasks(TaskFilter(status=wanted), after, page)
+            found = [rec for d in scanned if (rec := StoreView(t)._record("", d)) is not None]
+            unit.prefetch(sorted({r.parent for r in found if r.parent}))
+            gone = []
+            for rec in found:
+                parent = unit.get(rec.parent) if rec.parent else None
+                if rec.updated < before and (parent is None or parent.finished):
+                    _delete(t, rec)
+                    gone.append(rec.id)
+        return gone, (found[-1].id if len(scanned) == page and found else None)
+
+    def prune(self, statuses: tuple[str, ...], older_than: float, page: int = 500
+              ) -> list[str]:
+        """Delete the finished tasks of these statuses that ended more than
+        ``older_than`` seconds ago (the store's clock), a page per transaction; a task
+        whose parent has not finished is kept.  The ids deleted."""
+        if not statuses:
+            return []
+        out: list[str] = []
+        after: str | None = ""
+        while after is not None:
+            gone, after = self._prune_page(statuses, older_than, after, page)
+            out += gone
+        return out
+
     @retrying
     def send(self, task_id: str, message: bytes, sender: str | None = None) -> int:
         """Queue an encoded message for an unfinished task; its sequence number."""
@@ -805,15 +1128,7 @@ class TaskStore:
         with self.backend.write() as t:
             unit = Unit(t)
             rec = _live_task(unit, task_id, "cancel")
-            now = unit.now
-            rec.cancel = True
-            rec.cancel_delivered = False
-            event(unit, task_id, "cancel", now)
-            if rec.status == Status.WAITING and rec.waiting is not None:
-                fail_request(unit, rec, rec.waiting.request, "cancelled",
-                             f"task {task_id} was cancelled", now)
-                rec.cancel_delivered = True  # the answer is the cancellation
-            unit.put(rec)
+            request_cancel(unit, rec, unit.now)
             unit.flush()
         return rec
 
@@ -969,6 +1284,10 @@ class TaskStore:
         self.backend.close()
 
 
+def _key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _put_programs(t: Tables, records: dict[str, dict]) -> None:
     for digest, record in records.items():
         if t.get_program(digest) is None:
@@ -986,15 +1305,31 @@ def _live_task(unit: Unit, task_id: str, what: str) -> TaskRecord:
     return rec
 
 
+def task_tree(unit: Unit, root: str) -> list[TaskRecord]:
+    """The records of ``root`` and of the tasks it spawned, transitively, parents first."""
+    out: list[TaskRecord] = []
+    pending = [root]
+    while pending:
+        unit.prefetch(pending)
+        level, pending = pending, []
+        for task_id in level:
+            rec = unit.get(task_id)
+            if rec is not None:
+                out.append(rec)
+                pending.extend(rec.children)
+    return out
+
+
+def _delete(t: Tables, rec: TaskRecord) -> None:
+    """Remove a finished task: its record, continuation, inbox, journals and timers."""
+    t.delete_task_data(rec.id)
+    t.delete_task(rec.id)
+
+
 def _take_output(unit: Unit, root: str) -> list[tuple[str, str]]:
     """The output not yet shown of ``root`` and the tasks it spawned; marked shown."""
     out: list[tuple[str, str]] = []
-    pending = [root]
-    while pending:
-        rec = unit.get(pending.pop(0))
-        if rec is None:
-            continue
-        pending.extend(rec.children)
+    for rec in task_tree(unit, root):
         last = rec.shown
         for seq, text in unit.t.output_items(rec.id, rec.shown):
             out.append((rec.id, text))
@@ -1102,6 +1437,34 @@ class StoreView:
         data = self.t.get_cont(task_id)
         return None if data is None else bytes(data)
 
+    def outbox(self, task_id: str | None = None) -> list[tuple[str, int, Any]]:
+        """Outbox entries (of one task, or all): (task, request, ``OutboxEntry``, or the
+        text of why it cannot be read)."""
+        from ..runtime.records import OutboxEntry
+
+        out: list[tuple[str, int, Any]] = []
+        for task, request, data in self.t.outbox_items(task_id):
+            try:
+                out.append((task, request, OutboxEntry.from_bytes(data)))
+            except RecordError as exc:
+                out.append((task, request, str(exc)))
+        return out
+
+    def next_outbox(self) -> float | None:
+        """When the earliest outbox entry not leased may be attempted, or None."""
+        from ..runtime.records import OutboxEntry
+
+        due = None
+        for _, _, data in self.t.outbox_items():
+            try:
+                entry = OutboxEntry.from_bytes(data)
+            except RecordError:
+                continue
+            when = entry.not_before if entry.lease_until is None else \
+                max(entry.not_before, entry.lease_until)
+            due = when if due is None else min(due, when)
+        return due
+
     def inbox(self, task_id: str) -> list[tuple[int, Message]]:
         """The queued messages, oldest first (unreadable ones left out)."""
         out = []
@@ -1123,6 +1486,10 @@ class StoreView:
     def output(self, task_id: str, after: int = 0) -> Iterator[tuple[int, str]]:
         """The task's output above ``after``."""
         return self.t.output_items(task_id, after)
+
+    def program_hashes(self) -> list[str]:
+        """The hashes of every stored program."""
+        return [digest for digest, _ in self.t.all_programs()]
 
     def program(self, digest: str) -> dict | None:
         """A program record by hash."""
@@ -1146,8 +1513,38 @@ class StoreView:
         return self.t.next_timer()
 
     def has_work(self) -> bool:
-        """Whether any task is runnable or any timer armed."""
-        return self.t.any_runnable() or self.t.next_timer() is not None
+        """Whether anything will happen without help from outside: a runnable task that
+        is not blocked, or a timer a program asked for (a sleep, an explicit
+        ``:timeout``), not a default wait's nor a deadline's."""
+        t = self.t
+        if t.any_runnable():
+            for data in t.scan_tasks(TaskFilter(status=(str(Status.RUNNABLE),)), "", 1 << 62):
+                rec = self._record("", data)
+                if rec is None or not rec.blocked:
+                    return True
+        if t.next_timer() is None:
+            return False
+        for limit in (64, 1 << 62):
+            due = t.timers_due(MAX_TIME, limit)
+            for _, task_id, _, data in due:
+                if self._timer_counts(task_id, data):
+                    return True
+            if len(due) < limit:
+                return False
+        return False
+
+    def _timer_counts(self, task_id: str, data: bytes) -> bool:
+        """Whether a timer is one a program asked for (see ``has_work``)."""
+        try:
+            timer = Timer.from_bytes(data)
+        except RecordError:
+            return False
+        if timer.kind == TimerKind.WAKE:
+            return True
+        if timer.kind != TimerKind.TIMEOUT:
+            return False
+        rec = self.task(task_id)
+        return rec is not None and rec.waiting is not None and not rec.waiting.by_default
 
     def clock(self) -> float:
         """The store's clock."""
