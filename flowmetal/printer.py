@@ -158,7 +158,8 @@ def display_string(value: Any) -> str:
     """Like :func:`to_string`, but a string itself prints raw (strings inside still quote)."""
     if type(value) is str:
         return value
-    return to_string(value)
+    display = getattr(value, "__fm_display__", None)  # a plain text of its own (task ids)
+    return display() if display is not None else to_string(value)
 
 
 MAX_VALUE_CHARS = 1000

@@ -36,6 +36,9 @@ class TaskId:
     def __fm_repr__(self) -> str:
         return f"#<task {self.id}>"
 
+    def __fm_display__(self) -> str:
+        return self.id  # (str task) and println: the plain id, as flowmetal tasks shows it
+
 
 def _request(op: str, **fields: Any) -> Map:
     return Map({K_OP: kw(op), **{kw(k.replace("_", "-")): v for k, v in fields.items()}})
@@ -121,8 +124,20 @@ def join(m: Any, args: tuple, k: Any) -> tuple:
                                  ":timeout s)", "arity-error")
         return None, None, k, PRIMITIVES["%join-strings"].fn(*args)
     opts = _options("join", args[1:], ("timeout",))
-    return m.suspend(_request("join", task=_task("join", args[0]),
-                              timeout=_seconds("join", opts.get("timeout"), "timeout")), k)
+    # :timeout nil waits forever; no :timeout, the task's default wait.
+    timeout = FOREVER if "timeout" in opts and opts["timeout"] is None else \
+        _seconds("join", opts.get("timeout"), "timeout")
+    return m.suspend(_request("join", task=_task("join", args[0]), timeout=timeout), k)
+
+
+FOREVER = float("inf")  # the timeout of a wait that never times out
+
+
+@define("cancel", CONTROL, 1)
+def cancel(m: Any, args: tuple, k: Any) -> tuple:
+    """(cancel task): ask the task to stop: it sees a {:type :cancelled} error where it
+    stands.  True if it was asked, false if it had ended already."""
+    return m.suspend(_request("cancel", task=_task("cancel", args[0])), k)
 
 
 @define("%next-message", CONTROL, 3)
@@ -151,9 +166,9 @@ def self_(m: Any) -> Any:
 
 
 @define("task-id", min_args=1)
-def task_id(value: Any) -> TaskId:
+def task_id(value: Any) -> str:
     """The task id written as a string (as `flowmetal tasks` shows it)."""
-    return TaskId(_task("task-id", value))
+    return _task("task-id", value)
 
 
 @define("task?", min_args=1)

@@ -123,10 +123,7 @@ class Inspector:
     def state_text(self, rec: Any = None) -> str:
         """The task's status in words: "running", "waiting: sleep until ...", ..."""
         rec = rec or self.rec
-        summary = inspect.task_summary(rec, time.time())
-        text = summary["state"]
-        if summary["waiting"]:
-            text += f": {summary['waiting']}"
+        text = inspect.state_text(inspect.task_summary(rec, time.time()))
         if rec.cancel and rec.status != "cancelled":
             text += " (cancel requested)"
         return text
@@ -439,5 +436,4 @@ def show_tasks(store: Any, console: Console) -> None:
         return
     for rec in records:
         s = inspect.task_summary(rec, now)
-        state = s["state"] + (f": {s['waiting']}" if s["waiting"] else "")
-        console.line(f"{s['id']}  {cut(s['name'], 20):<20}  {state}")
+        console.line(f"{s['id']}  {cut(s['name'], 20):<20}  {inspect.state_text(s, now)}")

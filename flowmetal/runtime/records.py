@@ -89,6 +89,7 @@ class Waiting:
     after: int = 0                    # receive: messages numbered above this are new
     deadline: float | None = None     # receive: the deadline its answer carries
     task: str | None = None           # join: the task joined
+    by_default: bool = False          # the timeout is the task's default wait (none given)
 
 
 class AnswerKind(StrEnum):

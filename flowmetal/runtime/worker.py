@@ -411,6 +411,8 @@ class Worker:
                            spawnable=dict(rec.spawnable))
         out.child = NewTask(child, state, {"parent": rec.id, "name": name})
 
+        elif op == "cancel":
+            out.task = arg("task")
     def _limit(self, rec: TaskRecord, step: StepCommit, limit: str, message: str
                ) -> StepCommit:
         from ..store.engine import task_error

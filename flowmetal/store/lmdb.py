@@ -161,6 +161,9 @@ class LmdbTables:
         self.txn.delete(task_id.encode(), db=self.dbs["conts"])
         self.txn.delete(task_id.encode(), db=self.dbs["runnable"])
 
+    def delete_task(self, task_id: str) -> None:
+        self.txn.delete(task_id.encode(), db=self.dbs["tasks"])
+
     # programs --------------------------------------------------------------------------
 
     def get_program(self, digest: str) -> bytes | None:

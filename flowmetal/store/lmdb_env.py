@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from .base import StoreError, StoreRetry, StoreUnavailable
+from .base import StoreError, StoreReadOnly, StoreRetry, StoreUnavailable
 
 try:
     import resource
@@ -577,6 +577,11 @@ class Environment:
         self._readonly = readonly
         self._map_size = self._env.info()["map_size"]
 
+            denied = next((os.strerror(e) for e in (errno.EROFS, errno.EACCES, errno.EPERM)
+                           if str(exc).endswith(os.strerror(e))), None)
+            if denied and not readonly:
+                raise StoreReadOnly(f"the store at {self.path} cannot be written "
+                                    f"({denied})") from None
     def _open_tables_readonly(self, tables: Iterable[str]) -> list[str]:
         """Open the named databases of a read-only environment (py-lmdb does so in a read
         transaction and keeps the handles); the names of those missing."""

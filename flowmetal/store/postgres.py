@@ -703,6 +703,15 @@ class PgTables:
         self._seqs[task_id] = [0, 0]
         self._seqs_dirty.add(task_id)
 
+    def delete_task(self, task_id: str) -> None:
+        """Remove the task's record (after ``delete_task_data``)."""
+        self.flush()  # the writes queued for it go first
+        for table in ("task_keys", "tasks"):
+            self._send(f"DELETE FROM {table} WHERE id = %s", (task_id,))
+        self._rows.pop(task_id, None)
+        self._seqs.pop(task_id, None)
+        self._absent.add(task_id)
+
     # programs --------------------------------------------------------------------------
 
     def get_program(self, digest: str) -> bytes | None:

@@ -96,6 +96,9 @@ class Tables(Protocol):
         """Remove a task's continuation, inbox, log, output and runnable mark (the record
         stays: it says where the task went)."""
 
+    def delete_task(self, task_id: str) -> None:
+        """Remove a task's record (after ``delete_task_data``: ``flowmetal rm``)."""
+
     # programs ------------------------------------------------------------------------
 
     def get_program(self, digest: str) -> bytes | None:
