@@ -373,6 +373,8 @@ class Worker:
                 else "not a number"
         elif op == "join":
             out.task, out.timeout = arg("task"), arg("timeout")
+        elif op == "cancel":
+            out.task = arg("task")
         elif op == "spawn":
             self._spawn(rec, m, arg("target"), tuple(arg("args") or ()), out)
         return out
@@ -411,8 +413,6 @@ class Worker:
                            spawnable=dict(rec.spawnable))
         out.child = NewTask(child, state, {"parent": rec.id, "name": name})
 
-        elif op == "cancel":
-            out.task = arg("task")
     def _limit(self, rec: TaskRecord, step: StepCommit, limit: str, message: str
                ) -> StepCommit:
         from ..store.engine import task_error
