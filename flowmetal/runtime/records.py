@@ -52,7 +52,7 @@ class Limits:
     """What a task may use; exceeding one fails it with a ``:limit-error``."""
 
     fuel: int | None = None           # total reductions; None: no limit
-    depth: int = 1_000_000            # frames in the continuation
+    depth: int = 200_000              # frames in the continuation (see NOTES: Limits)
     state: int = 64 << 20             # bytes of the encoded continuation
     deadline: float | None = None     # seconds from creation; None: no limit
     wait: float = 86_400.0            # timeout of a wait that names none, seconds

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 
 from ..codec import CodecError, Image, encode_machine
+from ..limits import bounded
 from ..machine import Machine, call_state
 from ..primitives.effects import TaskId
 from ..store.base import NewTask, Request, StepCommit, StoreError, StoreUnavailable
@@ -51,10 +52,10 @@ from .records import (
     encode_data,
     new_task_id,
 )
+from .slices import Interrupted, count_frames, run_slice, stop_requested
 
 K_TYPE, K_OP = kw("type"), kw("op")
 K_SEQ, K_MESSAGE, K_DEADLINE = kw("seq"), kw("message"), kw("deadline")
-MIN_FRAME_BYTES = 4  # a frame's record: its kind, owner, next and env
 DRAFT_MODES = ("auto", "always", "never")
 TEXT_LIMIT = 200     # characters of a request or error kept in the event log
 BACKOFF_MAX = 5.0    # seconds between attempts while the store cannot commit
@@ -73,15 +74,6 @@ def tune_gc() -> None:
     """
     gc.set_threshold(50_000, 20, 20)
     gc.freeze()
-
-
-def count_frames(k: object, limit: int) -> int:
-    """Frames in a continuation, counting at most ``limit + 1``."""
-    n = 0
-    while k is not None and n <= limit:
-        n += 1
-        k = k[1]
-    return n
 
 
 def short_text(value: object, limit: int = TEXT_LIMIT) -> str:
@@ -181,8 +173,16 @@ class Worker:
         claimed = {c.record.id for c in result.claimed}
         for task_id in [t for t in self.machines if t not in claimed]:
             del self.machines[task_id]
-        self.pending = [self._run(c.record, c.state) for c in result.claimed]
-        if self.pending and self.draft != "never":
+        self.pending = []
+        for c in result.claimed:
+            if stop_requested():
+                break  # asked to stop: what is not run keeps its last committed step
+            try:
+                self.pending.append(self._run(c.record, c.state))
+            except Interrupted:
+                self.machines.pop(c.record.id, None)
+                break
+        if self.pending and self.draft != "never" and not stop_requested():
             self.store.prepare(self.id, self.pending, self.lease_seconds,
                                always=self.draft == "always")
         return len(self.pending)
@@ -290,8 +290,14 @@ class Worker:
         m.output = []
         m.write = m.output.append
         m.consumed = []
+        depth = rec.limits.depth
+        frames = getattr(m, "frames", None)
+        if frames is None:
+            frames = count_frames(m.k, depth)
         if fuel:
-            m.run(fuel)
+            with bounded(rec.limits.state):
+                frames = run_slice(m, fuel, depth, frames)
+        m.frames = frames
         return "".join(m.output), tuple(m.consumed)
 
     def _settle(self, rec: TaskRecord, m: Machine, epoch: int) -> StepCommit:
@@ -312,14 +318,15 @@ class Worker:
             image = getattr(m, "image", None)
             if image is None:
                 image = m.image = Image(base_globals(m))
-            programs: set = set()
-            step.state = image.encode(m, programs)
-            # Every frame takes at least MIN_FRAME_BYTES of the encoded state, so only a
-            # state that big can be too deep; only then are the frames counted.
-            if len(step.state) > limits.depth * MIN_FRAME_BYTES and \
+            # Judged before encoding: a too deep state is never encoded.  ``frames`` (see
+            # slices.run_slice) bounds the frames; they are counted when it is over.
+            frames = getattr(m, "frames", None)
+            if (frames is None or frames > limits.depth) and \
                     count_frames(m.k, limits.depth) > limits.depth:
                 return self._limit(rec, step, "depth",
                                    f"continuation deeper than {limits.depth} frames")
+            programs: set = set()
+            step.state = image.encode(m, programs)
             if len(step.state) > limits.state:
                 # Perhaps only unreachable records: encode afresh before judging.
                 image.reset()
@@ -450,6 +457,8 @@ class Worker:
         """Commit what is pending without keeping leases, and let go of the store."""
         try:
             self.round(stopping=True)
+            if stop_requested():  # tasks claimed but not run (or abandoned) are let go
+                self.store.release(self.id)
         finally:
             if self.lock is not None:
                 with contextlib.suppress(StoreError):  # the store may be away: that is fine
