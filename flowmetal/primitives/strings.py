@@ -221,7 +221,10 @@ def parse_int(s: Any) -> Any:
     """The integer written in s (decimal, of any length), or nil if it is not one."""
     from .numbers import parse_integer
 
-    return parse_integer(text("parse-int", s).strip())
+    digits = text("parse-int", s).strip()
+    if digits.lstrip("+-").isdigit():
+        limits.check_digits("parse-int", len(digits))
+    return parse_integer(digits)
 
 
 @define("parse-float", min_args=1)
