@@ -9,7 +9,13 @@ Decisions (see NOTES.md):
   ``let``, ``letrec``, ``catch``) defines a local of that body, as Scheme's internal
   define (letrec* semantics).
 - ``defmacro`` is only allowed at the top level and runs at analysis time; a macro's
-  body may use the standard library and earlier macros.
+  body may use the standard library and earlier macros.  One expansion may make at most
+  ``MACRO_FUEL`` reductions, so a runaway macro is a syntax error at its call.
+- ``recur`` calls the nearest enclosing ``loop*`` or ``fn`` clause again, and only from a
+  tail position (checked here, with the arity).  A fn clause whose body recurs is
+  analyzed as a loop over its parameters.  A recur inside a ``try`` (its body, a catch,
+  not a finally) leaves the try first: it makes a request value that the try hands to a
+  real recur in the try's own position (``Escape``).
 - A call to a pure primitive is linked at analysis time when the name is bound to it
   then and the program does not define that name at its top level (direct linking).
 """
@@ -17,7 +23,9 @@ Decisions (see NOTES.md):
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import nodes as N
@@ -28,6 +36,7 @@ from .program import Program
 from .reader import Syntax, strip, to_syntax
 from .values import (
     EMPTY,
+    FALSE,
     FlowmetalError,
     Keyword,
     Map,
@@ -42,8 +51,10 @@ QUOTE, QUASIQUOTE, UNQUOTE, SPLICE = S("quote"), S("quasiquote"), S("unquote"), 
     S("unquote-splicing")
 AMP, DEF, DO, FN, CATCH, FINALLY = S("&"), S("def"), S("do"), S("fn"), S("catch"), S("finally")
 CALL_PRIM = S("%call-prim")
-RECUR = S("recur")
+RECUR, LOOP, RECUR_LOOP = S("recur"), S("loop*"), S("%loop")
 ANALYSIS_RECURSION_LIMIT = 20_000
+MACRO_FUEL = 1_000_000  # reductions one macro expansion may make
+MACRO_SLICE = 100_000
 
 
 class CompileEnv:
@@ -53,18 +64,30 @@ class CompileEnv:
         self.globals = globals_
         self.macros: dict[Symbol, Any] = dict(macros or {})
         self.gensym_counter = 0
+        self.fuel = MACRO_FUEL
 
     def call(self, f: Any, args: tuple, span: Span | None, what: str) -> Any:
-        """Run procedure ``f`` to completion at analysis time (macro transformers)."""
+        """Run procedure ``f`` to completion at analysis time (macro transformers), within
+        ``self.fuel`` reductions."""
         m = Machine(self.globals)
         m.gensym_counter = self.gensym_counter
         try:
             m.node, m.env, m.k, m.val = apply_procedure(f, args, None, m)
-            m.run_to_end()
+            left = self.fuel
+            while m.status == "running" and left > 0:
+                m.run(min(left, MACRO_SLICE))
+                left = self.fuel - m.reductions
         except FlowmetalError as exc:
             raise SyntaxError_(f"{what}: {exc.message}", span) from None
         finally:
             self.gensym_counter = m.gensym_counter
+        if m.status == "running":
+            raise SyntaxError_(f"{what}: the expansion did not finish within {self.fuel:,} "
+                               "reductions", span)
+        if m.status == "waiting":
+            raise SyntaxError_(f"{what}: a macro cannot wait for the outside world "
+                               "(sleep, receive, http ...) while the program is analyzed",
+                               span)
         if m.status == "error":
             err = m.error
             message = err.get(Keyword("message")) if type(err) is Map else None
@@ -109,6 +132,70 @@ class Scope:
         return None
 
 
+@dataclass
+class RecurTarget:
+    """What ``recur`` calls: the local procedure ``name`` (a loop, or a fn clause analyzed
+    as one), with ``arity`` arguments; ``name`` is None while the clause is analyzed as a
+    plain body, and a recur there asks for it to be analyzed again (``_Unprepared``)."""
+
+    arity: int
+    name: Symbol | None
+
+
+@dataclass
+class Escape:
+    """A ``try`` between a recur and its target: there recur makes the request value
+    ``[mark args..]``, which the try's wrapper turns into the recur itself."""
+
+    mark: Symbol | None  # made when a recur first needs it
+    used: bool = False
+
+
+@dataclass(frozen=True)
+class Tail:
+    """What ``recur`` may do at the form being analyzed: call ``target`` if ``tail``."""
+
+    target: RecurTarget | None
+    tail: bool
+    escape: Escape | None = None
+    why: str = "recur needs an enclosing loop or fn"
+
+
+TOP = Tail(None, False)
+NO_RECUR_HEADS = frozenset(S(n) for n in (
+    "fn", "loop", "loop*", "quote", "doseq", "dotimes", "for", "while"))
+
+
+class _Unprepared(Exception):
+    """A recur reached a fn clause that was analyzed without a recur target."""
+
+    def __init__(self, target: RecurTarget):
+        super().__init__("recur target not prepared")
+        self.target = target
+
+
+def _mentions_recur(forms: tuple | list) -> bool:
+    """Whether ``recur`` appears in ``forms`` outside nested fns, loops and quotes (a cheap
+    guess; a recur a macro makes is found during analysis)."""
+    pending = list(forms)
+    while pending:
+        form = pending.pop()
+        if form.kind == "atom":
+            if form.value is RECUR:
+                return True
+        elif form.kind != "list" or _head(form) not in NO_RECUR_HEADS:
+            pending.extend(form.value)
+    return False
+
+
+def _atom(value: Any, span: Span | None) -> Syntax:
+    return Syntax("atom", value, span)
+
+
+def _list(span: Span | None, *items: Syntax) -> Syntax:
+    return Syntax("list", items, span)
+
+
 def _err(message: str, form: Syntax) -> SyntaxError_:
     return SyntaxError_(message, form.span)
 
@@ -134,6 +221,7 @@ class Analyzer:
         self.depths: dict[int, int] = {}
         self.program_defs: set[Symbol] = set()
         self.fresh_count = 0
+        self.here = TOP  # what recur may do at the form being analyzed
 
     # -- entry points ---------------------------------------------------------------
 
@@ -214,11 +302,32 @@ class Analyzer:
     # -- the analysis proper --------------------------------------------------------
 
     def analyze(self, form: Syntax, scope: Scope | None) -> N.Node:
-        """The node for one form in ``scope`` (None: the top level)."""
+        """The node for one form in ``scope`` (None: the top level), whose value is not
+        the value of the enclosing body (not a tail position)."""
+        here = self.here
+        if not here.tail:
+            return self.analyze_tail(form, scope)
+        self.here = replace(here, tail=False)
+        try:
+            return self.analyze_tail(form, scope)
+        finally:
+            self.here = here
+
+    def analyze_tail(self, form: Syntax, scope: Scope | None) -> N.Node:
+        """The node for a form in the same tail position as the form being analyzed."""
         try:
             return self._analyze(form, scope)
         except RecursionError:
             raise _err("form nested too deeply to analyze", form) from None
+
+    @contextmanager
+    def recur_as(self, here: Tail) -> Iterator[None]:
+        """Analyze with ``here`` as what recur may do."""
+        saved, self.here = self.here, here
+        try:
+            yield
+        finally:
+            self.here = saved
 
     def _analyze(self, form: Syntax, scope: Scope | None) -> N.Node:
         kind = form.kind
@@ -295,12 +404,7 @@ class Analyzer:
                 if name not in scope.slots:
                     scope.add(name, checked=True)
             expanded.append(f)
-        if not expanded:
-            return self.const(form, None)
-        nodes = [self.analyze(f, scope) for f in expanded]
-        if len(nodes) == 1:
-            return nodes[0]
-        return self.make(N.Do, form, tuple(nodes))
+        return self.sequence(expanded, scope, form)
 
     # -- special forms --------------------------------------------------------------
 
@@ -314,16 +418,12 @@ class Analyzer:
         if n not in (3, 4):
             raise _err("if needs a test, a then-branch and an optional else-branch", form)
         test = self.analyze(form.value[1], scope)
-        then = self.analyze(form.value[2], scope)
-        else_ = self.analyze(form.value[3], scope) if n == 4 else self.const(form, None)
+        then = self.analyze_tail(form.value[2], scope)
+        else_ = self.analyze_tail(form.value[3], scope) if n == 4 else self.const(form, None)
         return self.make(N.If, form, test, then, else_)
 
     def sf_do(self, form: Syntax, scope: Scope | None) -> N.Node:
-        items = form.value[1:]
-        if not items:
-            return self.const(form, None)
-        nodes = [self.analyze(x, scope) for x in items]
-        return nodes[0] if len(nodes) == 1 else self.make(N.Do, form, tuple(nodes))
+        return self.sequence(form.value[1:], scope, form)
 
     def sf_def(self, form: Syntax, scope: Scope | None) -> N.Node:
         items = form.value
@@ -346,9 +446,7 @@ class Analyzer:
         """Analyze a def's value; a literal ``fn`` takes the defined name."""
         form = self.expand_head(form, scope)
         if _head(form) is FN and self._special(FN, scope):
-            # loop's body is a procedure named recur: name it after where the loop is.
-            label = f"{self.proc} (loop)" if name is RECUR else name.name
-            return self.sf_fn(form, scope, label)
+            return self.sf_fn(form, scope, name.name)
         return self.analyze(form, scope)
 
     def sf_set(self, form: Syntax, scope: Scope | None) -> N.Node:
@@ -362,7 +460,10 @@ class Analyzer:
             return self.make(N.SetGlobal, form, name, value, False)
         return self.make(N.SetLocal, form, name, where[0], where[1], value, False)
 
-    def sf_fn(self, form: Syntax, scope: Scope | None, default_name: str | None = None) -> N.Node:
+    def sf_fn(self, form: Syntax, scope: Scope | None, default_name: str | None = None,
+              here: Tail | None = None) -> N.Node:
+        """A procedure; its clauses are recur targets unless ``here`` says what recur in
+        them means (the thunks of try/finally, a loop's procedure)."""
         items = list(form.value[1:])
         self_name = None
         if items and _is_sym(items[0]):
@@ -385,7 +486,8 @@ class Analyzer:
         saved_proc = self.proc
         self.proc = name or "fn"
         try:
-            clauses = tuple(self.clause(params, body, scope, form) for params, body in clause_forms)
+            clauses = tuple(self.clause(params, body, scope, form, here)
+                            for params, body in clause_forms)
         finally:
             self.proc = saved_proc
         arities = [(c.nreq, c.rest) for c in clauses]
@@ -397,8 +499,9 @@ class Analyzer:
         ref = self.make(N.LocalRef, form, self_name.value, 0, 1, False)
         return self.make(N.Letrec, form, (self_name.value,), ((1, lam),), 1, ref)
 
-    def clause(self, params: Syntax, body: tuple, scope: Scope | None, form: Syntax) -> N.Node:
-        inner = Scope(scope)
+    def clause(self, params: Syntax, body: tuple, scope: Scope | None, form: Syntax,
+               here: Tail | None = None) -> N.Node:
+        """One arity of a procedure; ``here`` as in ``sf_fn``."""
         names: list[Symbol] = []
         rest = False
         items = list(params.value)
@@ -423,16 +526,44 @@ class Analyzer:
                     raise _err("& must be followed by exactly one rest parameter", p)
                 rest = True
                 names.append(items[i + 1].value)
-                inner.add(items[i + 1].value)
                 break
             if p.value in names:
                 raise _err(f"duplicate parameter {p.value.name}", p)
             names.append(p.value)
-            inner.add(p.value)
             i += 1
         nreq = len(names) - (1 if rest else 0)
-        body_node = self.body(body, inner, form)
+        prepared = here is None and _mentions_recur(body)
+        mark = len(self.program.nodes)
+        while True:
+            inner = Scope(scope)
+            for name in names:
+                inner.add(name)
+            target = RecurTarget(len(names), None)
+            try:
+                if prepared:
+                    # The body recurs: it is a loop over the parameters.
+                    loop = _list(params.span, _atom(RECUR_LOOP, params.span),
+                                 _atom(self.proc, params.span),
+                                 Syntax("vector", tuple(_atom(n, params.span) for n in names),
+                                        params.span), *body)
+                    with self.recur_as(Tail(None, True)):
+                        body_node = self.analyze_tail(loop, inner)
+                else:
+                    with self.recur_as(here or Tail(target, True)):
+                        body_node = self.body(body, inner, form)
+                break
+            except _Unprepared as exc:
+                if exc.target is not target:
+                    raise
+                self.rollback(mark)
+                prepared = True
         return self.make(N.Clause, params, tuple(names), nreq, rest, inner.nslots, body_node)
+
+    def rollback(self, mark: int) -> None:
+        """Forget the nodes made since there were ``mark`` (to analyze their forms again)."""
+        for node in self.program.nodes[mark:]:
+            self.depths.pop(id(node), None)
+        del self.program.nodes[mark:]
 
     def fresh(self) -> Symbol:
         """A name no program writes, for bindings the analyzer introduces."""
@@ -502,16 +633,57 @@ class Analyzer:
                 body_forms.append(item)
         if finally_forms is not None:
             return self.try_finally(form, scope, body_forms, catches, finally_forms)
-        body = self.sequence(body_forms, scope, form)
         if not catches:
-            return body
-        nodes = tuple(self.catch_clause(c, scope) for c in catches)
-        return self.make(N.Try, form, body, nodes)
+            return self.sequence(body_forms, scope, form)
+        here = self.here
+        escape = self.escape_for(here)
+        with self.recur_as(replace(here, escape=escape) if escape else here):
+            body = self.sequence(body_forms, scope, form)
+        used = escape is not None and escape.used
+        # A catch runs after its try frame is gone: it recurs directly unless the body
+        # already needs the wrapper.
+        with self.recur_as(replace(here, escape=escape) if used else here):
+            nodes = tuple(self.catch_clause(c, scope) for c in catches)
+        node = self.make(N.Try, form, body, nodes)
+        return self.recur_request(node, escape, scope, form) if used else node
 
-    def sequence(self, forms: list[Syntax], scope: Scope | None, form: Syntax) -> N.Node:
+    @staticmethod
+    def escape_for(here: Tail) -> Escape | None:
+        """A new Escape for a try at ``here``, if a recur may cross it and no enclosing
+        try's request already carries it out."""
+        if here.tail and here.target is not None and here.escape is None:
+            return Escape(None)
+        return None
+
+    def recur_request(self, node: N.Node, escape: Escape, scope: Scope | None,
+                      form: Syntax) -> N.Node:
+        """``(let [r node] (if (request? r) (recur (nth r 1) ..) r))``: the recur a try's
+        body asked for, made once the try is left."""
+        span = form.span
+        name = self.fresh()
+        inner = Scope(scope)
+        slot = inner.add(name)
+
+        def ref() -> N.Node:
+            return self.make(N.LocalRef, form, name, 0, slot, False)
+
+        is_vector = self.prim_call(form, PRIMITIVES["vector?"], [ref()])
+        head = self.prim_call(form, PRIMITIVES["nth"], [ref(), self.const(form, 0)])
+        same = self.prim_call(form, PRIMITIVES["="], [head, self.const(form, escape.mark)])
+        test = self.make(N.If, form, is_vector, same, self.const(form, FALSE))
+        args = [_list(span, _atom(CALL_PRIM, span), _atom("nth", span), _atom(name, span),
+                      _atom(i, span)) for i in range(1, self.here.target.arity + 1)]
+        again = self.sf_recur(_list(span, _atom(RECUR, span), *args), inner)
+        body = self.make(N.If, form, test, again, ref())
+        return self.make(N.Let, form, (name,), ((inner.nslots, ((slot, node),)),), body)
+
+    def sequence(self, forms: list[Syntax] | tuple, scope: Scope | None,
+                 form: Syntax) -> N.Node:
+        """Forms evaluated in order; the last one is in the tail position of ``form``."""
         if not forms:
             return self.const(form, None)
-        nodes = [self.analyze(f, scope) for f in forms]
+        nodes = [self.analyze(f, scope) for f in forms[:-1]]
+        nodes.append(self.analyze_tail(forms[-1], scope))
         return nodes[0] if len(nodes) == 1 else self.make(N.Do, form, tuple(nodes))
 
     def catch_clause(self, c: Syntax, scope: Scope | None) -> N.Node:
@@ -538,26 +710,114 @@ class Analyzer:
         after = Syntax("list", (Syntax("atom", FN, span), Syntax("vector", (), span),
                                 *finally_forms), span)
         before = Syntax("list", (Syntax("atom", FN, span), Syntax("vector", (), span)), span)
-        nodes = [self.sf_fn(f, scope, self.proc) for f in (before, thunk, after)]
-        return self.make(N.App, form, self.const(form, PRIMITIVES["dynamic-wind"]), tuple(nodes))
+        here = self.here
+        escape = self.escape_for(here)
+        # The thunk's body is where the try is, as far as recur goes; finally is not.
+        body_here = replace(here, escape=escape) if escape else here
+        no_recur = Tail(None, False, why="cannot recur from finally")
+        nodes = [self.sf_fn(f, scope, self.proc, h)
+                 for f, h in ((before, no_recur), (thunk, body_here), (after, no_recur))]
+        node = self.make(N.App, form, self.const(form, PRIMITIVES["dynamic-wind"]),
+                         tuple(nodes))
+        if escape is not None and escape.used:
+            return self.recur_request(node, escape, scope, form)
+        return node
 
     def sf_quasiquote(self, form: Syntax, scope: Scope | None) -> N.Node:
         if len(form.value) != 2:
             raise _err("quasiquote takes exactly one form", form)
-        return self.analyze(quasi(form.value[1], 1), scope)
+        return self.analyze_tail(quasi(form.value[1], 1), scope)
 
     def sf_unquote(self, form: Syntax, scope: Scope | None) -> N.Node:
         raise _err(f"{form.value[0].value.name} outside of a quasiquote", form)
 
     def sf_call_prim(self, form: Syntax, scope: Scope | None) -> N.Node:
-        name = form.value[1].value
-        args = [self.analyze(a, scope) for a in form.value[2:]]
-        return self.prim_call(form, PRIMITIVES[name], args)
+        items = form.value
+        if len(items) < 2 or items[1].kind != "atom" or items[1].value not in PRIMITIVES:
+            raise _err("%call-prim needs the name of a primitive", form)
+        args = [self.analyze(a, scope) for a in items[2:]]
+        return self.prim_call(form, PRIMITIVES[items[1].value], args)
 
     def sf_defmacro(self, form: Syntax, scope: Scope | None) -> N.Node:
-        if scope is not None:
-            raise _err("defmacro is allowed only at the top level", form)
-        return self.define_macro(form)
+        # A top-level defmacro never gets here (_expand_toplevel takes it).
+        raise _err("defmacro is allowed only at the top level", form)
+
+    def sf_recur(self, form: Syntax, scope: Scope | None) -> N.Node:
+        """``(recur args..)``: call the nearest loop or fn clause again, from a tail
+        position, with as many arguments as it has bindings."""
+        here = self.here
+        target = here.target
+        if target is None:
+            raise _err(here.why, form)
+        if not here.tail:
+            raise _err("recur can only be in tail position (the last thing its loop or fn "
+                       "evaluates)", form)
+        args = form.value[1:]
+        if len(args) != target.arity:
+            n = target.arity
+            raise _err(f"recur needs {n} argument{'' if n == 1 else 's'} here (its loop or "
+                       f"fn binds {n}), got {len(args)}", form)
+        if target.name is None:
+            raise _Unprepared(target)
+        span = form.span
+        escape = here.escape
+        if escape is not None:
+            if escape.mark is None:
+                escape.mark = self.fresh()
+            escape.used = True
+            quoted = _list(span, _atom(QUOTE, span), _atom(escape.mark, span))
+            return self.analyze(_list(span, _atom(CALL_PRIM, span), _atom("vector", span),
+                                      quoted, *args), scope)
+        return self.call(_list(span, _atom(target.name, span), *args), scope)
+
+    def sf_loop(self, form: Syntax, scope: Scope | None) -> N.Node:
+        """``(loop* [pattern init ..] body..)``: bind as ``let`` does, then run body, which
+        may ``recur`` with a new value for each pattern."""
+        if len(form.value) < 2 or form.value[1].kind != "vector":
+            raise _err("loop needs a binding vector", form)
+        vec = form.value[1].value
+        if len(vec) % 2:
+            raise _err("binding vector needs an even number of forms", form.value[1])
+        span = form.span
+        bindings: list[Syntax] = []
+        params: list[Syntax] = []
+        unpack: list[Syntax] = []
+        for pattern, init in zip(vec[::2], vec[1::2]):
+            if _is_sym(pattern) and pattern.value is not AMP and not any(
+                    p.value is pattern.value for p in params):
+                bindings += [pattern, init]
+                params.append(pattern)
+                continue
+            # A pattern (or a name bound twice) loops over the whole value, as Clojure's.
+            whole = _atom(self.fresh(), pattern.span)
+            bindings += [whole, init, pattern, whole]
+            params.append(whole)
+            unpack += [pattern, whole]
+        body = form.value[2:]
+        if unpack:
+            body = (_list(span, _atom(S("let"), span), Syntax("vector", tuple(unpack), span),
+                          *body),)
+        loop = _list(span, _atom(RECUR_LOOP, span), _atom(f"{self.proc} (loop)", span),
+                     Syntax("vector", tuple(params), span), *body)
+        return self.sf_let(_list(span, _atom(S("let"), span),
+                                 Syntax("vector", tuple(bindings), span), loop), scope)
+
+    def sf_recur_loop(self, form: Syntax, scope: Scope | None) -> N.Node:
+        """``(%loop "label" [names] body..)``: ``(letrec [L (fn [names] body..)] (L
+        names..))``, where recur in body calls L."""
+        items = form.value
+        if (len(items) < 3 or items[1].kind != "atom" or type(items[1].value) is not str
+                or items[2].kind != "vector" or not all(_is_sym(p) for p in items[2].value)):
+            raise _err("%loop needs a label and a vector of names", form)
+        span = form.span
+        name = self.fresh()
+        inner = Scope(scope)
+        slot = inner.add(name, checked=True)
+        target = RecurTarget(len(items[2].value), name)
+        fn_form = _list(span, _atom(FN, span), items[2], *items[3:])
+        lam = self.sf_fn(fn_form, inner, items[1].value, Tail(target, True))
+        call = self.call(_list(span, _atom(name, span), *items[2].value), inner)
+        return self.make(N.Letrec, form, (name,), ((slot, lam),), inner.nslots, call)
 
     def define_macro(self, form: Syntax) -> Syntax:
         """Evaluate ``(defmacro name [params] body...)`` now; later forms may use it."""
@@ -625,5 +885,8 @@ SPECIAL_FORMS: dict[Symbol, Callable] = {
     SPLICE: Analyzer.sf_unquote,
     S("defmacro"): Analyzer.sf_defmacro,
     CALL_PRIM: Analyzer.sf_call_prim,
+    RECUR: Analyzer.sf_recur,
+    LOOP: Analyzer.sf_loop,
+    RECUR_LOOP: Analyzer.sf_recur_loop,
 }
 

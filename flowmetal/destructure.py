@@ -7,8 +7,12 @@ Patterns, as in Clojure:
 - ``[a b & more :as all]`` binds items by position (``nth`` with a nil default), the rest
   as a list or nil (``more``), and the whole value (``all``);
 - ``{a :a, b "b" :keys [c d] :strs [e] :syms [f] :or {c 0} :as m}`` binds values by key,
-  with defaults from ``:or`` for missing keys; applied to a list it reads the list as
-  alternating keys and values, so ``(fn [& {:keys [a]}] ..)`` takes keyword arguments.
+  with defaults from ``:or`` for missing keys.  ``:keys`` entries may be keywords or
+  qualified (``[:c a/d]`` binds ``c`` from ``:c`` and ``d`` from ``:a/d``), and
+  ``:ns/keys [d]`` / ``:ns/syms [d]`` look up ``:ns/d`` / ``'ns/d``.  Applied to a list
+  it reads the list as Clojure 1.11 does (``%keyword-args``): alternating keys and values
+  with an optional trailing map, one item as that item, ``()`` as ``{}``; so ``(fn [&
+  {:keys [a]}] ..)`` takes keyword arguments.
 
 Patterns nest.  The generated code calls the primitives directly (``%call-prim``), so
 local names such as ``nth`` or ``get`` cannot change its meaning.
@@ -88,6 +92,36 @@ def _vector_bindings(pat: Syntax, whole: Syntax) -> list[tuple[Syntax, Syntax]]:
     return out
 
 
+def _split(text: str) -> tuple[str | None, str]:
+    """``ns/name`` → (ns, name); a name without a namespace → (None, name)."""
+    ns, slash, name = text.partition("/")
+    return (ns, name) if slash and ns and name else (None, text)
+
+
+def _key_kind(key: Syntax) -> tuple[str, str | None] | None:
+    """For ``:keys``, ``:strs``, ``:syms`` and ``:ns/keys``, ``:ns/syms``: (kind, ns)."""
+    if key.kind != "atom" or type(key.value) is not Keyword:
+        return None
+    ns, name = _split(key.value.name)
+    kind = KEY_KINDS.get(Keyword(name))
+    return None if kind is None else (kind, ns)
+
+
+def _key_entry(kind: str, ns: str | None, entry: Syntax) -> tuple[Syntax, Syntax]:
+    """The local a ``:keys``-style entry binds and the key form it looks up, as Clojure:
+    ``a/b`` and ``:a/b`` bind ``b``; the pattern's namespace wins over the entry's."""
+    text = entry.value.name
+    own_ns, name = _split(text)
+    local = Syntax("atom", sym(name), entry.span)
+    if kind == "string":  # Clojure's (str entry)
+        return local, _atom(text if type(entry.value) is Symbol else f":{text}", entry.span)
+    full = f"{ns or own_ns}/{name}" if (ns or own_ns) else name
+    if kind == "keyword":
+        return local, _atom(Keyword(full), entry.span)
+    return local, Syntax("list", (_atom(sym("quote"), entry.span), _atom(sym(full), entry.span)),
+                         entry.span)
+
+
 def _map_bindings(pat: Syntax, whole: Syntax) -> list[tuple[Syntax, Syntax]]:
     items = pat.value
     defaults: dict[Symbol, Syntax] = {}
@@ -106,7 +140,7 @@ def _map_bindings(pat: Syntax, whole: Syntax) -> list[tuple[Syntax, Syntax]]:
 
     out = []
     for key, val in zip(items[::2], items[1::2]):
-        kind = KEY_KINDS.get(key.value) if key.kind == "atom" else None
+        kind = _key_kind(key)
         if key.kind == "atom" and key.value is OR:
             continue
         if key.kind == "atom" and key.value is AS:
@@ -114,15 +148,13 @@ def _map_bindings(pat: Syntax, whole: Syntax) -> list[tuple[Syntax, Syntax]]:
                 raise SyntaxError_(":as must be followed by a symbol", val.span)
             out.append((val, whole))
         elif kind is not None:
-            if val.kind != "vector" or not all(is_symbol(n) for n in val.value):
+            if val.kind != "vector" or not all(
+                    n.kind == "atom" and type(n.value) in (Symbol, Keyword) for n in val.value):
                 raise SyntaxError_(f"{key.value!r} must be followed by a vector of symbols",
                                    val.span)
-            for name in val.value:
-                text = name.value.name
-                k = (Keyword(text) if kind == "keyword" else text if kind == "string" else
-                     Syntax("list", (_atom(sym("quote"), name.span), name), name.span))
-                key_form = k if isinstance(k, Syntax) else _atom(k, name.span)
-                out.append((name, lookup(name, key_form)))
+            for entry in val.value:
+                local, key_form = _key_entry(*kind, entry)
+                out.append((local, lookup(local, key_form)))
         else:
             out.append((key, lookup(key, val)))
     return out

@@ -103,10 +103,21 @@ def map_from_seq(coll: Any) -> Map:
 
 @define("%keyword-args", min_args=1)
 def keyword_args(value: Any) -> Any:
-    """A list of alternating keys and values as a map (for map patterns); else the value."""
-    if type(value) is Pair:
-        return hash_map(*value)
-    return value
+    """What a map pattern reads a list as, as in Clojure 1.11: alternating keys and values,
+    with an optional trailing map merged over them; one item is itself; ``()`` is ``{}``.
+    Any other value is itself."""
+    if value is EMPTY:
+        return Map()
+    if type(value) is not Pair:
+        return value
+    kvs = list(value)
+    if len(kvs) == 1:
+        return kvs[0]
+    trailing = kvs.pop() if len(kvs) % 2 and type(kvs[-1]) is Map else None
+    if len(kvs) % 2:
+        raise FlowmetalError(f"no value supplied for key {shown(kvs[-1])}", "arity-error")
+    pairs = Map(zip(kvs[::2], kvs[1::2]))
+    return pairs if trailing is None else Map({**pairs, **trailing})
 
 
 @define("concat", min_args=0, max_args=None)
