@@ -22,6 +22,10 @@ part of cycles, are created empty first and filled in at the end.  Format 1 docu
 which wrote an integer as ``tag(INT_TAG, n)`` and a machine's state as a tuple record
 at the root, are read too.
 
+Atoms and delays are mutable records too (their identity is kept, like an environment's):
+``[R_ATOM, value]`` and ``[R_DELAY, thunk, value, failed]``; a regex is ``[R_REGEX,
+pattern]``.
+
 Code is referred to by ``(program hash, node id)``; the program must be loaded in the
 decoding process (it is found in ``program.PROGRAMS``).  Values of the standard library's
 globals are referred to by name, so they decode to the same objects in any process that
@@ -42,14 +46,18 @@ from .primitives.collections import Reduced
 from .primitives.effects import TaskId
 from .procedures import PRIMITIVES, Closure, Continuation, Primitive
 from .program import PROGRAMS
+from .regex import RegexError, compile_regex
 from .values import (
     EMPTY,
     FALSE,
     TRUE,
+    Atom,
     Boolean,
+    Delay,
     Keyword,
     Map,
     Pair,
+    Regex,
     Set,
     Symbol,
     Vector,
@@ -61,9 +69,11 @@ INT_TAG = 39_999  # format 1 integers
 
 (R_SYMBOL, R_KEYWORD, R_RATIO, R_LIST, R_IMPROPER, R_EMPTY, R_VECTOR, R_MAP, R_SET, R_ENV,
  R_CLOSURE, R_CONTINUATION, R_TUPLE, R_NODE, R_FRAMEKIND, R_PRIMITIVE, R_UNSET,
- R_BASE, R_TASK, R_REDUCED) = range(20)
+ R_BASE, R_TASK, R_REDUCED, R_REGEX, R_ATOM, R_DELAY) = range(23)
 
-_MUTABLE = (list, Closure, Continuation)
+_MUTABLE = (list, Closure, Continuation, Atom, Delay)
+_FILLED_LAST = frozenset({R_ENV, R_CLOSURE, R_CONTINUATION, R_ATOM, R_DELAY})
+_CHANGING = frozenset({list, Atom, Delay})  # changed in place: noted in Machine.dirty
 _EXPANDED = object()  # on the encoder's stack: the object below it has its children done
 
 
@@ -139,6 +149,10 @@ def _children(obj: Any) -> Any:
         return (obj.k, obj.winders)
     if t is Reduced:
         return (obj.value,)
+    if t is Atom:
+        return (obj.value,)
+    if t is Delay:
+        return (obj.thunk, obj.value, TRUE if obj.failed else FALSE)
     return ()
 
 
@@ -165,7 +179,8 @@ def _is_immediate(value: Any) -> bool:
 
 _IMMEDIATE_ITEM = frozenset({float, str, type(None)})  # items that are the value itself
 _KINDS = {Vector: R_VECTOR, Map: R_MAP, Set: R_SET, tuple: R_TUPLE, list: R_ENV,
-          Closure: R_CLOSURE, Continuation: R_CONTINUATION, Reduced: R_REDUCED}
+          Closure: R_CLOSURE, Continuation: R_CONTINUATION, Reduced: R_REDUCED,
+          Atom: R_ATOM, Delay: R_DELAY}
 _COMPOUND = frozenset({Pair, *_KINDS})
 
 
@@ -275,6 +290,8 @@ class Encoder:
             return [R_UNSET]
         if t is TaskId:
             return [R_TASK, obj.id]
+        if t is Regex:
+            return [R_REGEX, obj.pattern]
         if isinstance(obj, N.Node):
             if obj.program is None:
                 raise CodecError(f"node {obj!r} belongs to no program")
@@ -378,9 +395,13 @@ class Decoder:
                 objs[i] = Closure(None, None)
             elif kind == R_CONTINUATION:
                 objs[i] = Continuation(None, None)
+            elif kind == R_ATOM:
+                objs[i] = Atom(None)
+            elif kind == R_DELAY:
+                objs[i] = Delay(None)
         for i, rec in enumerate(self.records):
             kind, args = rec[0], rec[1:]
-            if kind in (R_ENV, R_CLOSURE, R_CONTINUATION):
+            if kind in _FILLED_LAST:
                 continue
             objs[i] = self._immutable(kind, args, item)
         for i, rec in enumerate(self.records):
@@ -394,6 +415,16 @@ class Decoder:
                     raise CodecError(f"record {i}: a closure's code is not a fn")
             elif kind == R_CONTINUATION:
                 obj.k, obj.winders = item(args[0]), item(args[1])
+            elif kind == R_ATOM:
+                if len(args) != 1:
+                    raise CodecError(f"record {i}: an atom holds one value")
+                obj.value = item(args[0])
+            elif kind == R_DELAY:
+                if len(args) != 3 or type(args[2]) is not bool:
+                    raise CodecError(f"record {i}: a malformed delay")
+                obj.thunk, obj.value, obj.failed = item(args[0]), item(args[1]), args[2]
+                if obj.thunk is not None and type(obj.thunk) is not Closure:
+                    raise CodecError(f"record {i}: a delay's body is not a fn")
 
     def _immutable(self, kind: int, args: list, item: Any) -> Any:
         if kind == R_SYMBOL:
@@ -439,6 +470,11 @@ class Decoder:
             return self.base_globals[name]
         if kind == R_TASK:
             return TaskId(_text(args[0]))
+        if kind == R_REGEX:
+            try:
+                return compile_regex(_text(args[0]))
+            except RegexError as exc:
+                raise CodecError(f"a regex that does not compile: {exc}") from None
         if kind == R_REDUCED:
             if len(args) != 1:
                 raise CodecError("a reduced record holds one value")
@@ -543,8 +579,8 @@ class Image:
         stale = set()
         for env in dirty:
             at = enc.index.get(id(env))
-            if at is not None and type(env) is list:
-                enc.add_all(env)
+            if at is not None and type(env) in _CHANGING:
+                enc.add_all(_children(env))
                 records[at] = enc._record(env)
                 if at in where:
                     stale.add(where[at])
@@ -560,7 +596,7 @@ class Image:
         if first < len(records):
             number = len(chunks)
             for at in range(first, len(records)):
-                if records[at][0] == R_ENV:
+                if records[at][0] in _FILLED_LAST:
                     where[at] = number
             chunk = _items_bytes(records[first:])
             chunks.append(chunk)
@@ -623,7 +659,8 @@ def _base_names(base_globals: dict) -> dict[int, tuple[Any, str]]:
         return known[1]
     names: dict[int, tuple[Any, str]] = {}
     for sym, value in base_globals.items():
-        if not _is_immediate(value) and type(value) is not Primitive:
+        # An atom or delay is written out: a reference by name would lose its changes.
+        if not _is_immediate(value) and type(value) not in (Primitive, Atom, Delay):
             names.setdefault(id(value), (value, sym.name))
     _BASE_NAMES[id(base_globals)] = (base_globals, names)
     return names

@@ -3,8 +3,11 @@
 ``to_string`` writes the readable form of a value, so that reading it back gives an equal
 value of the same types.  Floats print ``##Inf``, ``##-Inf`` and ``##NaN`` for the special
 values; strings escape ``\\n \\t \\r \\" \\\\ \\0``, other control characters and lone surrogates
-as ``\\uXXXX``.  An improper list prints as ``(1 2 . 3)``, which does not read back.  Other
-objects print through their ``__fm_repr__()`` method if they have one, else as
+as ``\\uXXXX``.  An improper list prints as ``(1 2 . 3)``, which does not read back.  A regex
+prints as its ``#"…"`` literal; an atom as ``#<atom VALUE>`` and a delay as ``#<delay
+:pending>`` or ``#<delay :ready VALUE>`` (``:failed`` with what its body raised), where a
+reference met again inside its own value prints as ``#<atom …>``.  Other objects print
+through their ``__fm_repr__()`` method if they have one, else as
 ``#<python TYPE>``.
 
 Nothing here recurses in Python in proportion to the nesting of the value.
@@ -15,7 +18,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .values import EMPTY, FALSE, TRUE, Fraction, Keyword, Map, Pair, Set, Symbol, Vector
+from .values import (
+    EMPTY,
+    FALSE,
+    TRUE,
+    Atom,
+    Delay,
+    Fraction,
+    Keyword,
+    Map,
+    Pair,
+    Regex,
+    Set,
+    Symbol,
+    Vector,
+)
 
 __all__ = ["bounded_string", "display_string", "shown", "to_string"]
 
@@ -76,8 +93,10 @@ def _atom(value: Any) -> str | None:
         return "()"
     if t is Fraction:
         return f"{_atom(value.numerator)}/{_atom(value.denominator)}"
-    if t is Pair or t is Vector or t is Map or t is Set:
+    if t is Pair or t is Vector or t is Map or t is Set or t is Atom or t is Delay:
         return None
+    if t is Regex:
+        return '#"' + value.pattern + '"'
     fm_repr = getattr(value, "__fm_repr__", None)
     if fm_repr is not None:
         return fm_repr()
@@ -96,11 +115,23 @@ _DOT = _Text(" . ")
 _CLOSE_LIST = _Text(")")
 _CLOSE_VECTOR = _Text("]")
 _CLOSE_BRACE = _Text("}")
+_CLOSE_REF = _Text(">")
+
+
+def _ref_pieces(value: Any) -> tuple[str, list[Any]]:
+    """An atom's or a delay's opening text and what follows it."""
+    if type(value) is Atom:
+        return "#<atom ", [value.value, _CLOSE_REF]
+    if not value.realized:
+        return "#<delay :pending>", []
+    return ("#<delay :failed " if value.failed else "#<delay :ready "), [value.value, _CLOSE_REF]
 
 
 def _pieces(value: Any) -> tuple[str, list[Any]]:
     """A collection's opening bracket and the items and separators that follow it."""
     t = type(value)
+    if t is Atom or t is Delay:
+        return _ref_pieces(value)
     items: list[Any] = []
     if t is Pair:
         node = value
@@ -138,6 +169,7 @@ def to_string(value: Any) -> str:
         return text
     out: list[str] = []
     todo: list[Any] = [value]
+    refs: set[int] = set()  # the atoms and delays printed: a cycle goes through one
     while todo:
         item = todo.pop()
         if type(item) is _Text:
@@ -147,6 +179,11 @@ def to_string(value: Any) -> str:
         if text is not None:
             out.append(text)
             continue
+        if type(item) is Atom or type(item) is Delay:
+            if id(item) in refs:
+                out.append("#<atom …>" if type(item) is Atom else "#<delay …>")
+                continue
+            refs.add(id(item))
         opener, items = _pieces(item)
         out.append(opener)
         items.reverse()
@@ -155,9 +192,12 @@ def to_string(value: Any) -> str:
 
 
 def display_string(value: Any) -> str:
-    """Like :func:`to_string`, but a string itself prints raw (strings inside still quote)."""
+    """Like :func:`to_string`, but a string itself prints raw (strings inside still quote),
+    and a regex as its pattern."""
     if type(value) is str:
         return value
+    if type(value) is Regex:
+        return value.pattern
     display = getattr(value, "__fm_display__", None)  # a plain text of its own (task ids)
     return display() if display is not None else to_string(value)
 
@@ -187,7 +227,7 @@ def bounded_string(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
         t = type(item)
         if t is _Piece:
             text = item
-        elif t is Pair or t is Vector or t is Map or t is Set:
+        elif t is Pair or t is Vector or t is Map or t is Set or t is Atom or t is Delay:
             todo.append(_lazy_pieces(item))
             continue
         elif t is int and item.bit_length() > 4 * limit:
@@ -221,6 +261,12 @@ _END = object()
 def _lazy_pieces(value: Any) -> Any:
     """A collection's text as it is printed: brackets, separators and items, lazily."""
     t = type(value)
+    if t is Atom or t is Delay:
+        opener, items = _ref_pieces(value)
+        yield _Piece(opener)
+        for item in items:
+            yield _Piece(item) if type(item) is _Text else item
+        return
     if t is Pair:
         yield _Piece("(")
         node = value

@@ -12,14 +12,20 @@ The notation is the Clojure family's data notation:
   combined, so write characters outside the BMP directly);
 - keywords ``:k``, ``:ns/k``; ``true``, ``false``, ``nil``; everything else that is a run of
   non-delimiter characters is a symbol;
-- ``'x`` reads as ``(quote x)``, ``~x`` as ``(unquote x)``, ``~@x`` as ``(unquote-splicing x)``
-  and x after a backquote as ``(quasiquote x)``.
+- ``'x`` reads as ``(quote x)``, ``~x`` as ``(unquote x)``, ``~@x`` as ``(unquote-splicing x)``,
+  ``@x`` as ``(deref x)`` and x after a backquote as ``(quasiquote x)``;
+- ``#"…"`` is a regular expression whose pattern is the text as written: a backslash
+  escapes the next character (so ``\\"`` does not end it) and stays in the pattern, as in
+  Clojure; a pattern that does not compile is a read error.
 
 Delimiters are whitespace, commas, brackets, ``"``, ``;``, the backquote and ``~``; any other
 character may appear inside a symbol (``'`` and ``#`` only after its first character).  A token
 that starts with a digit, or with a sign followed by a digit, must be a number; leading zeros
 are decimal, not octal.  A token such as ``.5`` or ``-.5`` is an error rather than a symbol:
-write ``0.5``.  A leading byte order mark is skipped.
+write ``0.5``.  A leading byte order mark is skipped; anywhere else (outside strings and
+comments) it is an error, as is any other invisible character (a control or format
+character, an unassigned code point: ``str.isprintable`` is false) except the zero-width
+joiner and non-joiner: a symbol never prints as text that looks like something else.
 
 Every form comes back as a :class:`Syntax` node carrying a :class:`Span`.  Lines and columns
 count from 1, columns in code points, and only ``\\n`` ends a line.  ``end_line``/``end_col``
@@ -38,6 +44,7 @@ import re
 from bisect import bisect_right
 from typing import Any
 
+from . import regex
 from .printer import to_string
 from .values import (
     EMPTY,
@@ -116,7 +123,10 @@ _OPENERS = {"(": "list", "[": "vector", "{": "map"}
 _KIND_CLOSER = {"list": ")", "vector": "]", "map": "}", "set": "}"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "0": "\0"}
 _CONSTANTS = {"true": TRUE, "false": FALSE, "nil": None}
-_PREFIXES = {"'": "quote", "`": "quasiquote", "~": "unquote", "~@": "unquote-splicing"}
+_PREFIXES = {"'": "quote", "`": "quasiquote", "~": "unquote", "~@": "unquote-splicing",
+             "@": "deref"}
+_REGEX_CHUNK = re.compile(r'[^"\\]*')
+_JOINERS = frozenset("\u200c\u200d")  # format characters that belong inside words
 _SPECIAL_FLOATS = {"Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}
 
 # Python refuses int(str) beyond a configurable digit count (640 at the least), so longer
@@ -141,6 +151,25 @@ def _fail(message: str, span: Span) -> ReadError:
     err = ReadError(message, span)
     err.incomplete = False
     return err
+
+
+def _char_text(c: str) -> str:
+    """A character as an error message shows it: invisible ones by code point."""
+    if c.isprintable():
+        return c
+    if c == "\ufeff":
+        return "U+FEFF (a byte order mark)"
+    return f"U+{ord(c):04X}"
+
+
+def _invisible(token: str) -> int:
+    """The index of the first invisible character in ``token``, or -1."""
+    if token.isprintable():
+        return -1
+    for j, c in enumerate(token):
+        if not c.isprintable() and c not in _JOINERS:
+            return j
+    return -1
 
 
 def _describe(value: Any) -> str:
@@ -198,7 +227,7 @@ class _Reader:
             elif c == '"':
                 node, i = self.string(i)
                 value = node.value
-            elif c in "'`~":
+            elif c in "'`~@":
                 mark = "~@" if text.startswith("~@", i) else c
                 stack.append(["prefix", i, None, None, mark])
                 i += len(mark)
@@ -216,10 +245,13 @@ class _Reader:
                 if nxt == "#":
                     node, i = self.special_float(i)
                     value = node.value
+                elif nxt == '"':
+                    node, i = self.regex(i)
+                    value = node.value
                 elif nxt == "":
                     raise self.incomplete("expected a dispatch character after `#`", i, i + 1)
                 else:
-                    raise self.error(f"unknown dispatch `#{nxt}`", i, i + 2)
+                    raise self.error(f"unknown dispatch `#{_char_text(nxt)}`", i, i + 2)
             else:
                 node, i = self.atom(i)
                 value = node.value
@@ -373,6 +405,27 @@ class _Reader:
         end = j + 1
         return Syntax("atom", "".join(parts), self.span(start, end)), end
 
+    def regex(self, start: int) -> tuple[Syntax, int]:
+        """``#"…"``: the pattern is the text up to the closing quote, as written."""
+        text, n = self.text, len(self.text)
+        j = start + 2
+        while True:
+            j = _REGEX_CHUNK.match(text, j).end()
+            if j >= n or (text[j] == "\\" and j + 1 >= n):
+                raise self.incomplete(
+                    f"unterminated regex opened at {self.at(start)}", start, start + 2
+                )
+            if text[j] == '"':
+                break
+            j += 2
+        end = j + 1
+        try:
+            value = regex.compile_regex(text[start + 2 : j])
+        except regex.RegexError as exc:
+            at = start + 2 + min(exc.offset or 0, j - start - 2)
+            raise self.error(str(exc), at, max(at + 1, end)) from None
+        return Syntax("atom", value, self.span(start, end)), end
+
     def special_float(self, start: int) -> tuple[Syntax, int]:
         m = _TOKEN.match(self.text, start + 2)
         name = m.group() if m else ""
@@ -386,6 +439,12 @@ class _Reader:
     def atom(self, start: int) -> tuple[Syntax, int]:
         token = _TOKEN.match(self.text, start).group()
         end = start + len(token)
+        bad = _invisible(token)
+        if bad >= 0:
+            c = token[bad]
+            where = "only at the start of the text" if c == "\ufeff" else "only in strings"
+            raise self.error(f"invalid character {_char_text(c)}: it may appear {where}",
+                             start + bad, start + bad + 1)
         if token[0] == ":":
             if len(token) == 1:
                 raise self.error("a keyword needs a name after `:`", start, end)

@@ -265,6 +265,60 @@ class Set(frozenset):
         return to_string(self)
 
 
+class Regex:
+    """A regular expression ``#"…"``: its pattern as written and the compiled form.
+
+    Two regexes are equal when their patterns are (Clojure compares them by identity);
+    ``regex.compile_regex`` makes one from a pattern.
+    """
+
+    __slots__ = ("pattern", "compiled")
+
+    def __init__(self, pattern: str, compiled: Any):
+        self.pattern = pattern
+        self.compiled = compiled
+
+    def __eq__(self, other: Any) -> bool:
+        return type(other) is Regex and other.pattern == self.pattern
+
+    def __ne__(self, other: Any) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(("regex", self.pattern))
+
+    def __repr__(self) -> str:
+        return f'#"{self.pattern}"'
+
+
+class Atom:
+    """A mutable reference ``(atom x)``, equal only to itself.  Task state like any other
+    value: the codec keeps its identity, and whatever changes it in place notes it in the
+    machine's ``dirty`` list."""
+
+    __slots__ = ("value", "__weakref__")
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+class Delay:
+    """``(delay body)``: ``thunk`` runs at most once; then ``thunk`` is nil and ``value``
+    holds its result (or, with ``failed`` set, what it raised)."""
+
+    __slots__ = ("thunk", "value", "failed", "__weakref__")
+
+    def __init__(self, thunk: Any, value: Any = None, failed: bool = False):
+        self.thunk = thunk
+        self.value = value
+        self.failed = failed
+
+    @property
+    def realized(self) -> bool:
+        """True once the body has run."""
+        return self.thunk is None
+
+
 class Span(tuple):
     """Where a form came from: (file, line, col, end_line, end_col); lines and cols count from 1."""
 

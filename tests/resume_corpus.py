@@ -83,4 +83,17 @@ trace
 (unless2 false (println "macro ran"))
 (-> words first shout (str "?"))
 """,
+    "atoms_delays_regex": """
+(def a (atom 0))
+(def shared [a a])
+(defn bump [n] (dotimes [i n] (swap! a + i)) @a)
+(bump 10)
+(def d (delay (swap! a inc) (re-seq #"[0-9]+" (str "x" @a "y22"))))
+(def r [(force d) (force d) @(first shared) (identical? (first shared) (second shared))])
+(reset! (second shared) :done)
+(def cache (atom {}))
+(doseq [w (split "b a b c a b" #" ")] (swap! cache update w (fnil inc 0)))
+(println r @a (format "%05.1f|%s" 2.25 @cache))
+[r @(first shared) (realized? d) #"a\\d" (replace "a1b2" #"[0-9]" (fn [m] (str "<" m ">")))]
+""",
 }

@@ -24,7 +24,8 @@ from flowmetal.codec import (
 )
 from flowmetal.interpreter import Session
 from flowmetal.printer import to_string
-from flowmetal.values import TRUE, Keyword, Map, Vector
+from flowmetal.regex import compile_regex
+from flowmetal.values import TRUE, Atom, Delay, Keyword, Map, Vector
 
 from .resume_corpus import CORPUS
 
@@ -99,6 +100,80 @@ def test_shared_environment_stays_shared():
     m.run_to_end()
     inc_fn, peek_fn = decode_value(encode_value(m.val))
     assert inc_fn.env is peek_fn.env
+
+
+PATTERNS = ["a\\d+", "(x)|(?<n>y)", "\\\"q", "[^\\]]*"]
+
+
+@st.composite
+def atom_graphs(draw):
+    """A vector of values over some atoms, whose values refer to atoms again (cycles and
+    sharing included), regexes and delays among them."""
+    n = draw(st.integers(1, 5))
+    atoms = [Atom(None) for _ in range(n)]
+    leaf = st.one_of(st.integers(), st.text(max_size=5), st.sampled_from(PATTERNS).map(
+        lambda p: compile_regex(p)), st.sampled_from(atoms), st.just(None))
+    values = st.recursive(leaf, lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(Vector),
+        st.lists(inner, max_size=3).map(lambda xs: Delay(None, Vector(xs), len(xs) == 1))),
+        max_leaves=12)
+    for a in atoms:
+        a.value = draw(values)
+    return Vector(draw(st.lists(values, min_size=1, max_size=4))), atoms
+
+
+def same_graph(a, b, seen: dict) -> bool:
+    """``b`` has ``a``'s shape, with each atom or delay of ``a`` always the same one of
+    ``b`` (and never two of ``a`` as one of ``b``)."""
+    todo = [(a, b)]
+    while todo:
+        x, y = todo.pop()
+        if type(x) is not type(y):
+            return False
+        if type(x) in (Atom, Delay):
+            if id(x) in seen:
+                if seen[id(x)] is not y:
+                    return False
+                continue
+            if any(v is y for v in seen.values()):
+                return False
+            seen[id(x)] = y
+            todo.append((x.value, y.value))
+            if type(x) is Delay and (x.failed, x.thunk) != (y.failed, y.thunk):
+                return False
+        elif type(x) is Vector:
+            if len(x) != len(y):
+                return False
+            todo.extend(zip(x, y))
+        elif x != y:
+            return False
+    return True
+
+
+@given(atom_graphs())
+def test_atoms_keep_their_identity(graph):
+    value, atoms = graph
+    back = decode_value(encode_value(value))
+    assert same_graph(value, back, {})
+    assert to_string(back) == to_string(value)
+
+
+def test_an_atom_changed_between_steps_is_encoded_again():
+    s = Session()
+    m = s.machine(s.load("(def a (atom 0)) (def b [a a]) (swap! a inc) "
+                         "(reset! (first b) [:x a]) b"))
+    image = Image(s.base.globals)
+    states = []
+    while m.status == "running" and len(states) < 10_000:
+        m.run(1)
+        states.append(image.encode(m))
+    assert m.status == "done"
+    finals = [decode_machine(data, s.base.globals) for data in states]
+    for m2 in finals:
+        assert m2.run_to_end() == "done"
+        first, second = m2.val
+        assert first is second and first.value[1] is first
+        assert to_string(m2.val) == "[#<atom [:x #<atom …>]> #<atom …>]"
 
 
 def test_deep_continuation_encodes_without_recursion():

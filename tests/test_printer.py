@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from flowmetal.printer import display_string, to_string
 from flowmetal.reader import read_one, read_syntax_all, strip
+from flowmetal.regex import RegexError, compile_regex
 from flowmetal.values import (
     EMPTY,
     FALSE,
@@ -187,7 +188,7 @@ def test_display_string():
 # The round trip.
 
 SYMBOL_CHARS = "abcxyzABZ0123456789*+!-_'?<>=/.&%$^|#@\\λ"
-SYMBOL_START = "abcxyzABZ*+!-_?<>=/.&%$^|@\\λ"
+SYMBOL_START = "abcxyzABZ*+!-_?<>=/.&%$^|\\λ"  # not @: @x reads as (deref x)
 
 
 def _symbol_name(name):
@@ -219,8 +220,19 @@ def _huge(parts):
     return (small << bits) + small
 
 
+def _regex(pattern):
+    try:
+        return compile_regex(pattern)
+    except RegexError:
+        return None
+
+
+regexes = st.text(st.sampled_from('ab.*+?\\"()[]^$|{}1\n\\d'), max_size=8).map(_regex).filter(
+    lambda r: r is not None)
+
 atoms = (
     st.integers()
+    | regexes
     | st.tuples(st.integers(), st.integers(min_value=0, max_value=2700)).map(_huge)
     | st.floats(allow_nan=False)
     | st.fractions().map(normalize_ratio)

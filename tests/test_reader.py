@@ -380,7 +380,7 @@ def test_bare_colon_is_an_error():
         "x1",
         "λ",
         "call/cc",
-        "@x",
+        "x@y",
         "a:b",
         "a\\b",
         "nil?",
@@ -423,7 +423,8 @@ def test_quote_family():
         L(S("a"), L(S("unquote"), S("b")), L(S("unquote-splicing"), S("c"))),
     )
     assert read_one("' x") == L(S("quote"), S("x"))
-    assert read_one("~ @x") == L(S("unquote"), S("@x"))
+    assert read_one("~ @x") == L(S("unquote"), L(S("deref"), S("x")))
+    assert read_one("@@x") == L(S("deref"), L(S("deref"), S("x")))
 
 
 def test_quote_syntax_and_spans():

@@ -6,7 +6,16 @@ the global symbol of its name.
 
 from ..procedures import PRIMITIVES
 from ..values import Symbol
-from . import collections, control, effects, numbers, strings  # noqa: F401  (they register)
+from . import (  # noqa: F401  (they register)
+    collections,
+    control,
+    effects,
+    format,
+    numbers,
+    refs,
+    regex,
+    strings,
+)
 
 
 def install(globals_: dict) -> dict:

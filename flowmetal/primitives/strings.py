@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
 
-from .. import limits
+from .. import limits, regex
 from ..printer import display_string, shown, to_string
 from ..procedures import define
-from ..values import FlowmetalError, Keyword, Symbol, Vector, boolean, make_list
+from ..values import FlowmetalError, Keyword, Regex, Symbol, Vector, boolean, make_list
 from .collections import items
 
 
@@ -145,13 +147,25 @@ def capitalize(s: Any) -> str:
     return s[:1].upper() + s[1:].lower()
 
 
-@define("split", min_args=2)
-def split(s: Any, sep: Any) -> Vector:
-    """A vector of the parts of s between occurrences of sep."""
-    s, sep = text("split", s), text("split", sep)
-    if not sep:
-        return Vector(s)
-    return Vector(s.split(sep))
+@lru_cache(maxsize=256)
+def _literal(sep: str) -> Regex:
+    return regex.compile_regex(re.escape(sep))
+
+
+def _separator(op: str, sep: Any) -> Regex:
+    """``sep`` as a regex: a string stands for itself, literally."""
+    return sep if type(sep) is Regex else _literal(text(op, sep))
+
+
+@define("split", min_args=2, max_args=3)
+def split(s: Any, sep: Any, limit: Any = 0) -> Vector:
+    """A vector of the parts of s between matches of sep (a regex, or a string taken
+    literally); trailing empty parts are dropped unless limit is negative, and a positive
+    limit makes at most that many parts (Java's String.split, as Clojure's)."""
+    if type(limit) is not int:
+        raise FlowmetalError(f"split: expected an integer limit, got {shown(limit)}",
+                             "type-error")
+    return Vector(regex.split(_separator("split", sep), text("split", s), limit))
 
 
 @define("split-lines", min_args=1)
@@ -204,10 +218,37 @@ def last_index_of(s: Any, part: Any) -> Any:
     return None if i < 0 else i
 
 
+def _replace(op: str, s: Any, match: Any, new: Any, first_only: bool) -> str:
+    s, new = text(op, s), text(op, new)
+    if type(match) is Regex:
+        return regex.replace(match, s, new, first_only, op)
+    old = text(op, match)
+    count = min(1, s.count(old)) if first_only else s.count(old)
+    limits.check_chars(op, len(s) + count * (len(new) - len(old)))
+    return s.replace(old, new, 1 if first_only else -1)
+
+
 @define("replace", min_args=3)
-def replace(s: Any, old: Any, new: Any) -> str:
-    """s with every occurrence of old replaced by new."""
-    return text("replace", s).replace(text("replace", old), text("replace", new))
+@define("%replace", min_args=3)
+def replace(s: Any, match: Any, new: Any) -> str:
+    """s with every occurrence of match (a string, or a regex) replaced by the string new
+    (in which $1 or ${name} is a group of a regex match, and \\$ a dollar sign)."""
+    return _replace("replace", s, match, new, False)
+
+
+@define("%replace-first", min_args=3)
+def replace_first(s: Any, match: Any, new: Any) -> str:
+    """Like replace, for the first occurrence only."""
+    return _replace("replace-first", s, match, new, True)
+
+
+@define("%replacement", min_args=2)
+def replacement(op: Any, new: Any) -> str:
+    """What a replacement function returned, which must be a string."""
+    if type(new) is str:
+        return new
+    raise FlowmetalError(f"{op}: the replacement function must return a string, got "
+                         f"{shown(new)}", "type-error")
 
 
 @define("chars", min_args=1)
