@@ -68,7 +68,11 @@ def normalize_stdlib(stderr: str) -> str:
 
 
 def example_names() -> list[str]:
-    return sorted(p.name for p in EXAMPLES.glob("*.fm"))
+    """The examples that run on their own (those that need servers are run by
+    test_connector_examples.py)."""
+    from .test_connector_examples import SERVED_EXAMPLES
+
+    return sorted(p.name for p in EXAMPLES.glob("*.fm") if p.name not in SERVED_EXAMPLES)
 
 
 def test_every_expectation_has_an_example():

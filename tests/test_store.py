@@ -38,15 +38,14 @@ def make_store(kind: str, tmp_path, name: str = "store"):
     return store, drop
 
 
-@pytest.fixture(params=KINDS)
-def store(request, tmp_path):
-    s, drop = make_store(request.param, tmp_path)
-    yield s
-    drop()
-
-
-def finish(store, *ids: str, timeout: float = 20.0, **options) -> Worker:
+def finish(store, *ids: str, timeout: float = 20.0, http: bool = False, **options
+           ) -> Worker:
+    """Run the store's tasks until these have finished (with an HTTP connector too)."""
     worker = Worker(store, poll=0.01, **options)
+    if http:
+        from flowmetal.connectors.http import HttpConnector
+
+        worker.connector = HttpConnector(store)
     end = time.monotonic() + timeout
 
     def done() -> bool:

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (they register)
     refs,
     regex,
     strings,
+    world,
 )
 
 

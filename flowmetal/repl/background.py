@@ -60,9 +60,11 @@ class BackgroundWorker:
                               f"for flowmetal worker or flowmetal resume {task_id}", "note")
 
     def _run(self) -> None:
+        from ..connectors.http import HttpConnector
         from ..runtime.worker import Worker
 
         worker = Worker(self.store)
+        worker.connector = HttpConnector(self.store)
         try:
             while not self.stopping.is_set():
                 ran = worker.round()

@@ -56,6 +56,7 @@ class Limits:
     state: int = 64 << 20             # bytes of the encoded continuation
     deadline: float | None = None     # seconds from creation; None: no limit
     wait: float = 86_400.0            # timeout of a wait that names none, seconds
+    response_body: int = 1 << 20      # bytes of an HTTP response body
 
     @classmethod
     def of(cls, given: dict | Limits | None) -> Limits:
@@ -90,6 +91,8 @@ class Waiting:
     deadline: float | None = None     # receive: the deadline its answer carries
     task: str | None = None           # join: the task joined
     by_default: bool = False          # the timeout is the task's default wait (none given)
+    callback: str | None = None       # await: the digest of the callback's token
+    arms: list | None = None          # select: [op, request, key] per arm (``select``)
 
 
 class AnswerKind(StrEnum):
@@ -112,6 +115,8 @@ class Answer:
     deadline: float | None = None     # MESSAGE: the receive's deadline
     task: str | None = None           # TASK_FAILED: the task that failed
     status: str | None = None         # TASK_FAILED: how it ended
+    arm: int | None = None            # the answer of a select's arm: which one
+    arm_op: str | None = None         # ... and its operation
 
 
 @dataclass(slots=True)
@@ -306,6 +311,103 @@ class WorkerRecord:
     def from_bytes(cls, data: bytes) -> WorkerRecord:
         """The worker record stored as ``data``."""
         return cls(*_load(data, 1, "worker"))
+
+
+@dataclass(slots=True)
+class OutboxEntry:
+    """A request a task made of the world, waiting for a connector (keyed in the store by
+    task and request).  It exists only once the step that made it is committed, and
+    leaves the store in the transaction that answers it, or when the wait ends otherwise.
+
+    ``spec`` is the request as plain data for its connector (``kind``); ``epoch`` counts
+    the claims, so that a connector whose lease was taken over cannot settle it."""
+
+    kind: str
+    spec: dict
+    key: str                          # the idempotency key, the same across retries
+    created: float
+    not_before: float                 # the next attempt is not made before this
+    attempts: int = 0                 # attempts made and settled
+    epoch: int = 0
+    lease_worker: str | None = None   # the connector working on it
+    lease_until: float | None = None
+    last_error: str = ""
+
+    def to_bytes(self) -> bytes:
+        """The record as stored."""
+        return cbor2.dumps([1, *_values(self)])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> OutboxEntry:
+        """The entry stored as ``data``."""
+        items = _load(data, 1, "outbox")
+        try:
+            entry = cls(*items)
+        except TypeError as exc:
+            raise RecordError(f"unreadable outbox record: {exc}") from None
+        if type(entry.spec) is not dict or type(entry.kind) is not str:
+            raise RecordError("unreadable outbox record: bad fields")
+        return entry
+
+    def claimable(self, now: float) -> bool:
+        """Whether a connector may claim it at ``now``."""
+        return self.not_before <= now and (self.lease_until is None or self.lease_until <= now)
+
+
+@dataclass(slots=True)
+class CallbackRecord:
+    """A callback URL made by a task (keyed in the store by the SHA-256 of its token):
+    requests that arrive there wait in ``pending`` (codec bytes of each request's value)
+    until the task takes them with ``await``."""
+
+    task: str
+    id: int                           # the callback's number in its task
+    multi: bool
+    expires: float                    # by the store's clock
+    secret: str | None = None         # Standard Webhooks signing secret (whsec_...)
+    deliveries: int = 0               # requests accepted
+    pending: list = field(default_factory=list)
+    max_body: int = 1 << 20
+
+    def to_bytes(self) -> bytes:
+        """The record as stored."""
+        return cbor2.dumps([1, *_values(self)])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CallbackRecord:
+        """The callback stored as ``data``."""
+        try:
+            return cls(*_load(data, 1, "callback"))
+        except TypeError as exc:
+            raise RecordError(f"unreadable callback record: {exc}") from None
+
+    def used_up(self, now: float) -> bool:
+        """Whether it accepts no more requests (expired, or single-use and used)."""
+        return now >= self.expires or (not self.multi and self.deliveries > 0)
+
+
+@dataclass(slots=True)
+class TokenRecord:
+    """An access token of the control plane (kept by the SHA-256 of the token; the token
+    itself is shown once, when it is made)."""
+
+    id: str                           # a short public name: the first digits of the digest
+    name: str
+    scope: str                        # "read" (GET only) or "write" (everything)
+    created: float
+    revoked: float | None = None
+
+    def to_bytes(self) -> bytes:
+        """The record as stored."""
+        return cbor2.dumps([1, *_values(self)])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TokenRecord:
+        """The token record stored as ``data``."""
+        try:
+            return cls(*_load(data, 1, "token"))
+        except TypeError as exc:
+            raise RecordError(f"unreadable token record: {exc}") from None
 
 
 def _load(data: bytes, version: int, what: str) -> list:

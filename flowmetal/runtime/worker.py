@@ -31,11 +31,13 @@ import time
 from collections.abc import Callable
 
 from ..codec import CodecError, Image, encode_machine
+from ..connectors.http_request import http_spec
 from ..limits import bounded
 from ..machine import Machine, call_state
 from ..primitives.effects import TaskId
-from ..store.base import NewTask, Request, StepCommit, StoreError, StoreUnavailable
-from ..values import Map, kw
+from ..store.base import OUTBOX_KINDS, NewTask, Request, StepCommit, StoreError, StoreUnavailable
+from ..store.callbacks import digest as callback_digest
+from ..values import TRUE, Map, kw
 from .code import (
     CodeUnavailable,
     base_globals,
@@ -60,7 +62,7 @@ DRAFT_MODES = ("auto", "always", "never")
 TEXT_LIMIT = 200     # characters of a request or error kept in the event log
 BACKOFF_MAX = 5.0    # seconds between attempts while the store cannot commit
 ATOMS = frozenset({int, float, str, type(None), TaskId})
-WAITING_OPS = frozenset({"sleep", "next-message", "join"})
+WAITING_OPS = frozenset({"sleep", "next-message", "join", "http", "await", "select"})
 
 
 def tune_gc() -> None:
@@ -120,6 +122,10 @@ class Worker:
         self.lock = None
         self.unavailable_since: float | None = None
         self.backoff = 0.0
+        # A connector whose claims and settlements are part of this worker's rounds
+        # (``connectors.http.HttpConnector``).
+        self.connector = None
+        self.connector_work = 0
 
     # -- one round ------------------------------------------------------------------
 
@@ -136,21 +142,31 @@ class Worker:
         """
         self.hold()
         steps = self.pending
+        part = None
+        if self.connector is not None and not stopping:
+            asked = any(s.request is not None and s.request.op in OUTBOX_KINDS for s in steps)
+            part = self.connector.round_part(asked)
         if stopping:
             for step in steps:
                 step.keep_lease = False
         held = {t: e for t, (e, _) in self.machines.items()}
         try:
             result = self.store.round(self.id, steps, 0 if stopping else self.batch,
-                                      self.lease_seconds, held, self.watch)
+                                      self.lease_seconds, held, self.watch, part)
         except StoreUnavailable as exc:
+            if part is not None:
+                self.connector.round_failed(part)
             self._unavailable(exc)
             if stopping:
                 raise
             return 0
         except StoreError:
+            if part is not None:
+                self.connector.round_failed(part)
             raise
         except Exception:
+            if part is not None:
+                self.connector.round_failed(part)
             # A step the runtime cannot commit must fail its task, not every worker:
             # commit the steps one by one and fail the one that breaks.
             self.machines.clear()
@@ -162,6 +178,8 @@ class Worker:
                      f"(after {time.monotonic() - self.unavailable_since:.1f} s)")
             self.unavailable_since, self.backoff = None, 0.0
         self.pending = []
+        if part is not None:
+            self.connector_work = self.connector.round_done(part, result)
         for step, ok in zip(steps, result.committed):
             if not ok or step.status not in ("runnable", "waiting"):
                 self.machines.pop(step.task_id, None)
@@ -238,7 +256,7 @@ class Worker:
                 return self._failed(rec, epoch, "corrupt-state",
                                     f"task {rec.id}: its answer cannot be read: "
                                     f"{type(exc).__name__}: {exc}")
-            if answer.ok:
+            if answer.ok or answer.arm is not None:
                 m.answer(value)
             else:
                 m.answer_error(value)
@@ -255,7 +273,12 @@ class Worker:
         output, consumed = "", ()
         if m.status == "running":
             output, consumed = self._slice(rec, m)
-        step = self._settle(rec, m, epoch)
+        try:
+            step = self._settle(rec, m, epoch)
+        except CodecError as exc:  # a value the runtime cannot store: this task's fault
+            self.machines.pop(rec.id, None)
+            return self._failed(rec, epoch, "internal-error",
+                                f"task {rec.id}: its state cannot be stored: {exc}")
         step.took_answer = took_answer
         step.cancel_delivered = cancel_delivered
         step.output = output
@@ -263,7 +286,15 @@ class Worker:
         return step
 
     def _answer_value(self, rec: TaskRecord, answer) -> object:
-        """The value the task sees for its stored answer."""
+        """The value the task sees for its stored answer (a select's: ``{:index :op
+        :value}``, or ``:error`` in place of ``:value`` when its arm failed)."""
+        value = self._arm_value(rec, answer)
+        if answer.arm is None:
+            return value
+        return Map({kw("index"): answer.arm, K_OP: kw(answer.arm_op),
+                    kw("value" if answer.ok else "error"): value})
+
+    def _arm_value(self, rec: TaskRecord, answer) -> object:
         given = self.answers.get(rec.id)
         if answer.kind == AnswerKind.VALUE:
             if given is not None and given[0] == answer.request:
@@ -384,7 +415,35 @@ class Worker:
             out.task = arg("task")
         elif op == "spawn":
             self._spawn(rec, m, arg("target"), tuple(arg("args") or ()), out)
+        elif op == "env":
+            out.to = arg("name")
+        elif op == "http":
+            options = {key.name: value for key, value in (arg("options") or {}).items()}
+            spec = http_spec(arg("request"), options, rec.limits.response_body)
+            out.spec, out.timeout = spec.as_dict(), spec.timeout
+        elif op == "callback":
+            out.spec = {"timeout": arg("timeout"), "multi": arg("multi") is TRUE,
+                        "secret": arg("secret")}
+        elif op == "await":
+            out.spec, out.timeout = {"digest": callback_digest(arg("token"))}, arg("timeout")
+        elif op == "select":
+            out.spec = {"arms": [self._arm(rec, arm) for arm in arg("arms")]}
+            out.timeout = arg("timeout")
         return out
+
+    @staticmethod
+    def _arm(rec: TaskRecord, arm: Map) -> dict:
+        """One arm of a select as plain data (checked by the primitive already)."""
+        op = arm.get(K_OP).name
+        if op == "receive":
+            return {"op": op, "after": arm.get(kw("after")) or 0}
+        if op == "await":
+            return {"op": op, "digest": callback_digest(arm.get(kw("token")))}
+        if op == "join":
+            return {"op": op, "task": arm.get(kw("task")).id}
+        options = {key.name: value for key, value in (arm.get(kw("options")) or {}).items()}
+        spec = http_spec(arm.get(kw("request")), options, rec.limits.response_body)
+        return {"op": op, "spec": spec.as_dict()}
 
     def _spawn(self, rec: TaskRecord, parent: Machine, target: object, args: tuple,
                out: Request) -> None:
@@ -459,6 +518,8 @@ class Worker:
             self.round(stopping=True)
             if stop_requested():  # tasks claimed but not run (or abandoned) are let go
                 self.store.release(self.id)
+            if self.connector is not None:
+                self.connector.stop()
         finally:
             if self.lock is not None:
                 with contextlib.suppress(StoreError):  # the store may be away: that is fine
@@ -471,14 +532,17 @@ class Worker:
             return view.has_work()
 
     def idle(self) -> None:
-        """Wait a little for work: until the next timer, at most ``poll`` seconds."""
-        if self.pending:
+        """Wait a little for work: until the next timer, at most ``poll`` seconds (or
+        until a connector's request ends)."""
+        if self.pending or self.connector_work:
             return
         with self.store.view() as view:
             due = view.next_timer()
             now = view.clock()
         delay = self.poll if due is None else min(self.poll, max(0.0, due - now))
-        if delay > 0:
+        if self.connector is not None and self.connector.busy:
+            self.connector.wait(delay)
+        elif delay > 0:
             self.store.wait_for_work(delay)
 
 

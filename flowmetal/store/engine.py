@@ -1202,6 +1202,9 @@ class TaskStore:
                 "wait": None if rec.waiting is None or rec.waiting.until is None else
                 [rec.waiting.until, rec.waiting.request,
                  _timer_of(rec.waiting, rec.updated).to_bytes()],
+                "outbox": [[request, _released(data)]
+                           for _, request, data in t.outbox_items(task_id)],
+                "callbacks": [[key, data] for key, data in t.callbacks_of(task_id)],
             })
             _mark_moved(unit, rec, now)
             unit.flush()
@@ -1240,6 +1243,10 @@ class TaskStore:
                 t.output_append(task_id, text)
             for _, entry in data.get("log", []):
                 t.log_append(task_id, entry)
+            for request, entry in data.get("outbox", []):
+                _put_outbox(t, task_id, request, entry)
+            for key, callback in data.get("callbacks", []):
+                t.callback_put(key, task_id, callback)
             unit.put(rec)
             event(unit, task_id, "imported", now, source=data.get("store"))
             if rec.status == Status.RUNNABLE:
@@ -1282,6 +1289,36 @@ class TaskStore:
     def close(self) -> None:
         """Release the store."""
         self.backend.close()
+
+
+def _released(data: bytes) -> bytes:
+    """An outbox entry without its lease (a connector of another store never had it)."""
+    from ..runtime.records import OutboxEntry
+
+    try:
+        entry = OutboxEntry.from_bytes(data)
+    except RecordError:
+        return data
+    entry.lease_worker = entry.lease_until = None
+    return entry.to_bytes()
+
+
+def _put_outbox(t: Tables, task_id: str, request: int, data: bytes) -> None:
+    from ..runtime.records import OutboxEntry
+
+    try:
+        entry = OutboxEntry.from_bytes(data)
+    except RecordError:
+        return  # unreadable: the request times out in its new store
+    t.outbox_put(task_id, request, data, entry.not_before, entry.lease_until)
+
+
+def _copy_requests(s: Tables, d: Tables, task_id: str) -> None:
+    """Copy the task's outbox entries (their leases given up) and callbacks."""
+    for _, request, data in s.outbox_items(task_id):
+        _put_outbox(d, task_id, request, _released(data))
+    for key, callback in s.callbacks_of(task_id):
+        d.callback_put(key, task_id, callback)
 
 
 def _key_digest(key: str) -> str:
@@ -1601,6 +1638,7 @@ def copy_store(src: TaskStore, dst: TaskStore, say: Callable[[str], None] | None
                         d.output_append(rec.id, text)
                     for due, request, timer in timers.get(rec.id, []):
                         d.timer_add(due, rec.id, request, timer)
+                    _copy_requests(s, d, rec.id)
                     if rec.status == Status.RUNNABLE:
                         d.runnable_add(rec.id)
                     copied += 1

@@ -18,6 +18,11 @@ Named databases and their keys (``id`` is a task id in UTF-8, ``seq`` and ``requ
                                            that many CBOR items
     runnable  id                        -> b""
     workers   id                        -> worker record
+    outbox    id 0x00 request           -> not_before, lease_until (big-endian doubles,
+                                           NaN for none), then the outbox record
+    tokens    sha256 of a token (hex)   -> access token record
+    callbacks sha256 of a token (hex)   -> task id 0x00, then the callback record
+    (meta also holds the settings: b"setting:" key -> value)
 
 LMDB allows one writer at a time across processes, so every write transaction is a
 serializable read-modify-write; readers see a consistent snapshot and never block.  The
@@ -31,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import math
 import os
 import struct
 import time
@@ -45,15 +51,19 @@ from ..codec import array_header
 from .base import STORE_FORMAT, StoreError
 from .lmdb_env import Environment
 from .tables import TaskColumns, TaskFilter
+from .wakeups import Wakeups
 
 TABLES = ("meta", "programs", "names", "tasks", "conts", "inbox", "timers", "log", "output",
-          "tails", "runnable", "workers")
+          "tails", "runnable", "workers", "outbox", "tokens", "callbacks")
+# Made by the first write to a store from before they existed:
+ADDED_TABLES = ("outbox", "tokens", "callbacks")
 CHUNK_ITEMS = 8     # a journal tail becomes a chunk at this many items,
 CHUNK_BYTES = 512   # or at this many bytes
 _TAIL_HEAD = struct.Struct(">QH")  # a tail's first sequence number and item count
 CONTENDED = 0.000_5  # waiting this long for the write lock means another process held it
 DRAFT_FOR = 2.0      # ... and drafts are worth making for this long after
 _U64 = struct.Struct(">Q")
+_OUTBOX_HEAD = struct.Struct(">dd")  # an outbox entry's not_before and lease_until
 
 
 def _key(task_id: str, seq: int) -> bytes:
@@ -83,6 +93,7 @@ class LmdbTables:
         self.dbs = dbs
         self._now: float | None = None
         self._cursor = ""  # where claimable's rotation stands (kept by the backend)
+        self.wake = False  # the transaction made work: wake the waiting processes
 
     def clock(self) -> float:
         if self._now is None:
@@ -163,6 +174,10 @@ class LmdbTables:
 
     def delete_task(self, task_id: str) -> None:
         self.txn.delete(task_id.encode(), db=self.dbs["tasks"])
+        for _, request, _ in list(self.outbox_items(task_id)):
+            self.outbox_delete(task_id, request)
+        for key, _ in self.callbacks_of(task_id):
+            self.callback_delete(key)
 
     # programs --------------------------------------------------------------------------
 
@@ -279,6 +294,7 @@ class LmdbTables:
         return _U64.pack(max(0, int(due * 1000))) + _key(task_id, request)
 
     def timer_add(self, due: float, task_id: str, request: int, data: bytes) -> None:
+        self.wake = True
         self.txn.put(self._timer_key(due, task_id, request), data, db=self.dbs["timers"])
 
     def timers_due(self, now: float, limit: int) -> list[tuple[float, str, int, bytes]]:
@@ -300,11 +316,103 @@ class LmdbTables:
             return None
         return _U64.unpack(cursor.key()[:8])[0] / 1000
 
+    # the outbox ------------------------------------------------------------------------
+
+    def outbox_put(self, task_id: str, request: int, data: bytes, not_before: float,
+                   lease_until: float | None) -> None:
+        self.wake = True
+        head = _OUTBOX_HEAD.pack(not_before, math.nan if lease_until is None else lease_until)
+        self.txn.put(_key(task_id, request), head + data, db=self.dbs["outbox"])
+
+    def outbox_get(self, task_id: str, request: int) -> bytes | None:
+        db = self.dbs.get("outbox")
+        data = None if db is None else self.txn.get(_key(task_id, request), db=db)
+        return None if data is None else bytes(data[_OUTBOX_HEAD.size:])
+
+    def outbox_delete(self, task_id: str, request: int) -> None:
+        db = self.dbs.get("outbox")
+        if db is not None:
+            self.txn.delete(_key(task_id, request), db=db)
+
+    def outbox_due(self, now: float, limit: int) -> list[tuple[str, int, bytes]]:
+        # Entries are few (one per request in flight): a scan is cheaper than an index.
+        found = []
+        for task_id, request, data in self._outbox(b""):
+            not_before, until = _OUTBOX_HEAD.unpack_from(data)
+            if not_before <= now and not until > now:  # NaN: no lease
+                found.append((not_before, task_id, request, bytes(data[_OUTBOX_HEAD.size:])))
+        found.sort(key=lambda item: item[:3])
+        return [(task_id, request, data) for _, task_id, request, data in found[:limit]]
+
+    def outbox_items(self, task_id: str | None = None) -> Iterator[tuple[str, int, bytes]]:
+        for task, request, data in self._outbox(b"" if task_id is None else _prefix(task_id)):
+            yield task, request, bytes(data[_OUTBOX_HEAD.size:])
+
+    def _outbox(self, prefix: bytes) -> Iterator[tuple[str, int, memoryview | bytes]]:
+        db = self.dbs.get("outbox")
+        if db is None:
+            return
+        cursor = self.txn.cursor(db=db)
+        if not cursor.set_range(prefix):
+            return
+        for key, data in cursor:
+            if not key.startswith(prefix):
+                return
+            yield bytes(key[:-9]).decode(), _seq(key), data
+
+    # settings, access tokens and callbacks ---------------------------------------------
+
+    def setting_get(self, key: str) -> str | None:
+        data = self.txn.get(b"setting:" + key.encode(), db=self.dbs["meta"])
+        return None if data is None else bytes(data).decode()
+
+    def setting_put(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.txn.delete(b"setting:" + key.encode(), db=self.dbs["meta"])
+        else:
+            self.txn.put(b"setting:" + key.encode(), value.encode(), db=self.dbs["meta"])
+
+    def token_put(self, digest: str, data: bytes) -> None:
+        self.txn.put(digest.encode(), data, db=self.dbs["tokens"])
+
+    def token_get(self, digest: str) -> bytes | None:
+        db = self.dbs.get("tokens")
+        data = None if db is None else self.txn.get(digest.encode(), db=db)
+        return None if data is None else bytes(data)
+
+    def token_items(self) -> Iterator[tuple[str, bytes]]:
+        db = self.dbs.get("tokens")
+        if db is not None:
+            for key, data in self.txn.cursor(db=db):
+                yield bytes(key).decode(), bytes(data)
+
+    def callback_put(self, digest: str, task_id: str, data: bytes) -> None:
+        self.txn.put(digest.encode(), _prefix(task_id) + data, db=self.dbs["callbacks"])
+
+    def callback_get(self, digest: str) -> bytes | None:
+        db = self.dbs.get("callbacks")
+        data = None if db is None else self.txn.get(digest.encode(), db=db)
+        return None if data is None else bytes(data).split(b"\0", 1)[1]
+
+    def callback_delete(self, digest: str) -> None:
+        db = self.dbs.get("callbacks")
+        if db is not None:
+            self.txn.delete(digest.encode(), db=db)
+
+    def callbacks_of(self, task_id: str) -> list[tuple[str, bytes]]:
+        db = self.dbs.get("callbacks")
+        if db is None:
+            return []
+        prefix = _prefix(task_id)
+        return [(bytes(key).decode(), bytes(data)[len(prefix):])
+                for key, data in self.txn.cursor(db=db) if bytes(data).startswith(prefix)]
+
     # work to do ------------------------------------------------------------------------
 
     def runnable_add(self, task_id: str) -> None:
         # Not rewriting an existing key keeps its page clean (fewer pages to sync).
-        self.txn.put(task_id.encode(), b"", db=self.dbs["runnable"], overwrite=False)
+        if self.txn.put(task_id.encode(), b"", db=self.dbs["runnable"], overwrite=False):
+            self.wake = True
 
     def runnable_remove(self, task_id: str) -> None:
         self.txn.delete(task_id.encode(), db=self.dbs["runnable"])
@@ -382,8 +490,10 @@ class LmdbStore:
         os.makedirs(self.path, exist_ok=True)
         self._cursor = ""
         self.contended_until = 0.0
+        self.wakeups = Wakeups(self.path)
         try:
-            self.environment = Environment.open(self.path, TABLES, sync=sync, create=create)
+            self.environment = Environment.open(self.path, TABLES, sync=sync, create=create,
+                                                optional=ADDED_TABLES)
         except lmdb.Error as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
         # Read first: opening a store to look at it must not take the writer's lock.
@@ -428,6 +538,8 @@ class LmdbStore:
             tables._cursor = self._cursor
             yield tables
         self._cursor = tables._cursor
+        if tables.wake:
+            self.wakeups.wake()
 
     def contended(self) -> bool:
         """Whether other processes have lately held the write lock when this one asked."""
@@ -459,9 +571,9 @@ class LmdbStore:
         return False
 
     def wait_for_work(self, timeout: float) -> None:
-        """Sleep for ``timeout`` (LMDB has no wake-ups across processes)."""
+        """Return when another process made work, or after ``timeout`` seconds."""
         if timeout > 0:
-            time.sleep(timeout)
+            self.wakeups.wait(timeout)
 
     def close(self) -> None:
         """Nothing to do: environments stay open for the life of the process."""

@@ -480,6 +480,7 @@ class Environment:
         self.data_path = os.path.join(path, "data.mdb")
         self.sync = sync
         self.tables: tuple[str, ...] = ()
+        self.optional: frozenset[str] = frozenset()
         self.dbs: dict[str, Any] = {}
         self.map_grows = 0
         self.map_adoptions = 0
@@ -494,12 +495,14 @@ class Environment:
 
     @classmethod
     def open(cls, path: str, tables: Iterable[str], sync: bool = True,
-             create: bool = True) -> Environment:
+             create: bool = True, optional: Iterable[str] = ()) -> Environment:
         """The environment of the store directory ``path`` with the named databases
         ``tables``, opened once per process (a later open with other ``sync`` gets the
         first one's).  ``create=False`` refuses (``StoreError``) a directory without a
         store or with a table missing; ``create=True`` makes them, which needs the
-        writer's lock.  Opening an existing store never takes the writer's lock.  The data
+        writer's lock.  Tables named in ``optional`` (added in later versions of the store
+        format) may be missing: they are made by the first write.  Opening an existing store
+        never takes the writer's lock.  The data
         file is checked first (``check_data_file``); a full disk while creating is
         ``StoreUnavailable``."""
         path = os.path.abspath(path)
@@ -510,6 +513,7 @@ class Environment:
                 env = None  # the store was deleted (and perhaps made anew) meanwhile
             if env is None:
                 env = cls(path, sync)
+                env.optional = frozenset(optional)
                 env._start(tables, create, lock_file_free=path not in _OPEN)
                 _OPEN[path] = env
             else:
@@ -573,15 +577,15 @@ class Environment:
             if _disk_full(exc, self.path):
                 raise StoreUnavailable(
                     f"the disk holding the store at {self.path} is full: {exc}") from None
-            raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
-        self._readonly = readonly
-        self._map_size = self._env.info()["map_size"]
-
             denied = next((os.strerror(e) for e in (errno.EROFS, errno.EACCES, errno.EPERM)
                            if str(exc).endswith(os.strerror(e))), None)
             if denied and not readonly:
                 raise StoreReadOnly(f"the store at {self.path} cannot be written "
                                     f"({denied})") from None
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
+        self._readonly = readonly
+        self._map_size = self._env.info()["map_size"]
+
     def _open_tables_readonly(self, tables: Iterable[str]) -> list[str]:
         """Open the named databases of a read-only environment (py-lmdb does so in a read
         transaction and keeps the handles); the names of those missing."""
@@ -591,7 +595,8 @@ class Environment:
             try:
                 self.dbs[name] = self._env.open_db(name.encode(), create=False)
             except lmdb.NotFoundError:
-                missing.append(name)
+                if name not in self.optional:
+                    missing.append(name)
         return missing
 
     def _open_tables_writing(self, tables: Iterable[str], create: bool) -> None:
@@ -602,7 +607,8 @@ class Environment:
         tables = list(tables)
         try:
             with self._env.begin(write=True) as txn:
-                handles = {name: self._env.open_db(name.encode(), txn=txn, create=create)
+                handles = {name: self._env.open_db(name.encode(), txn=txn,
+                                                   create=create or name in self.optional)
                            for name in tables}
         except lmdb.NotFoundError:
             raise StoreError(f"the store at {self.path} lacks some of the tables "

@@ -8,7 +8,7 @@ FOR UPDATE``); workers claim runnable tasks and due timers with ``FOR UPDATE SKI
 The URL is a libpq URL or key=value string; the schema is taken from ``?schema=NAME``
 (removed before connecting) or from ``options=-csearch_path=NAME``, default ``flowmetal``.
 
-Tables (schema version 1; ``MIGRATIONS`` below):
+Tables (schema version 2; ``MIGRATIONS`` below):
 
     meta       key -> value                the schema version ("version")
     tasks      id, the ``TaskColumns``, runnable (NULL or false: not), log_seq and
@@ -22,6 +22,10 @@ Tables (schema version 1; ``MIGRATIONS`` below):
     inbox      (task, seq) -> data         timers (due, task, request) -> data
     log        (task, seq) -> data         output (task, seq) -> text
     workers    id -> data, seen
+    outbox     (task, request) -> not_before, lease_until, data: requests for connectors
+    tokens     digest -> data              access tokens, by the SHA-256 of the token
+    callbacks  digest -> task, data        callbacks, by the SHA-256 of their token
+    (meta also holds the settings, under 'setting:<key>')
 
 Text keys are ``COLLATE "C"``: ids sort as bytes (as in LMDB) and prefix matches use the
 b-tree indexes.
@@ -140,6 +144,17 @@ MIGRATIONS: list[str] = [
     CREATE TABLE workers (id text COLLATE "C" PRIMARY KEY, data bytea NOT NULL,
                           seen double precision NOT NULL);
     INSERT INTO meta VALUES ('version', '0');
+    """,
+    """
+    CREATE TABLE outbox (task text COLLATE "C", request bigint,
+                         not_before double precision NOT NULL,
+                         lease_until double precision, data bytea NOT NULL,
+                         PRIMARY KEY (task, request));
+    CREATE INDEX outbox_due ON outbox (not_before);
+    CREATE TABLE tokens (digest text COLLATE "C" PRIMARY KEY, data bytea NOT NULL);
+    CREATE TABLE callbacks (digest text COLLATE "C" PRIMARY KEY,
+                            task text COLLATE "C" NOT NULL, data bytea NOT NULL);
+    CREATE INDEX callbacks_task ON callbacks (task);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -688,6 +703,15 @@ class PgTables:
         self._need_write()
         self._p_conts[task_id] = data
 
+    def delete_task(self, task_id: str) -> None:
+        """Remove the task's record (after ``delete_task_data``)."""
+        self.flush()  # the writes queued for it go first
+        for table in ("task_keys", "tasks"):
+            self._send(f"DELETE FROM {table} WHERE id = %s", (task_id,))
+        self._rows.pop(task_id, None)
+        self._seqs.pop(task_id, None)
+        self._absent.add(task_id)
+
     def delete_task_data(self, task_id: str) -> None:
         """Remove the task's continuation, inbox, log, output and runnable mark (the
         record stays); its journals count from 1 again."""
@@ -698,19 +722,10 @@ class PgTables:
             del self._p_inbox[key]
         self._p_log = [r for r in self._p_log if r[0] != task_id]
         self._p_output = [r for r in self._p_output if r[0] != task_id]
-        for table in ("inbox", "log", "output"):
+        for table in ("inbox", "log", "output", "outbox", "callbacks"):
             self._send(f"DELETE FROM {table} WHERE task = %s", (task_id,))
         self._seqs[task_id] = [0, 0]
         self._seqs_dirty.add(task_id)
-
-    def delete_task(self, task_id: str) -> None:
-        """Remove the task's record (after ``delete_task_data``)."""
-        self.flush()  # the writes queued for it go first
-        for table in ("task_keys", "tasks"):
-            self._send(f"DELETE FROM {table} WHERE id = %s", (task_id,))
-        self._rows.pop(task_id, None)
-        self._seqs.pop(task_id, None)
-        self._absent.add(task_id)
 
     # programs --------------------------------------------------------------------------
 
@@ -814,6 +829,97 @@ class PgTables:
         self._flush_timers()
         rows = self._query("SELECT min(due) FROM timers")
         return rows[0][0] if rows else None
+
+    # the outbox ------------------------------------------------------------------------
+
+    def outbox_put(self, task_id: str, request: int, data: bytes, not_before: float,
+                   lease_until: float | None) -> None:
+        """Write the outbox entry of the task's request (sent at once, in the pipeline); the
+        store's connectors are woken when the transaction commits."""
+        self._wake = True
+        self._send("INSERT INTO outbox (task, request, not_before, lease_until, data) "
+                   "VALUES (%s, %s, %s, %s, %b) ON CONFLICT (task, request) DO UPDATE SET "
+                   "not_before = excluded.not_before, lease_until = excluded.lease_until, "
+                   "data = excluded.data",
+                   (task_id, request, float(not_before), _float(lease_until), data))
+
+    def outbox_get(self, task_id: str, request: int) -> bytes | None:
+        """The outbox entry of the task's request (locked in a write transaction)."""
+        rows = self._query(f"SELECT data FROM outbox WHERE task = %s AND request = %s"
+                           f"{self._lock()}", (task_id, request))
+        return bytes(rows[0][0]) if rows else None
+
+    def outbox_delete(self, task_id: str, request: int) -> None:
+        """Remove an outbox entry."""
+        self._send("DELETE FROM outbox WHERE task = %s AND request = %s", (task_id, request))
+
+    def outbox_due(self, now: float, limit: int) -> list[tuple[str, int, bytes]]:
+        """Claimable entries, oldest first; locked ones are skipped."""
+        lock = " FOR UPDATE SKIP LOCKED" if self._write else ""
+        rows = self._query("SELECT task, request, data FROM outbox WHERE not_before <= %s "
+                           "AND (lease_until IS NULL OR lease_until <= %s) "
+                           f"ORDER BY not_before, task, request LIMIT %s{lock}",
+                           (float(now), float(now), limit))
+        return [(task, request, bytes(data)) for task, request, data in rows]
+
+    def outbox_items(self, task_id: str | None = None) -> Iterator[tuple[str, int, bytes]]:
+        """Every outbox entry, or those of one task."""
+        where, params = ("WHERE task = %s ", (task_id,)) if task_id is not None else ("", ())
+        rows = self._query(f"SELECT task, request, data FROM outbox {where}"
+                           "ORDER BY task, request", params)
+        for task, request, data in rows:
+            yield task, request, bytes(data)
+
+    # settings, access tokens and callbacks ---------------------------------------------
+
+    def setting_get(self, key: str) -> str | None:
+        """A store-wide setting."""
+        rows = self._query("SELECT value FROM meta WHERE key = %s", ("setting:" + key,))
+        return rows[0][0] if rows else None
+
+    def setting_put(self, key: str, value: str | None) -> None:
+        """Set or remove a store-wide setting."""
+        if value is None:
+            self._send("DELETE FROM meta WHERE key = %s", ("setting:" + key,))
+        else:
+            self._send("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) "
+                       "DO UPDATE SET value = excluded.value", ("setting:" + key, value))
+
+    def token_put(self, digest: str, data: bytes) -> None:
+        """Write an access token record."""
+        self._send("INSERT INTO tokens (digest, data) VALUES (%s, %b) ON CONFLICT (digest) "
+                   "DO UPDATE SET data = excluded.data", (digest, data))
+
+    def token_get(self, digest: str) -> bytes | None:
+        """An access token record."""
+        rows = self._query("SELECT data FROM tokens WHERE digest = %s", (digest,))
+        return bytes(rows[0][0]) if rows else None
+
+    def token_items(self) -> Iterator[tuple[str, bytes]]:
+        """Every access token record."""
+        for digest, data in self._query("SELECT digest, data FROM tokens ORDER BY digest"):
+            yield digest, bytes(data)
+
+    def callback_put(self, digest: str, task_id: str, data: bytes) -> None:
+        """Write a callback record."""
+        self._send("INSERT INTO callbacks (digest, task, data) VALUES (%s, %s, %b) "
+                   "ON CONFLICT (digest) DO UPDATE SET data = excluded.data",
+                   (digest, task_id, data))
+
+    def callback_get(self, digest: str) -> bytes | None:
+        """A callback record (locked in a write transaction)."""
+        rows = self._query(f"SELECT data FROM callbacks WHERE digest = %s{self._lock()}",
+                           (digest,))
+        return bytes(rows[0][0]) if rows else None
+
+    def callback_delete(self, digest: str) -> None:
+        """Remove a callback."""
+        self._send("DELETE FROM callbacks WHERE digest = %s", (digest,))
+
+    def callbacks_of(self, task_id: str) -> list[tuple[str, bytes]]:
+        """The task's callbacks."""
+        return [(d, bytes(data)) for d, data in self._query(
+            "SELECT digest, data FROM callbacks WHERE task = %s ORDER BY digest", (task_id,))]
 
     # journals --------------------------------------------------------------------------
 

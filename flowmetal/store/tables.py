@@ -145,6 +145,56 @@ class Tables(Protocol):
     def next_timer(self) -> float | None:
         """When the earliest timer is due, or None."""
 
+    # the outbox ----------------------------------------------------------------------
+
+    def outbox_put(self, task_id: str, request: int, data: bytes, not_before: float,
+                   lease_until: float | None) -> None:
+        """Write (insert or replace) the outbox entry of the task's request; the two times
+        (``records.OutboxEntry``) are kept beside it for ``outbox_due``."""
+
+    def outbox_get(self, task_id: str, request: int) -> bytes | None:
+        """The outbox entry of the task's request (locked until the transaction ends)."""
+
+    def outbox_delete(self, task_id: str, request: int) -> None:
+        """Remove an outbox entry (nothing if there is none)."""
+
+    def outbox_due(self, now: float, limit: int) -> list[tuple[str, int, bytes]]:
+        """Up to ``limit`` entries a connector may claim at ``now`` (``not_before`` passed,
+        no lease or an expired one), oldest first: (task, request, entry).  In a write
+        transaction, entries another transaction holds are skipped."""
+
+    def outbox_items(self, task_id: str | None = None) -> Iterator[tuple[str, int, bytes]]:
+        """Every outbox entry (of one task, or of all): (task, request, entry)."""
+
+    # settings, access tokens and callbacks ---------------------------------------------
+
+    def setting_get(self, key: str) -> str | None:
+        """A store-wide setting (such as the public URL callbacks are reached at)."""
+
+    def setting_put(self, key: str, value: str | None) -> None:
+        """Set (None: remove) a store-wide setting."""
+
+    def token_put(self, digest: str, data: bytes) -> None:
+        """Write the record of the access token whose SHA-256 is ``digest``."""
+
+    def token_get(self, digest: str) -> bytes | None:
+        """The record of the access token whose SHA-256 is ``digest``."""
+
+    def token_items(self) -> Iterator[tuple[str, bytes]]:
+        """Every access token record: (digest, record)."""
+
+    def callback_put(self, digest: str, task_id: str, data: bytes) -> None:
+        """Write the record of the task's callback whose token's SHA-256 is ``digest``."""
+
+    def callback_get(self, digest: str) -> bytes | None:
+        """A callback's record (locked until the transaction ends)."""
+
+    def callback_delete(self, digest: str) -> None:
+        """Remove a callback."""
+
+    def callbacks_of(self, task_id: str) -> list[tuple[str, bytes]]:
+        """The task's callbacks: (digest, record)."""
+
     # journals ------------------------------------------------------------------------
 
     def log_append(self, task_id: str, data: bytes) -> int:

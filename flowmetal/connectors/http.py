@@ -1,0 +1,341 @@
+"""The HTTP request connector: makes the HTTP requests tasks put in the outbox.
+
+``HttpConnector`` claims ``http`` entries from the store with a lease, makes each
+attempt with aiohttp on an event loop in a thread of its own (many at once), and
+settles what the attempts did back in the store in one transaction per batch: the
+response delivered to the task, or the next attempt scheduled by the retry policy.
+Only the thread that calls ``tick`` uses the store, so the connector can run inside a
+worker (``flowmetal run``, ``flowmetal worker``) or on its own (``flowmetal connector
+http``).  Every attempt at a request carries the same ``Idempotency-Key`` header, also
+when a connector is killed and another takes the entry over after its lease expires;
+leases are renewed while an attempt runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..runtime.records import encode_data
+from ..store.base import OutboxRound
+from ..store.engine import task_error
+from ..store.outbox import OutboxClaim, OutboxResult
+from ..values import Map, kw
+from .http_request import HttpSpec, response_value
+
+if TYPE_CHECKING:  # aiohttp is imported when the first request is made
+    import aiohttp
+
+KIND = "http"
+LEASE_SECONDS = 15.0     # an entry's lease; renewed while its attempt runs
+CLAIM_EVERY = 0.2        # seconds between looks at the outbox when not told of new work
+CHUNK = 64 * 1024
+
+
+class HttpConnector:
+    """Claims, attempts and settles the store's HTTP requests (see the module)."""
+
+    def __init__(self, store: Any, connector_id: str | None = None, concurrency: int = 100,
+                 lease_seconds: float = LEASE_SECONDS,
+                 log: Callable[[str], None] | None = None):
+        self.store = store
+        self.id = connector_id or \
+            f"{socket.gethostname()}:{os.getpid()}:http:{secrets.token_hex(4)}"
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.log = log or (lambda text: None)
+        self.inflight: dict[tuple[str, int], OutboxClaim] = {}
+        self.done: queue.SimpleQueue[OutboxResult] = queue.SimpleQueue()
+        self.ready = threading.Event()     # an attempt ended
+        self.hint = True                   # new entries may be in the outbox
+        self._last_claim = 0.0
+        self.next_due = float("inf")       # monotonic time a retry it scheduled is due
+        self._last_renew = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- the store side (the caller's thread) ----------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Whether attempts are running or waiting to be settled, or a retry is due
+        within a claim interval."""
+        return bool(self.inflight) or not self.done.empty() or \
+            self.next_due - time.monotonic() < CLAIM_EVERY
+
+    def tick(self) -> int:
+        """Settle the attempts that ended, renew leases, claim and start more; how many
+        entries were settled or claimed."""
+        self.ready.clear()
+        settled = self.settle()
+        now = time.monotonic()
+        if self.inflight and now - self._last_renew > self.lease_seconds / 3:
+            self._renew()
+            self._last_renew = now
+        claimed: list[OutboxClaim] = []
+        room = self.concurrency - len(self.inflight)
+        if room > 0 and (self.hint or now >= self.next_due or
+                         now - self._last_claim >= CLAIM_EVERY):
+            self.hint = False
+            self.next_due = float("inf")
+            self._last_claim = now
+            claimed = self.store.outbox_claim(self.id, (KIND,), room, self.lease_seconds)
+            for claim in claimed:
+                self.inflight[(claim.task_id, claim.request)] = claim
+                self._start(claim)
+        return settled + len(claimed)
+
+    # -- inside a worker's round -------------------------------------------------------
+
+    def round_part(self, asked: bool) -> OutboxRound:
+        """What this connector does in a worker's round: settle the attempts that ended
+        and, when there may be new entries (``asked``: the round's steps make some),
+        claim.  Renews its leases first, in a transaction of its own, when due."""
+        now = time.monotonic()
+        if self.inflight and now - self._last_renew > self.lease_seconds / 3:
+            self._renew()
+            self._last_renew = now
+        self.ready.clear()
+        results = self._drain()
+        room = self.concurrency - len(self.inflight) + len(results)
+        claim = room > 0 and (asked or self.hint or now >= self.next_due or
+                              now - self._last_claim >= CLAIM_EVERY)
+        if claim:
+            self.hint = False
+            self.next_due = float("inf")
+            self._last_claim = now
+        return OutboxRound(self.id, (KIND,), results, room if claim else 0,
+                           self.lease_seconds)
+
+    def round_done(self, part: OutboxRound, result: Any) -> int:
+        """The round committed: forget what it settled, start what it claimed; how many
+        of either."""
+        self._forget(part.results)
+        for claim in result.outbox_claimed:
+            self.inflight[(claim.task_id, claim.request)] = claim
+            self._start(claim)
+        return len(part.results) + len(result.outbox_claimed)
+
+    def round_failed(self, part: OutboxRound) -> None:
+        """The round was not committed: its results are settled by a later one."""
+        for r in part.results:
+            self.done.put(r)
+        self.hint = True
+
+    def _drain(self) -> list[OutboxResult]:
+        results = []
+        while True:
+            try:
+                results.append(self.done.get_nowait())
+            except queue.Empty:
+                return results
+
+    def _forget(self, results: list[OutboxResult]) -> None:
+        now = time.monotonic()
+        for r in results:
+            self.inflight.pop((r.task_id, r.request), None)
+            if r.retry_in is not None:
+                self.next_due = min(self.next_due, now + r.retry_in)
+
+    def _renew(self) -> None:
+        held = [(c.task_id, c.request, c.entry.epoch) for c in self.inflight.values()]
+        kept = self.store.outbox_renew(self.id, held, self.lease_seconds)
+        for (task_id, request, _), ok in zip(held, kept):
+            if not ok:  # taken over (this connector was too slow): its result is refused
+                self.log(f"flowmetal connector {self.id}: lost the lease on request "
+                         f"{request} of task {task_id}")
+
+    def wait(self, timeout: float) -> None:
+        """Wait until an attempt ends or a retry is due, at most ``timeout`` seconds."""
+        self.ready.wait(max(0.0, min(timeout, self.next_due - time.monotonic())))
+
+    def run(self, until: Callable[[], bool] | None = None, poll: float = 0.5) -> None:
+        """Work until ``until()`` is true (forever without it); leases are given up on
+        the way out."""
+        try:
+            while until is None or not until():
+                if self.tick():
+                    continue
+                if self.busy:
+                    self.wait(min(poll, CLAIM_EVERY))
+                else:
+                    self.store.wait_for_work(max(0.0, min(
+                        CLAIM_EVERY, self.next_due - time.monotonic())))
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Settle what has ended, give up the other leases, and close the HTTP client."""
+        try:
+            self.settle()
+            if self.inflight or self._thread is not None:
+                self.store.outbox_release(self.id)
+        finally:
+            self.inflight.clear()
+            self._close()
+
+    def settle(self) -> int:
+        """Settle the attempts that have ended (claiming nothing); how many."""
+        results = self._drain()
+        if results:
+            try:
+                self.store.outbox_settle(self.id, results)
+            except BaseException:
+                for r in results:
+                    self.done.put(r)
+                raise
+            self._forget(results)
+        return len(results)
+
+    # -- the HTTP side (the connector's event loop) ------------------------------------
+
+    def _start(self, claim: OutboxClaim) -> None:
+        if self._loop is None:
+            ready = threading.Event()
+            self._thread = threading.Thread(target=self._serve, args=(ready,),
+                                            name=f"flowmetal-http-{self.id}", daemon=True)
+            self._thread.start()
+            ready.wait()
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._attempt(claim), self._loop)
+
+    def _serve(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def _close(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+
+        async def shut() -> None:
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+            loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shut(), loop)
+        thread.join(timeout=5)
+        self._loop = self._thread = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=max(1, self.concurrency)),
+                raise_for_status=False)
+        return self._session
+
+    async def _attempt(self, claim: OutboxClaim) -> None:
+        try:
+            result = await self._request(claim)
+        except Exception as exc:  # a bug here must still answer the task
+            result = _final(claim, claim.entry.attempts + 1, False, encode_data(task_error(
+                "http-error", f"http: the connector failed: {type(exc).__name__}: {exc}",
+                Map({kw("attempts"): claim.entry.attempts + 1}))))
+        self.done.put(result)
+        self.ready.set()
+
+    async def _request(self, claim: OutboxClaim) -> OutboxResult:
+        import aiohttp
+
+        entry = claim.entry
+        spec = HttpSpec.from_dict(entry.spec)
+        attempts = entry.attempts + 1
+        headers = list(spec.headers)
+        if not any(name.lower() == "idempotency-key" for name, _ in headers):
+            headers.append(("Idempotency-Key", entry.key))
+        timeout = aiohttp.ClientTimeout(total=spec.timeout, connect=spec.connect_timeout,
+                                        sock_read=spec.read_timeout)
+        started = time.monotonic()
+        status, got, body, problem = 0, [], b"", ""
+        too_big = False
+        try:
+            async with self._client().request(
+                    spec.method, spec.url, params=spec.query or None, headers=headers,
+                    data=spec.body, timeout=timeout) as resp:
+                status = resp.status
+                got = [(k.decode("latin-1"), v.decode("latin-1"))
+                       for k, v in resp.raw_headers]
+                chunks, size = [], 0
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    size += len(chunk)
+                    if size > spec.max_body:
+                        too_big = True
+                        break
+                    chunks.append(chunk)
+                body = b"".join(chunks)
+        except TimeoutError:
+            problem = "timed out"
+        except aiohttp.ClientError as exc:
+            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        note = {"url": spec.url, "status": status or None,
+                "seconds": round(time.monotonic() - started, 6)}
+        policy = spec.retry
+        if too_big:
+            return _failed(claim, attempts, spec, f"the response body exceeds "
+                           f"{spec.max_body} bytes", status, note)
+        if problem:
+            if policy.retry_connection_errors and policy.more(attempts):
+                return _retry(claim, attempts, policy.delay(attempts), problem, note)
+            return _failed(claim, attempts, spec, problem, None, note)
+        if status in policy.non_retryable_statuses:
+            return _failed(claim, attempts, spec, f"status {status}", status, note)
+        if status in policy.retry_statuses:
+            if policy.more(attempts):
+                delay = max(policy.delay(attempts), _retry_after(got, policy.maximum_interval))
+                return _retry(claim, attempts, delay, f"status {status}", note)
+            return _failed(claim, attempts, spec, f"status {status}", status, note)
+        return _final(claim, attempts, True, encode_data(response_value(status, got, body)),
+                      note)
+
+
+def _final(claim: OutboxClaim, attempts: int, ok: bool, value: bytes,
+           note: dict | None = None) -> OutboxResult:
+    return OutboxResult(claim.task_id, claim.request, claim.entry.epoch, attempts, ok, value,
+                        note=note)
+
+
+def _retry(claim: OutboxClaim, attempts: int, delay: float, problem: str, note: dict
+           ) -> OutboxResult:
+    return OutboxResult(claim.task_id, claim.request, claim.entry.epoch, attempts,
+                        retry_in=delay, error_text=problem, note=note)
+
+
+def _failed(claim: OutboxClaim, attempts: int, spec: HttpSpec, problem: str,
+            status: int | None, note: dict) -> OutboxResult:
+    data = Map({kw("url"): spec.url, kw("method"): spec.method, kw("attempts"): attempts,
+                kw("status"): status, kw("reason"): problem})
+    error = task_error("http-error", f"http: {spec.method} {spec.url} failed after "
+                       f"{attempts} attempt{'s' if attempts != 1 else ''}: {problem}", data)
+    return _final(claim, attempts, False, encode_data(error), note)
+
+
+def _retry_after(headers: list[tuple[str, str]], most: float) -> float:
+    """The seconds a Retry-After header asks for (0 if none, or not a number)."""
+    for name, value in headers:
+        if name.lower() == "retry-after":
+            try:
+                return min(most, max(0.0, float(value)))
+            except ValueError:
+                return 0.0
+    return 0.0

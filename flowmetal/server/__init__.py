@@ -1,0 +1,2 @@
+"""The control plane: Flowmetal's HTTP API for tasks, and the callback URLs tasks make
+(``flowmetal serve``)."""

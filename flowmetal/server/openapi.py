@@ -1,0 +1,197 @@
+"""The OpenAPI 3.1 document of the control plane (served at ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+       "description": "a task id"}
+
+
+def _problems(*statuses: int) -> dict:
+    text = {400: "bad request", 401: "no valid token", 403: "revoked or read-only token",
+            404: "no such task", 409: "the task cannot do that now", 413: "body too large",
+            503: "the store cannot be used now"}
+    return {str(s): {"description": text.get(s, "error"),
+                     "content": {"application/problem+json": {"schema": _PROBLEM}}}
+            for s in statuses}
+
+
+def _json(schema: dict, description: str = "ok") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_AUTH = (401, 403, 503)
+_NUMBER_PARAM = {"type": "number", "minimum": 0}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _operation(summary: str, responses: dict, params: list | None = None,
+               body: dict | None = None, public: bool = False) -> dict:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": body}}}
+    if public:
+        op["security"] = []
+    return op
+
+
+def document() -> dict:
+    """The document."""
+    nullable_str = {"type": ["string", "null"]}
+    nullable_num = {"type": ["number", "null"]}
+    schemas = {
+        "Problem": {"type": "object", "required": ["status", "title"], "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"},
+            "status": {"type": "integer"}, "detail": {"type": "string"}}},
+        "Waiting": {"type": ["object", "null"], "properties": {
+            "op": {"type": "string"}, "until": nullable_num, "task": nullable_str,
+            "default_wait": {"type": "boolean"}}},
+        "TaskSummary": {"type": "object", "required": ["id", "status"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"},
+            "program": {"type": "string"}, "status": {"type": "string"},
+            "running": {"type": "boolean"}, "blocked": nullable_str,
+            "created": {"type": "number"}, "updated": {"type": "number"},
+            "age_seconds": {"type": "number"}, "waiting": _ref("Waiting"),
+            "parent": nullable_str, "steps": {"type": "integer"},
+            "reductions": {"type": "integer"}}},
+        "TaskDetail": {"allOf": [_ref("TaskSummary"), {"type": "object", "properties": {
+            "file": nullable_str, "children": {"type": "array", "items": {"type": "string"}},
+            "limits": {"type": "object"}, "inbox": {"type": "integer"},
+            "result": nullable_str, "error": nullable_str, "error_text": nullable_str,
+            "frames": {"type": "array", "items": {"type": "object"}},
+            "frames_error": nullable_str}}]},
+        "TaskPage": {"type": "object", "required": ["tasks", "next"], "properties": {
+            "tasks": {"type": "array", "items": _ref("TaskSummary")},
+            "next": nullable_str, "counts": {"type": "object",
+                                            "additionalProperties": {"type": "integer"}}}},
+        "StartTask": {"type": "object", "properties": {
+            "program": {"type": ["string", "null"], "minLength": 1, "maxLength": 200,
+                        "description": "a deployed name or a hash"},
+            "source": {"type": ["string", "null"], "description": "a program's text"},
+            "file": nullable_str,
+            "args": {"type": ["array", "null"], "items": {"type": "string"}},
+            "limits": {"type": ["object", "null"], "properties": {
+                "fuel": {"type": "integer", "minimum": 1},
+                "depth": {"type": "integer", "minimum": 1},
+                "state": {"type": "integer", "minimum": 1},
+                "deadline": {"type": "number", "exclusiveMinimum": 0},
+                "wait": {"type": "number", "exclusiveMinimum": 0},
+                "response_body": {"type": "integer", "minimum": 1}},
+                "additionalProperties": False},
+            "idempotency_key": {"type": ["string", "null"], "minLength": 1,
+                                "maxLength": 255}}},
+        "Deploy": {"type": "object", "required": ["name", "source"], "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "source": {"type": "string"}, "file": nullable_str}},
+        "Message": {"type": "object", "properties": {
+            "form": {"type": "string", "description": "Flowmetal data, read, not evaluated"},
+            "json": {"description": "any JSON value"}}},
+    }
+    paths = {
+        "/healthz": {"get": _operation("Whether the server can read its store", {
+            "200": _json({"type": "object"}), **_problems(503)}, public=True)},
+        "/openapi.json": {"get": _operation("This document", {
+            "200": _json({"type": "object"})}, public=True)},
+        "/api/v1/programs": {"post": _operation("Store a program under a name", {
+            "201": _json({"type": "object", "properties": {
+                "name": {"type": "string"}, "program": {"type": "string"}}}, "deployed"),
+            **_problems(400, 413, *_AUTH)}, body=_ref("Deploy"))},
+        "/api/v1/tasks": {
+            "post": _operation("Start a task", {
+                "201": _json(_ref("TaskSummary"), "started"),
+                "200": _json(_ref("TaskSummary"), "started before, with this key"),
+                **_problems(400, 404, 409, 413, *_AUTH)},
+                params=[{"name": "Idempotency-Key", "in": "header", "required": False,
+                         "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
+                body=_ref("StartTask")),
+            "get": _operation("List tasks", {"200": _json(_ref("TaskPage")),
+                                             **_problems(400, *_AUTH)}, params=[
+                _query("status", {"type": "string", "enum": [
+                    "runnable", "waiting", "done", "failed", "cancelled", "moved"]},
+                    "only tasks with this status"),
+                _query("program", {"type": "string"}, "a program hash or prefix"),
+                _query("name", {"type": "string"}, "the task's name"),
+                _query("parent", {"type": "string"}, "the parent task"),
+                _query("id", {"type": "string"}, "an id prefix"),
+                _query("since", {"type": "number", "minimum": 0, "maximum": 1e11},
+                       "created at or after (seconds since the epoch)"),
+                _query("until", {"type": "number", "minimum": 0, "maximum": 1e11},
+                       "created before"),
+                _query("after", {"type": "string"}, "the 'next' of the previous page"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+                       "tasks per page (default 100)")])},
+        "/api/v1/tasks/{id}": {"get": _operation("One task", {
+            "200": _json(_ref("TaskDetail")), **_problems(404, *_AUTH)}, params=[_ID])},
+        "/api/v1/tasks/{id}/log": {"get": _operation("The task's event log", {
+            "200": _json({"type": "object", "properties": {
+                "events": {"type": "array", "items": {"type": "object"}}}}),
+            **_problems(400, 404, *_AUTH)}, params=[
+                _ID, _query("after", {"type": "integer", "minimum": 0}, "entries after")])},
+        "/api/v1/tasks/{id}/output": {"get": _operation(
+            "The task's output (a long poll with 'wait'; server-sent events with Accept: "
+            "text/event-stream)", {"200": _json({"type": "object", "properties": {
+                "output": {"type": "array", "items": {"type": "object"}},
+                "finished": {"type": "boolean"}}}), **_problems(400, 404, *_AUTH)},
+            params=[_ID, _query("after", {"type": "integer", "minimum": 0}, "after"),
+                    _query("wait", {**_NUMBER_PARAM, "maximum": 300}, "seconds")])},
+        "/api/v1/tasks/{id}/frames": {"get": _operation(
+            "The frames of the task's continuation", {"200": _json({"type": "object"}),
+                                                      **_problems(404, *_AUTH)},
+            params=[_ID])},
+        "/api/v1/tasks/{id}/result": {"get": _operation(
+            "The task's result once it ends (a long poll with 'wait')", {
+                "200": _json({"type": "object"}),
+                "202": _json(_ref("TaskSummary"), "not ended yet"),
+                **_problems(400, 404, *_AUTH)},
+            params=[_ID, _query("wait", {**_NUMBER_PARAM, "maximum": 300}, "seconds")])},
+        "/api/v1/tasks/{id}/export": {"get": _operation(
+            "Export the task (it is marked moved here)", {
+                "200": {"description": "the export file",
+                        "content": {"application/cbor": {"schema": {}}}},
+                **_problems(404, 409, *_AUTH)}, params=[_ID])},
+        "/api/v1/tasks/{id}/messages": {"post": _operation(
+            "Put a message in the task's inbox", {
+                "201": _json({"type": "object", "properties": {
+                    "seq": {"type": "integer"}, "delivered": {"type": "boolean"},
+                    "status": {"type": "string"}}}, "queued"),
+                **_problems(400, 404, 409, 413, *_AUTH)},
+            params=[_ID], body=_ref("Message"))},
+        "/api/v1/tasks/{id}/cancel": {"post": _operation("Cancel the task", {
+            "202": _json({"type": "object"}, "asked to cancel"),
+            **_problems(404, 409, *_AUTH)}, params=[_ID])},
+        "/callbacks/{token}": {"post": _operation(
+            "Deliver a request to a task's callback (the token is the capability)", {
+                "202": _json({"type": "object"}, "delivered"),
+                **_problems(401, 404, 413, 503),
+                "410": {"description": "used up or expired", "content": {
+                    "application/problem+json": {"schema": _PROBLEM}}},
+                "429": {"description": "too many waiting", "content": {
+                    "application/problem+json": {"schema": _PROBLEM}}}},
+            params=[{"name": "token", "in": "path", "required": True,
+                     "schema": {"type": "string"}}], public=True)},
+    }
+    paths["/callbacks/{token}"]["post"]["requestBody"] = {
+        "required": False, "content": {"*/*": {"schema": {}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Flowmetal control plane", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+    }

@@ -1,0 +1,69 @@
+"""Standard Webhooks signatures (https://www.standardwebhooks.com): how a callback made
+with ``:secret`` tells a genuine request from a forged or replayed one.
+
+A request carries ``webhook-id``, ``webhook-timestamp`` (seconds since the epoch) and
+``webhook-signature``: space-separated ``v1,<base64>`` entries, each an HMAC-SHA256 with
+the secret's key of ``"{id}.{timestamp}.{body}"``.  The secret is ``whsec_`` and the key
+in base64.  A timestamp more than ``TOLERANCE`` seconds from now is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+
+from ..values import FlowmetalError
+
+TOLERANCE = 5 * 60  # seconds
+
+
+class SignatureError(Exception):
+    """A request whose signature does not verify; the message says why."""
+
+
+def secret_key(secret: str) -> bytes:
+    """The key of a ``whsec_...`` secret (FlowmetalError if it is not one)."""
+    text = secret[len("whsec_"):] if secret.startswith("whsec_") else secret
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) < 16:
+        raise FlowmetalError("callback: :secret must be whsec_ and at least 16 bytes in "
+                             "base64", "type-error")
+    return key
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header of a request (for senders and tests)."""
+    content = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), content, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes, now: float | None = None
+           ) -> None:
+    """Check a request's signature headers (names in lower case); SignatureError if
+    they are missing, stale or wrong."""
+    msg_id = headers.get("webhook-id")
+    stamp = headers.get("webhook-timestamp")
+    signatures = headers.get("webhook-signature")
+    if not msg_id or not stamp or not signatures:
+        raise SignatureError("webhook-id, webhook-timestamp and webhook-signature are "
+                             "required")
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        raise SignatureError("webhook-timestamp is not a number of seconds") from None
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > TOLERANCE:
+        raise SignatureError("webhook-timestamp is more than 5 minutes away")
+    expected = sign(secret, msg_id, timestamp, body).split(",", 1)[1]
+    for entry in signatures.split():
+        version, _, value = entry.partition(",")
+        if version == "v1" and hmac.compare_digest(value, expected):
+            return
+    raise SignatureError("no signature matches")

@@ -1,0 +1,85 @@
+"""Wake-ups across the processes of one host sharing an LMDB store.
+
+Every process that waits for work binds a UNIX datagram socket in the store's ``wake``
+directory; a process whose commit made work (a task runnable, a timer armed, an outbox
+entry) sends one byte to each of them.  A socket whose process is gone refuses the byte
+and is removed.  A wake-up is only a hint: waiters also wake on their timeout, so one
+that is lost (a full socket buffer) costs latency, never correctness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import select
+import socket
+
+
+class Wakeups:
+    """The wake-up sockets of the store directory ``path``."""
+
+    def __init__(self, path: str):
+        self.dir = os.path.join(path, "wake")
+        self._sock: socket.socket | None = None
+        self._name = ""
+        self._pid = 0
+
+    def _own(self) -> socket.socket | None:
+        if self._sock is not None and self._pid == os.getpid():
+            return self._sock
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            name = f"{os.getpid()}-{secrets.token_hex(4)}.sock"
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(os.path.join(self.dir, name))
+            sock.setblocking(False)
+        except OSError:
+            return None  # a read-only store, a path too long: waiting is sleeping
+        self._sock, self._name, self._pid = sock, name, os.getpid()
+        return sock
+
+    def wait(self, timeout: float) -> None:
+        """Return when another process wakes this one, or after ``timeout`` seconds."""
+        sock = self._own()
+        if sock is None:
+            select.select([], [], [], max(0.0, timeout))
+            return
+        ready, _, _ = select.select([sock], [], [], max(0.0, timeout))
+        if ready:
+            with contextlib.suppress(OSError):
+                while sock.recv(64):
+                    pass
+
+    def wake(self) -> None:
+        """Wake every other waiting process."""
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return
+        if not names:
+            return
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sender.setblocking(False)
+        try:
+            for name in names:
+                if name == self._name and self._pid == os.getpid():
+                    continue
+                path = os.path.join(self.dir, name)
+                try:
+                    sender.sendto(b"!", path)
+                except OSError as exc:
+                    if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                        with contextlib.suppress(OSError):
+                            os.unlink(path)  # its process is gone
+        finally:
+            sender.close()
+
+    def close(self) -> None:
+        """Stop waiting here: remove this process's socket."""
+        if self._sock is not None and self._pid == os.getpid():
+            self._sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.dir, self._name))
+        self._sock = None
