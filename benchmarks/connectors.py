@@ -8,9 +8,9 @@ through the API, callbacks.
     process of its own, and the same requests made directly with aiohttp in this
     process as the ceiling, measured in the same run.  Target: >= 50% with 100 tasks.
 (b) Task starts per second through the control plane (``flowmetal serve`` and a
-    ``flowmetal worker``, LMDB), one client at a time, and the latency from sending
-    the start to the task's first committed step (by the store's clock, which on LMDB
-    is this host's), p50 and p99.  Target: p50 <= 20 ms.
+    ``flowmetal worker``, LMDB) of a deployed program, one client at a time, and the
+    latency from sending the start to the task's first committed step (by the store's
+    clock, which on LMDB is this host's), p50 and p99.  Target: p50 <= 20 ms.
 (c) Callback requests delivered per second: tasks waiting on multi-use callbacks,
     requests posted to them 50 at a time.
 """
@@ -145,11 +145,15 @@ def starts(location: str, count: int) -> dict:
         session = http.Session()
         session.headers["Authorization"] = f"Bearer {token}"
         url = f"http://127.0.0.1:{port}/api/v1/tasks"
+        r = session.post(f"http://127.0.0.1:{port}/api/v1/programs",
+                         json={"name": "two-steps", "source": "(now) (now)"})
+        if r.status_code != 201:
+            raise SystemExit(f"(b): deploy: {r.status_code} {r.text}")
         sent: dict[str, float] = {}
         began = time.perf_counter()
         for _ in range(count):
             t0 = time.time()
-            r = session.post(url, json={"source": "(now) (now)", "file": "b.fm"})
+            r = session.post(url, json={"program": "two-steps"})
             if r.status_code != 201:
                 raise SystemExit(f"(b): {r.status_code} {r.text}")
             sent[r.json()["id"]] = t0

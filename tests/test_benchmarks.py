@@ -40,3 +40,13 @@ def test_durable_benchmark_quick_prints_every_figure(tmp_path):
                    r"\(e\) bytes per frame"):
         assert re.search(figure, out), f"missing {figure!r} in:\n{out}"
     assert not list(tmp_path.iterdir()), "the stores were not removed"
+
+
+@pytest.mark.slow
+def test_connectors_benchmark_quick_prints_every_figure(tmp_path):
+    out = run("benchmarks.connectors", "--quick", "--dir", str(tmp_path), timeout=300)
+    for figure in (r"\(a\) HTTP requests/s, \d+ tasks x \d+ through the connector\s+[\d,]+",
+                   r"\(b\) task starts/s through the API \(one client\)\s+[\d,]+",
+                   r"\(b\) start to first committed step p50 / p99\s+[\d.]+ ms / [\d.]+ ms",
+                   r"\(c\) callback requests delivered/s .*\s+[\d,]+"):
+        assert re.search(figure, out), (figure, out)
