@@ -7,18 +7,17 @@ Every command is the real CLI in its own process over an LMDB store in a tmp dir
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from flowmetal.store import open_store
+
+from .cli_helpers import fm, ok, popen
 
 TIMEOUT = 60
 STOPS_WITHIN = 1.5  # seconds from the signal to the exit
@@ -34,43 +33,6 @@ BUSY = """
 (println "done" n)
 n
 """
-
-
-def env() -> dict:
-    out = dict(os.environ)
-    out.pop("FLOWMETAL_HOME", None)
-    return out
-
-
-def fm(store: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flowmetal", "--store", str(store), *args],
-                          env=env(), cwd=store.parent, capture_output=True, text=True,
-                          timeout=TIMEOUT)
-
-
-def ok(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 0, (r.args, r.returncode, r.stdout, r.stderr)
-    return r.stdout
-
-
-@pytest.fixture
-def procs():
-    """Processes a test starts; killed at its end."""
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.kill()
-        p.communicate(timeout=TIMEOUT)
-
-
-def popen(procs: list, store: Path, *args: str) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "flowmetal", "--store", str(store), *args],
-                         env=env(), cwd=store.parent, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    procs.append(p)
-    return p
 
 
 def detail(store: Path, task_id: str) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -26,55 +25,16 @@ from flowmetal.runtime.records import result_value
 from flowmetal.store import open_store
 from flowmetal.store.engine import columns
 
+from .cli_helpers import env, fm, ok, popen
+
 TIMEOUT = 30
 PROMPT = 5.0  # seconds within which a read-only command must answer
-
-
-def env() -> dict:
-    out = dict(os.environ)
-    out.pop("FLOWMETAL_HOME", None)
-    return out
-
-
-def fm(store: Path, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    """``python -m flowmetal --store STORE ARGS`` run in the store's parent directory."""
-    return subprocess.run([sys.executable, "-m", "flowmetal", "--store", str(store), *args],
-                          env=env(), cwd=store.parent, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def timed(store: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
     r = fm(store, *args)
     return r, time.monotonic() - started
-
-
-def ok(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 0, (r.args, r.returncode, r.stdout, r.stderr)
-    return r.stdout
-
-
-@pytest.fixture
-def procs():
-    """Processes a test starts; killed (SIGKILL ends a stopped one too) at its end."""
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.kill()
-        p.wait(TIMEOUT)
-        for stream in (p.stdout, p.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def popen(procs: list, store: Path, *args: str, stderr=subprocess.PIPE) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "flowmetal", "--store", str(store), *args],
-                         env=env(), cwd=store.parent, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=stderr, text=True)
-    procs.append(p)
-    return p
 
 
 def program(where: Path, name: str, source: str) -> str:

@@ -1,0 +1,39 @@
+"""Running the real command line in child processes over a store in a tmp dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TIMEOUT = 30
+
+
+def env() -> dict:
+    """The environment of a child: this one, without a default store."""
+    out = dict(os.environ)
+    out.pop("FLOWMETAL_HOME", None)
+    return out
+
+
+def fm(store: Path, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    """``python -m flowmetal --store STORE ARGS`` run in the store's parent directory."""
+    return subprocess.run([sys.executable, "-m", "flowmetal", "--store", str(store), *args],
+                          env=env(), cwd=store.parent, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ok(r: subprocess.CompletedProcess) -> str:
+    """The output of a command that must have succeeded."""
+    assert r.returncode == 0, (r.args, r.returncode, r.stdout, r.stderr)
+    return r.stdout
+
+
+def popen(procs: list, store: Path, *args: str, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """Start ``flowmetal --store STORE ARGS`` in the background (ended by ``procs``)."""
+    p = subprocess.Popen([sys.executable, "-m", "flowmetal", "--store", str(store), *args],
+                         env=env(), cwd=store.parent, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=stderr, text=True)
+    procs.append(p)
+    return p
