@@ -149,8 +149,8 @@ def test_listing_filters_and_pages(api):
             break
         after = page["next"]
     assert set(ids) <= set(seen) and seen == sorted(seen)
-    one = api("GET", "/api/v1/tasks", params={"id": ids[2]}).json()["tasks"]
-    assert [t["id"] for t in one] == [ids[2]]
+    one = api("GET", "/api/v1/tasks", params={"id": ids[2], "counts": "true"}).json()
+    assert [t["id"] for t in one["tasks"]] == [ids[2]] and one["counts"] == {"done": 1}
     problem(api("GET", "/api/v1/tasks", params={"status": "asleep"}), 400)
     problem(api("GET", "/api/v1/tasks", params={"limit": "0"}), 400)
 

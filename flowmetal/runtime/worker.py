@@ -144,7 +144,7 @@ class Worker:
         steps = self.pending
         part = None
         if self.connector is not None and not stopping:
-            asked = any(s.request is not None and s.request.op in OUTBOX_KINDS for s in steps)
+            asked = any(_makes_outbox_entry(s.request) for s in steps)
             part = self.connector.round_part(asked)
         if stopping:
             for step in steps:
@@ -544,6 +544,15 @@ class Worker:
             self.connector.wait(delay)
         elif delay > 0:
             self.store.wait_for_work(delay)
+
+
+def _makes_outbox_entry(request: Request | None) -> bool:
+    """Whether committing this request puts an entry in the outbox."""
+    if request is None:
+        return False
+    if request.op == "select":
+        return any(arm.get("op") in OUTBOX_KINDS for arm in (request.spec or {}).get("arms", ()))
+    return request.op in OUTBOX_KINDS
 
 
 def rec_spawnable(rec: TaskRecord, name: str) -> str | None:

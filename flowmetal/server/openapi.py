@@ -134,7 +134,9 @@ def document() -> dict:
                        "created before"),
                 _query("after", {"type": "string"}, "the 'next' of the previous page"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
-                       "tasks per page (default 100)")])},
+                       "tasks per page (default 100)"),
+                _query("counts", {"type": "boolean"},
+                       "also count the matching tasks, by status")])},
         "/api/v1/tasks/{id}": {"get": _operation("One task", {
             "200": _json(_ref("TaskDetail")), **_problems(404, *_AUTH)}, params=[_ID])},
         "/api/v1/tasks/{id}/log": {"get": _operation("The task's event log", {
