@@ -1,4 +1,5 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules (those of the outside world are in
+``world_fixtures.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import pytest
 
 from .cli_helpers import TIMEOUT
+from .world_fixtures import fresh_service, service, store  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
