@@ -223,9 +223,10 @@ class Session:
 
     def load(self, source: str, file: str = "<string>") -> Program:
         """Read and analyze a whole program (macros it defines apply to its later forms)."""
+        forms = read_syntax_all(source, file)  # first: text that is not Unicode has no hash
         program = Program(file, source, self.base.hash)
         analyzer = Analyzer(self.cenv, program)
-        nodes = analyzer.analyze_toplevel(read_syntax_all(source, file))
+        nodes = analyzer.analyze_toplevel(forms)
         program.entry = (nodes[0] if len(nodes) == 1 else
                          program.add(_toplevel_do(nodes)) if nodes else
                          analyzer.const(None, None))

@@ -26,6 +26,8 @@ write ``0.5``.  A leading byte order mark is skipped; anywhere else (outside str
 comments) it is an error, as is any other invisible character (a control or format
 character, an unassigned code point: ``str.isprintable`` is false) except the zero-width
 joiner and non-joiner: a symbol never prints as text that looks like something else.
+A lone surrogate (text decoded with ``surrogateescape`` from bytes that are not UTF-8)
+is an error anywhere, strings and comments included.
 
 Every form comes back as a :class:`Syntax` node carrying a :class:`Span`.  Lines and columns
 count from 1, columns in code points, and only ``\\n`` ends a line.  ``end_line``/``end_col``
@@ -126,6 +128,7 @@ _CONSTANTS = {"true": TRUE, "false": FALSE, "nil": None}
 _PREFIXES = {"'": "quote", "`": "quasiquote", "~": "unquote", "~@": "unquote-splicing",
              "@": "deref"}
 _REGEX_CHUNK = re.compile(r'[^"\\]*')
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _JOINERS = frozenset("\u200c\u200d")  # format characters that belong inside words
 _SPECIAL_FLOATS = {"Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}
 
@@ -212,6 +215,11 @@ class _Reader:
         top_nodes: list[Syntax] = []
         top_values: list[Any] = []
         i = 1 if text.startswith("\ufeff") else 0  # a byte order mark
+        bad = None if text.isascii() else _SURROGATE.search(text)
+        if bad is not None:
+            at = bad.start()
+            raise self.error(f"invalid character {_char_text(text[at])}: the text is not "
+                             "valid Unicode (was it UTF-8?)", at, at + 1)
         while True:
             i = _SKIP.match(text, i).end()
             if i >= n:
