@@ -95,6 +95,14 @@ def test_quotes_sets_and_brackets():
                                                          "]", "}"]
 
 
+
+def test_regexes_and_deref():
+    parts = tokens('(re-find #"a\\d\\"" @x)')
+    assert (String.Regex, '#"a\\d\\""') in parts
+    assert [p for k, p in parts if k is Operator] == ["@"]
+    assert kind_of('(re-find #"a\\d\\"" @x)', "x") is Name.Variable
+
+
 def _covers(text: str) -> None:
     pieces = list(FlowmetalLexer().get_tokens_unprocessed(text))
     assert "".join(part for _, _, part in pieces) == text
