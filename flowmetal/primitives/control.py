@@ -145,11 +145,12 @@ def type_of(x: Any) -> Keyword:
     """The type of a value as a keyword: :int :float :ratio :string :list :map ..."""
     from fractions import Fraction
 
-    from ..values import EMPTY, Pair, Set, Vector
+    from ..values import EMPTY, Atom, Delay, Pair, Regex, Set, Vector
 
     table = {int: "int", float: "float", Fraction: "ratio", str: "string", Boolean: "boolean",
              Symbol: "symbol", Keyword: "keyword", Pair: "list", Vector: "vector", Map: "map",
-             Set: "set", Closure: "fn", Primitive: "fn", Continuation: "continuation"}
+             Set: "set", Closure: "fn", Primitive: "fn", Continuation: "continuation",
+             Atom: "atom", Delay: "delay", Regex: "regex"}
     if x is None:
         return kw("nil")
     if x is EMPTY:
