@@ -53,9 +53,11 @@ from . import nodes as N
 from .analysis import CodeUnavailable, load_program
 from .codec import (
     FORMAT,
+    R_ATOM,
     R_BASE,
     R_CLOSURE,
     R_CONTINUATION,
+    R_DELAY,
     R_EMPTY,
     R_ENV,
     R_IMPROPER,
@@ -64,6 +66,8 @@ from .codec import (
     R_MAP,
     R_NODE,
     R_RATIO,
+    R_REDUCED,
+    R_REGEX,
     R_SET,
     R_SYMBOL,
     R_TUPLE,
@@ -85,9 +89,9 @@ from .values import Keyword, Span, Symbol
 GetRecord = Callable[[str], "dict | None"]
 
 _REF_KINDS = frozenset({R_LIST, R_IMPROPER, R_VECTOR, R_MAP, R_SET, R_ENV, R_CLOSURE,
-                        R_CONTINUATION, R_TUPLE})
+                        R_CONTINUATION, R_TUPLE, R_REDUCED, R_ATOM, R_DELAY})
 _DATA_KINDS = frozenset({R_SYMBOL, R_KEYWORD, R_RATIO, R_LIST, R_IMPROPER, R_EMPTY,
-                         R_VECTOR, R_MAP, R_SET})
+                         R_VECTOR, R_MAP, R_SET, R_REGEX})
 OWN = 6  # the machine register holding its own globals (codec.MACHINE_FIELDS)
 
 
