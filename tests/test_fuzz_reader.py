@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowmetal.interpreter import Session
 from flowmetal.printer import bounded_string, to_string
 from flowmetal.reader import is_complete, read_all, read_syntax_all, strip
-from flowmetal.values import FlowmetalError
+from flowmetal.values import FlowmetalError, ReadError
 
 FUZZ_EXAMPLES = int(os.environ.get("FLOWMETAL_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -143,3 +144,6 @@ def test_what_the_fuzzer_found():
     # A lone surrogate in the source reached the program hash (UnicodeEncodeError).
     for text in ('"a\udc80"', "; \udc80\n1", "x\udc80"):
         read_and_analyze(text)
+        with pytest.raises(ReadError, match="1:[0-9]: invalid character U\\+DC80: the text "
+                           "is not valid Unicode"):
+            read_all(text)
