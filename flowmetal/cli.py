@@ -71,6 +71,9 @@ task's ID, a part of it that starts or ends only that task's id will do.
 Options:
   --store DIR|URL     the store: a directory (LMDB) or a postgresql:// URL
                       (default: $FLOWMETAL_HOME, or ./.flowmetal)
+  --server URL        a control plane's store (flowmetal serve), with $FLOWMETAL_TOKEN
+                      (default: $FLOWMETAL_SERVER): tasks, show, log, start, send,
+                      cancel and deploy work through it
   -e, --eval EXPR     evaluate EXPR as a task in a temporary store and print the
                       value of its last form, unless it is nil; ARGS after EXPR
                       are *command-line-args*
@@ -204,13 +207,14 @@ def unknown_command(word: str) -> str:
 def _leading_store(args: list[str]) -> tuple[str | None, list[str]]:
     """``--store DIR`` (or ``--store=DIR``) given before the command or file."""
     store = None
-    while args and (args[0] == "--store" or args[0].startswith("--store=")):
-        if args[0] == "--store":
+    while args and (args[0] in ("--store", "--server") or
+                    args[0].startswith(("--store=", "--server="))):
+        if args[0] in ("--store", "--server"):
             if len(args) < 2:
-                raise UsageError("--store needs a directory")
+                raise UsageError(f"{args[0]} needs a directory or a URL")
             store, args = args[1], args[2:]
         else:
-            store, args = args[0][len("--store="):], args[1:]
+            store, args = args[0].split("=", 1)[1], args[1:]
     return store, args
 
 
@@ -227,14 +231,15 @@ def version() -> str:
 
 
 def open_store(path: str | None, create: bool = True) -> Any:
-    """The store at ``path`` (default: $FLOWMETAL_HOME or ./.flowmetal); unless
-    ``create``, a missing store is a StoreError."""
+    """The store at ``path`` (default: $FLOWMETAL_SERVER, $FLOWMETAL_HOME or
+    ./.flowmetal); unless ``create``, a missing store is a StoreError."""
     from .interpreter import base
     from .store import StoreError, default_path, is_url
     from .store import open_store as open_location
+    from .store.remote import is_server
 
-    location = path or default_path()
-    if not is_url(location):
+    location = path or os.environ.get("FLOWMETAL_SERVER") or default_path()
+    if not is_url(location) and not is_server(location):
         _check_store_directory(location, create)
     try:
         store = open_location(location, create=create)
@@ -463,8 +468,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser(name: str, description: str, store_path: str | None) -> _Parser:
     p = _Parser(prog=f"flowmetal {name}", description=description)
-    p.add_argument("--store", metavar="DIR", default=store_path,
-                   help="the store (default: $FLOWMETAL_HOME, or ./.flowmetal)")
+    p.add_argument("--store", "--server", metavar="DIR|URL", default=store_path,
+                   help="the store: a directory, a postgresql:// URL, or the http(s):// URL "
+                   "of a control plane (with $FLOWMETAL_TOKEN) (default: "
+                   "$FLOWMETAL_SERVER, $FLOWMETAL_HOME, or ./.flowmetal)")
     return p
 
 

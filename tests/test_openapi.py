@@ -6,6 +6,7 @@ allows may still not read (400), and unknown query parameters are ignored."""
 
 from __future__ import annotations
 
+import cbor2
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -16,6 +17,12 @@ from flowmetal.store import open_store
 from flowmetal.store.callbacks import PUBLIC_URL
 
 from .served import Served
+
+
+@schemathesis.serializer("application/cbor")
+def cbor_body(ctx, value):
+    """Store operations take CBOR: generated bodies are sent as such."""
+    return cbor2.dumps(value)
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,9 @@ def make_app(store: Any, log: Callable[[str], None] | None = None) -> web.Applic
     r.add_get(f"{API}/tasks/{{id}}/export", export_task)
     r.add_post(f"{API}/tasks/{{id}}/messages", send_message)
     r.add_post(f"{API}/tasks/{{id}}/cancel", cancel_task)
+    from . import store_ops
+
+    r.add_post(f"{API}/store/{{op}}", store_ops.handle)
     return app
 
 
@@ -104,9 +107,18 @@ async def authenticate(request: web.Request, handler) -> web.StreamResponse:
         raise Problem(401, "unknown token", {"WWW-Authenticate": 'Bearer realm="flowmetal"'})
     if rec.revoked is not None:
         raise Problem(403, f"token {rec.id} was revoked")
-    if rec.scope != "write" and request.method not in ("GET", "HEAD"):
+    if rec.scope != "write" and request.method not in ("GET", "HEAD") and \
+            not _reads_the_store(path):
         raise Problem(403, f"token {rec.id} may only read")
     return await handler(request)
+
+
+def _reads_the_store(path: str) -> bool:
+    """Whether the path is a store operation that only reads (``store_ops``)."""
+    from .store_ops import READ_OPS
+
+    prefix = f"{API}/store/"
+    return path.startswith(prefix) and path[len(prefix):] in READ_OPS
 
 
 # -- request bodies and parameters ----------------------------------------------------

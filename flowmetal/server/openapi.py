@@ -43,8 +43,8 @@ def _operation(summary: str, responses: dict, params: list | None = None,
     if params:
         op["parameters"] = params
     if body is not None:
-        op["requestBody"] = {"required": True,
-                             "content": {"application/json": {"schema": body}}}
+        op["requestBody"] = {"required": True, "content": {
+            ("application/cbor" if body == {} else "application/json"): {"schema": body}}}
     if public:
         op["security"] = []
     return op
@@ -176,6 +176,17 @@ def document() -> dict:
         "/api/v1/tasks/{id}/cancel": {"post": _operation("Cancel the task", {
             "202": _json({"type": "object"}, "asked to cancel"),
             **_problems(404, 409, *_AUTH)}, params=[_ID])},
+        "/api/v1/store/{op}": {"post": _operation(
+            "One operation on the store (what `flowmetal --server URL` uses), its "
+            "arguments and result a CBOR map", {
+                "200": {"description": "the operation's result",
+                        "content": {"application/cbor": {"schema": {}}}},
+                **_problems(400, 404, 409, 413, *_AUTH),
+                "415": {"description": "not CBOR", "content": {
+                    "application/problem+json": {"schema": _PROBLEM}}}},
+            params=[{"name": "op", "in": "path", "required": True,
+                     "schema": {"type": "string"}}],
+            body={})},
         "/callbacks/{token}": {"post": _operation(
             "Deliver a request to a task's callback (the token is the capability)", {
                 "202": _json({"type": "object"}, "delivered"),

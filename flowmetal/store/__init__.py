@@ -6,6 +6,8 @@ database (``postgresql://…``).  The runtime uses only the protocol in ``base.S
 
 from __future__ import annotations
 
+import os
+
 from .base import Store, StoreError, StoreUnavailable, default_path
 from .engine import MigrationError, TaskStore
 
@@ -17,10 +19,15 @@ def is_url(location: str) -> bool:
 
 def open_store(location: str | None = None, create: bool = True, sync: bool = True
                ) -> TaskStore:
-    """The store at ``location`` (default: $FLOWMETAL_HOME or ./.flowmetal): a directory
-    for LMDB, a ``postgresql://`` URL for PostgreSQL.  Unless ``create``, a missing store
-    is a StoreError."""
-    location = location or default_path()
+    """The store at ``location`` (default: $FLOWMETAL_SERVER, else $FLOWMETAL_HOME, else
+    ./.flowmetal): a directory for LMDB, a ``postgresql://`` URL for PostgreSQL, an
+    ``http(s)://`` URL for the store behind a control plane (``remote.RemoteStore``, with
+    $FLOWMETAL_TOKEN).  Unless ``create``, a missing store is a StoreError."""
+    location = location or os.environ.get("FLOWMETAL_SERVER") or default_path()
+    from .remote import RemoteStore, is_server
+
+    if is_server(location):
+        return RemoteStore(location)  # type: ignore[return-value]
     if is_url(location):
         from .postgres import PostgresStore
 

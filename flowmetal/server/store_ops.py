@@ -1,0 +1,145 @@
+"""The server's side of ``store.remote``: ``POST /api/v1/store/{op}`` runs one store
+operation on the server's store, its arguments and result in CBOR."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import cbor2
+from aiohttp import web
+
+from ..runtime.records import RecordError, TaskRecord
+from ..store.base import NewTask
+from ..store.remote import CBOR, filter_of
+from ..values import FlowmetalError
+from .problems import Problem
+
+READ_OPS = frozenset({"task", "tasks", "count", "continuation", "inbox", "log", "output",
+                      "outbox", "program", "program_hashes", "resolve", "next_timer",
+                      "has_work", "clock"})
+MAX_PAGE = 10_000  # records a ``tasks`` call returns at most
+
+
+def _view(store: Any, fn: Callable[[Any], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with store.view() as view:
+            return fn(view)
+    return run
+
+
+def _task(view: Any, task: str) -> dict:
+    rec = view.task(task)
+    return {"record": None if rec is None else rec.to_bytes(),
+            "unreadable": view.unreadable.get(task)}
+
+
+def _tasks(view: Any, where: dict, after: str, limit: int, descending: bool) -> dict:
+    records = view.tasks(filter_of(where), after, min(limit, MAX_PAGE), descending)
+    return {"records": [r.to_bytes() for r in records], "skipped": view.skipped}
+
+
+def _outbox(view: Any, task: str | None) -> list:
+    return [[t, request, entry.to_bytes()] for t, request, entry in view.outbox(task)
+            if not isinstance(entry, str)]
+
+
+def operation(store: Any, op: str, args: dict) -> Callable[[], Any]:
+    """The call that does ``op`` with ``args`` on ``store`` (Problem 400 if there is no
+    such operation or the arguments do not fit it)."""
+    a = args.get
+    views: dict[str, Callable[[Any], Any]] = {
+        "task": lambda v: _task(v, _text(a("task"))),
+        "tasks": lambda v: _tasks(v, _dict(a("where")), _text(a("after") or ""),
+                                  _int(a("limit")), bool(a("descending"))),
+        "count": lambda v: v.count(filter_of(_dict(a("where")))),
+        "continuation": lambda v: v.continuation(_text(a("task"))),
+        "inbox": lambda v: [[seq, m.to_bytes()] for seq, m in v.inbox(_text(a("task")))],
+        "log": lambda v: [[seq, e.to_bytes()] for seq, e in
+                          v.log(_text(a("task")), _int(a("after") or 0))],
+        "output": lambda v: [[seq, text] for seq, text in
+                             v.output(_text(a("task")), _int(a("after") or 0))],
+        "outbox": lambda v: _outbox(v, a("task")),
+        "program": lambda v: v.program(_text(a("digest"))),
+        "program_hashes": lambda v: v.program_hashes(),
+        "resolve": lambda v: v.resolve(_text(a("name"))),
+        "next_timer": lambda v: v.next_timer(),
+        "has_work": lambda v: v.has_work(),
+        "clock": lambda v: v.clock(),
+    }
+    if op in views:
+        return _view(store, views[op])
+    if op == "start":
+        try:
+            rec = TaskRecord.from_bytes(_bytes(a("task")))
+        except RecordError as exc:
+            raise Problem(400, f"start: {exc}") from None
+        new = NewTask(rec, _bytes(a("state")), _dict(a("logged") or {}))
+        return lambda: store.start(new, _dict(a("programs") or {}), _dict(a("names") or {}),
+                                   a("key"))
+    if op == "send":
+        return lambda: store.send(_text(a("task")), _bytes(a("message")), a("sender"))
+    if op == "cancel":
+        return lambda: store.cancel(_text(a("task"))).to_bytes()
+    if op == "put_programs":
+        return lambda: store.put_programs(_dict(a("programs")))
+    if op == "deploy":
+        return lambda: store.deploy(_text(a("name")), _text(a("digest")),
+                                    _dict(a("programs") or {}))
+    raise Problem(404, f"no store operation {op!r}")
+
+
+async def handle(request: web.Request) -> web.Response:
+    """``POST /api/v1/store/{op}``."""
+    from .app import STORE, call, read_body
+
+    if not request.headers.get("Content-Type", "").startswith(CBOR):
+        raise Problem(415, f"store operations take {CBOR}")
+    try:
+        args = cbor2.loads(await read_body(request, 64 << 20))
+    except Problem:
+        raise
+    except Exception:
+        raise Problem(400, "the body is not CBOR") from None
+    if type(args) is not dict:
+        raise Problem(400, "the body must be a CBOR map of arguments")
+    fn = operation(request.app[STORE], request.match_info["op"], args)
+    result = await call(request, _checked(fn))
+    return web.Response(body=cbor2.dumps({"result": result}), content_type=CBOR)
+
+
+def _checked(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        try:
+            return fn()
+        except (TypeError, ValueError, KeyError) as exc:
+            raise BadArguments(str(exc)) from None
+    return run
+
+
+class BadArguments(FlowmetalError):
+    """Arguments of the wrong types for a store operation (a 400)."""
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise TypeError("a string argument is missing or not a string")
+    return value
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError("an integer argument is missing or not an integer")
+    return value
+
+
+def _bytes(value: Any) -> bytes:
+    if type(value) is not bytes:
+        raise TypeError("a bytes argument is missing or not bytes")
+    return value
+
+
+def _dict(value: Any) -> dict:
+    if type(value) is not dict:
+        raise TypeError("a map argument is missing or not a map")
+    return value
