@@ -307,9 +307,8 @@ def test_every_program_runs_the_same_from_its_record_in_a_fresh_process(tmp_path
 
 
 def test_examples_print_what_test_examples_expects():
-    from .test_examples import EXPECTED
-
     from .test_connector_examples import SERVED_EXAMPLES
+    from .test_examples import EXPECTED
 
     for path in EXAMPLES:
         if path.name in ("error.fm", "receive_timeout.fm"):
