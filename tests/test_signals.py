@@ -23,13 +23,13 @@ TIMEOUT = 60
 STOPS_WITHIN = 1.5  # seconds from the signal to the exit
 
 # Two committed steps (the sleeps), then one long slice: most of it inside `sort`, a
-# primitive that takes seconds on a million items.
+# primitive that takes seconds on 1,500,000 items.
 BUSY = """
 (println "one")
 (sleep 0.01)
 (println "busy")
 (sleep 0.01)
-(def n (count (sort (reverse (range 1000000)))))
+(def n (count (sort (reverse (range 1500000)))))
 (println "done" n)
 n
 """
@@ -58,7 +58,7 @@ def wait_busy(store: Path, task_id: str, proc: subprocess.Popen) -> dict:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the task never got busy"
         time.sleep(0.02)
-    time.sleep(0.5)  # inside the range and the sort by now
+    time.sleep(0.3)  # inside the range and the sort by now
     assert proc.poll() is None, proc.communicate()
     return detail(store, task_id)
 
@@ -89,7 +89,7 @@ def finish_later(store: Path, task_id: str, before: dict) -> None:
     ok(fm(store, "worker", "--until-idle"))
     done = detail(store, task_id)
     assert done["status"] == "done", done
-    assert output(store, task_id) == "one\nbusy\ndone 1000000\n"
+    assert output(store, task_id) == "one\nbusy\ndone 1500000\n"
 
 
 def the_task(store: Path) -> str:
