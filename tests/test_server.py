@@ -6,6 +6,7 @@ signatures, concurrent deliveries)."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import threading
 import time
@@ -362,3 +363,20 @@ def test_fuzzed_callback_requests_get_no_server_errors(api):
             assert r.headers["Content-Type"].startswith("application/problem+json")
     post()
     api("POST", f"/api/v1/tasks/{tid}/cancel")
+
+
+def test_output_follows_as_server_sent_events(api):
+    tid = api.start('(dotimes [i 3] (println "line" i) (sleep 0.05))')
+    r = api("GET", f"/api/v1/tasks/{tid}/output", headers={"Accept": "text/event-stream"},
+            stream=True)
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    events, data = [], []
+    for line in r.iter_lines(decode_unicode=True):
+        if line.startswith("event: "):
+            events.append(line[len("event: "):])
+        elif line.startswith("data: ") and events[-1] == "output":
+            data.append(json.loads(line[len("data: "):]))
+        if events and events[-1] == "end":
+            break
+    assert events == ["output"] * len(data) + ["end"]
+    assert "".join(data) == "line 0\nline 1\nline 2\n"
