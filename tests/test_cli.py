@@ -98,7 +98,7 @@ def test_no_arguments_opens_the_repl_which_reads_piped_input():
     (["--frobnicate"], "flowmetal: unknown option --frobnicate\n"),
     (["-e"], "flowmetal: -e needs an expression\n"),
     (["run"], "flowmetal: run needs a FILE\n"),
-    (["--store"], "flowmetal: --store needs a directory\n"),
+    (["--store"], "flowmetal: --store needs a directory or a URL\n"),
     (["run", "--slice", "0", "x.fm"], "flowmetal: --slice needs a positive integer, got '0'\n"),
     (["tasks", "--frobnicate"], "flowmetal: tasks: unrecognized arguments: --frobnicate\n"),
     (["show"], "flowmetal: show: the following arguments are required: ID\n"),
