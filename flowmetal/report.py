@@ -16,8 +16,10 @@ from .machine import (
     K_REPEATED,
     K_TYPE,
 )
-from .printer import display_string, to_string
+from .printer import bounded_string, display_string, to_string
 from .values import TRUE, FlowmetalError, Map
+
+SHOWN_CHARS = 2000  # of an error's data (or a thrown value) shown to a person
 
 
 def format_error(error: Any) -> str:
@@ -29,10 +31,11 @@ def format_error(error: Any) -> str:
           data: DATA                      (only when :data is not nil)
           at PROC (FILE:LINE:COL)         (one line per frame, innermost first)
 
-    Any other thrown value is shown as ``error: uncaught VALUE``.
+    Any other thrown value is shown as ``error: uncaught VALUE``.  DATA and VALUE are
+    cut at ``SHOWN_CHARS`` characters (the store keeps them whole).
     """
     if type(error) is not Map:
-        return f"error: uncaught {to_string(error)}"
+        return f"error: uncaught {bounded_string(error, SHOWN_CHARS)}"
     message = error.get(K_MESSAGE)
     kind = error.get(K_TYPE)
     head = "error: " + (display_string(message) if message is not None else "(no message)")
@@ -41,7 +44,7 @@ def format_error(error: Any) -> str:
     lines = [head]
     data = error.get(K_DATA)
     if data is not None:
-        lines.append(f"  data: {to_string(data)}")
+        lines.append(f"  data: {bounded_string(data, SHOWN_CHARS)}")
     frames = error.get(K_BACKTRACE)
     if frames is not None and not isinstance(frames, (list, tuple)):
         frames = None

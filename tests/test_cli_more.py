@@ -434,3 +434,10 @@ def test_arguments_and_files_that_are_not_utf8_give_clean_errors(tmp_path):
     assert (r.returncode, r.stderr) == (2, b"bad.fm:2:16: not UTF-8 text (byte 0xff)\n")
     r = run_bytes(tmp_path, b"--store", b"s", b"start", b"bad.fm")
     assert (r.returncode, r.stderr) == (2, b"bad.fm:2:16: not UTF-8 text (byte 0xff)\n")
+
+
+def test_an_uncaught_error_shows_its_huge_data_cut_short(tmp_path):
+    r = fm(tmp_path / "store", "-e", '(throw (ex-info "big" {:xs (vec (range 200000))}))')
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: big (:error)\n  data: {:xs [0 1 2 3")
+    assert len(r.stderr) < 4000  # the data is 1.3 MB printed whole
