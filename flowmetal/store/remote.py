@@ -139,8 +139,16 @@ class RemoteStore:
 
     def __getattr__(self, name: str) -> Any:
         # Workers, migrations, upgrades and store administration need the store itself.
-        raise StoreError(f"{name.replace('_', ' ')}: not done through a server; run it "
-                         "where the store is (or with --store naming the store itself)")
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotThroughServer(f"{name.replace('_', ' ')}: not done through a server; run "
+                               "it where the store is (or with --store naming the store "
+                               "itself)")
+
+
+class NotThroughServer(StoreError, AttributeError):
+    """A store operation a server does not offer (an AttributeError too, so that
+    ``getattr(store, name, default)`` sees it as missing)."""
 
 
 class RemoteView:
