@@ -121,25 +121,15 @@ class BadArguments(FlowmetalError):
     """Arguments of the wrong types for a store operation (a 400)."""
 
 
-def _text(value: Any) -> str:
-    if type(value) is not str:
-        raise TypeError("a string argument is missing or not a string")
-    return value
+def _typed(kind: type, what: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if type(value) is not kind:
+            raise TypeError(f"{what} argument is missing or not {what}")
+        return value
+    return check
 
 
-def _int(value: Any) -> int:
-    if type(value) is not int:
-        raise TypeError("an integer argument is missing or not an integer")
-    return value
-
-
-def _bytes(value: Any) -> bytes:
-    if type(value) is not bytes:
-        raise TypeError("a bytes argument is missing or not bytes")
-    return value
-
-
-def _dict(value: Any) -> dict:
-    if type(value) is not dict:
-        raise TypeError("a map argument is missing or not a map")
-    return value
+_text = _typed(str, "a string")
+_int = _typed(int, "an integer")
+_bytes = _typed(bytes, "a byte string")
+_dict = _typed(dict, "a map")

@@ -1433,6 +1433,19 @@ def _apply_draft(unit: Unit, draft: Any, step: StepCommit) -> bool:
     return drafts.apply(unit, draft, step)
 
 
+def decode_task(task_id: str, data: bytes | None, unreadable: dict[str, str]
+                ) -> TaskRecord | None:
+    """The task record stored as ``data`` (None if there is none, or, noted in
+    ``unreadable``, if it cannot be read)."""
+    if data is None:
+        return None
+    try:
+        return TaskRecord.from_bytes(data)
+    except RecordError as exc:
+        unreadable[task_id] = str(exc)
+        return None
+
+
 class StoreView:
     """``base.View`` over a read transaction's tables."""
 
@@ -1442,13 +1455,7 @@ class StoreView:
         self.skipped = 0
 
     def _record(self, task_id: str, data: bytes | None) -> TaskRecord | None:
-        if data is None:
-            return None
-        try:
-            return TaskRecord.from_bytes(data)
-        except RecordError as exc:
-            self.unreadable[task_id] = str(exc)
-            return None
+        return decode_task(task_id, data, self.unreadable)
 
     def task(self, task_id: str) -> TaskRecord | None:
         """The task's record, or None (``unreadable`` says why, if it is there)."""

@@ -163,13 +163,9 @@ class RemoteView:
                 ) -> TaskRecord | None:
         if problem is not None:
             self.unreadable[task_id] = problem
-        if data is None:
-            return None
-        try:
-            return TaskRecord.from_bytes(data)
-        except RecordError as exc:
-            self.unreadable[task_id] = str(exc)
-            return None
+        from .engine import decode_task
+
+        return decode_task(task_id, data, self.unreadable)
 
     def task(self, task_id: str) -> TaskRecord | None:
         """The task's record, or None."""
