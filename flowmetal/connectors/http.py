@@ -82,11 +82,7 @@ class HttpConnector:
             self._last_renew = now
         claimed: list[OutboxClaim] = []
         room = self.concurrency - len(self.inflight)
-        if room > 0 and (self.hint or now >= self.next_due or
-                         now - self._last_claim >= CLAIM_EVERY):
-            self.hint = False
-            self.next_due = float("inf")
-            self._last_claim = now
+        if self._claim_now(room, False, now):
             claimed = self.store.outbox_claim(self.id, (KIND,), room, self.lease_seconds)
             for claim in claimed:
                 self.inflight[(claim.task_id, claim.request)] = claim
@@ -106,14 +102,20 @@ class HttpConnector:
         self.ready.clear()
         results = self._drain()
         room = self.concurrency - len(self.inflight) + len(results)
-        claim = room > 0 and (asked or self.hint or now >= self.next_due or
-                              now - self._last_claim >= CLAIM_EVERY)
-        if claim:
-            self.hint = False
-            self.next_due = float("inf")
-            self._last_claim = now
+        claim = self._claim_now(room, asked, now)
         return OutboxRound(self.id, (KIND,), results, room if claim else 0,
                            self.lease_seconds)
+
+    def _claim_now(self, room: int, asked: bool, now: float) -> bool:
+        """Whether to claim: there is room, and new entries may be due (told so, a retry
+        is due, or a claim interval has passed); if so, the claim is counted as made."""
+        if room <= 0 or not (asked or self.hint or now >= self.next_due or
+                             now - self._last_claim >= CLAIM_EVERY):
+            return False
+        self.hint = False
+        self.next_due = float("inf")
+        self._last_claim = now
+        return True
 
     def round_done(self, part: OutboxRound, result: Any) -> int:
         """The round committed: forget what it settled, start what it claimed; how many
