@@ -28,6 +28,7 @@ are invalidated.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -560,11 +561,9 @@ class Environment:
     def _remove_unborn(self) -> None:
         """Remove a data file this process created but could not initialize (its disk
         full), which would otherwise be refused as truncated from then on."""
-        try:
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
             if os.path.getsize(self.data_path) < 2 * mmap.PAGESIZE:
                 os.unlink(self.data_path)
-        except OSError:
-            pass
 
     def _open_lmdb(self, readonly: bool) -> None:
         try:

@@ -51,6 +51,8 @@ on a connection of its own (``hold_worker``), visible from any host in ``pg_lock
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
 import random
 import re
@@ -1138,10 +1140,9 @@ class WorkerHold:
     def release(self) -> None:
         """Let go of the lock (another process may now take the worker's id)."""
         try:
-            if not self._conn.closed:
-                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
-        except psycopg.Error:
-            pass
+            with contextlib.suppress(psycopg.Error):  # closing the session unlocks it too
+                if not self._conn.closed:
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
         finally:
             self._conn.close()
 
@@ -1344,10 +1345,9 @@ class PostgresStore:
         with self._listen_lock:
             conn = self._listen()
             try:
-                for _ in conn.notifies(timeout=max(0.0, timeout), stop_after=1):
-                    break
-                for _ in conn.notifies(timeout=0):  # the rest come to the same
-                    pass
+                next(conn.notifies(timeout=max(0.0, timeout), stop_after=1), None)
+                # the rest come to the same: drain them
+                collections.deque(conn.notifies(timeout=0), maxlen=0)
             except psycopg.Error as exc:
                 conn.close()
                 self._listener = None
@@ -1389,18 +1389,14 @@ class PostgresStore:
 
 
 def _rollback(conn: psycopg.Connection) -> None:
-    try:
+    with contextlib.suppress(psycopg.Error):  # a broken connection is dropped anyway
         conn.rollback()
-    except psycopg.Error:
-        pass
 
 
 def _check_pool(pool: psycopg_pool.ConnectionPool) -> None:
     """After a connection broke, drop the idle ones that broke with it."""
-    try:
+    with contextlib.suppress(psycopg.Error):
         pool.check()
-    except psycopg.Error:
-        pass
 
 
 def _schema_version(cur: psycopg.Cursor, schema: str) -> int | None:

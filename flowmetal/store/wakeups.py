@@ -47,10 +47,9 @@ class Wakeups:
             select.select([], [], [], max(0.0, timeout))
             return
         ready, _, _ = select.select([sock], [], [], max(0.0, timeout))
-        if ready:
-            with contextlib.suppress(OSError):
-                while sock.recv(64):
-                    pass
+        with contextlib.suppress(OSError):  # drained: the socket would block
+            while ready and sock.recv(64):
+                continue
 
     def wake(self) -> None:
         """Wake every other waiting process."""
