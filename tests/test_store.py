@@ -548,3 +548,21 @@ def test_has_work_counts_sleeps_and_given_timeouts_but_not_blocked_tasks(store, 
     with store.view() as view:
         assert not view.has_work()
     worker.stop()
+
+
+def test_concurrent_updates_of_a_setting_lose_nothing(store):
+    """Each update_setting is one read-modify-write: none is lost to another writer."""
+    import threading
+
+    def bump() -> None:
+        for _ in range(15):
+            store.update_setting("counter", lambda v: str(int(v or 0) + 1))
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.setting("counter") == "60"
+    assert store.update_setting("counter", lambda v: None) is None
+    assert store.setting("counter") is None

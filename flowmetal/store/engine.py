@@ -960,6 +960,16 @@ class TaskStore:
             t.setting_put(key, value)
 
     @retrying
+    def update_setting(self, key: str, change: Callable[[str | None], str | None]) -> str | None:
+        """Replace a setting by ``change(old)`` (None: absent / remove) in one write
+        transaction, safe against concurrent updates; the new value.  ``change`` may run
+        more than once (a retried transaction), so it must not act on the world."""
+        with self.backend.write() as t:
+            value = change(t.setting_get(key, lock=True))
+            t.setting_put(key, value)
+        return value
+
+    @retrying
     def token_create(self, name: str, scope: str) -> tuple[str, Any]:
         """Make an access token: (the token, shown only now, and its record)."""
         from . import access

@@ -362,7 +362,8 @@ class LmdbTables:
 
     # settings, access tokens and callbacks ---------------------------------------------
 
-    def setting_get(self, key: str) -> str | None:
+    def setting_get(self, key: str, lock: bool = False) -> str | None:
+        # One writer at a time: a write transaction's reads are locked already.
         data = self.txn.get(b"setting:" + key.encode(), db=self.dbs["meta"])
         return None if data is None else bytes(data).decode()
 

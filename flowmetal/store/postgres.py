@@ -874,8 +874,12 @@ class PgTables:
 
     # settings, access tokens and callbacks ---------------------------------------------
 
-    def setting_get(self, key: str) -> str | None:
-        """A store-wide setting."""
+    def setting_get(self, key: str, lock: bool = False) -> str | None:
+        """A store-wide setting; with ``lock``, held until the transaction ends (an
+        advisory lock on the key: it holds for a key not yet stored, too)."""
+        if lock:
+            self._query("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                        ("setting:" + key,))
         rows = self._query("SELECT value FROM meta WHERE key = %s", ("setting:" + key,))
         return rows[0][0] if rows else None
 

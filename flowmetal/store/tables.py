@@ -168,8 +168,10 @@ class Tables(Protocol):
 
     # settings, access tokens and callbacks ---------------------------------------------
 
-    def setting_get(self, key: str) -> str | None:
-        """A store-wide setting (such as the public URL callbacks are reached at)."""
+    def setting_get(self, key: str, lock: bool = False) -> str | None:
+        """A store-wide setting (such as the public URL callbacks are reached at).  With
+        ``lock``, in a write transaction, no other writer reads it locked or writes it
+        until this transaction ends (a read-modify-write is safe)."""
 
     def setting_put(self, key: str, value: str | None) -> None:
         """Set (None: remove) a store-wide setting."""
