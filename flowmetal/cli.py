@@ -65,6 +65,10 @@ Commands:
   deploy FILE.fm [NAME]   store a program under NAME for (spawn "NAME" ...)
   upgrade ID [--to FILE]  move a waiting task onto new code (--dry-run: the report)
   store init|copy         create or migrate a store's schema; copy a whole store
+  evaluate SLO.yaml --values VALUES.json [--previous PREVIOUS.json]
+                          judge SLI values by an SLO file (Keptn's format) and print
+                          the evaluation as JSON (--prometheus URL --sli SLI.yaml: ask
+                          a Prometheus server for the values)
 "flowmetal COMMAND --help" describes a command's options. Wherever a command takes a
 task's ID, a part of it that starts or ends only that task's id will do.
 
@@ -1237,6 +1241,114 @@ def cmd_store(args: list[str], store_path: str | None) -> int:
     raise UsageError(f"unknown store command {args[0]}", usage)
 
 
+def cmd_evaluate(args: list[str], store_path: str | None) -> int:
+    """flowmetal evaluate SLO.yaml: judge SLI values by an SLO file, as Keptn does."""
+    p = _Parser(prog="flowmetal evaluate", description="Evaluate SLI values against an SLO "
+                "file (Keptn's slo.yaml) and print the evaluation as JSON: result (pass, "
+                "warning, fail), score and indicatorResults.")
+    p.add_argument("slo", metavar="SLO.yaml", help="the SLO file")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--values", metavar="VALUES.json",
+                        help="the SLI values: a JSON object of SLI name to number")
+    source.add_argument("--prometheus", metavar="URL",
+                        help="ask this Prometheus server for the values (with --sli)")
+    p.add_argument("--previous", metavar="PREVIOUS.json", help="earlier evaluations, oldest "
+                   "first: a JSON array of {\"result\": ..., \"values\": {SLI: number}}")
+    p.add_argument("--sli", metavar="SLI.yaml", help="the SLI file: each SLI's query")
+    p.add_argument("--start", metavar="T", help="start of the time range (ISO 8601, UTC unless "
+                   "it gives an offset, or Unix seconds; default: 5 minutes before the end)")
+    p.add_argument("--end", metavar="T", help="end of the time range (default: now)")
+    p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                   help="replace $NAME in the queries (e.g. PROJECT=shop); repeatable")
+    ns = p.parse_args(args)
+    if ns.prometheus is None and (ns.sli or ns.start or ns.end or ns.var):
+        p.error("--sli, --start, --end and --var go with --prometheus")
+    if ns.prometheus is not None and ns.sli is None:
+        p.error("--prometheus needs --sli SLI.yaml")
+    variables = dict(v.partition("=")[::2] for v in ns.var)
+    if any(not name for name in variables) or any("=" not in v for v in ns.var):
+        p.error("--var takes NAME=VALUE")
+    from .sequences import evaluation, slo
+
+    try:
+        objectives = slo.parse_slo(_text_of(ns.slo), ns.slo)
+        previous = []
+        if ns.previous is not None:
+            items = _json_of(ns.previous)
+            if not isinstance(items, list):
+                raise evaluation.EvaluationError("earlier evaluations are a JSON array")
+            previous = [evaluation.previous_from_json(item, str(i))
+                        for i, item in enumerate(items)]
+        if ns.values is not None:
+            values = evaluation.values_from_json(_json_of(ns.values))
+        else:
+            values = _prometheus_values(ns, slo.parse_sli(_text_of(ns.sli), ns.sli),
+                                        {**objectives.filter, **variables})
+    except (OSError, ValueError, slo.SLOError, evaluation.EvaluationError) as exc:
+        _err(f"flowmetal evaluate: {exc}")
+        return EXIT_ERROR
+    result = evaluation.evaluate(objectives, values, previous)
+    _print_json(evaluation.evaluation_to_json(result))
+    return EXIT_OK
+
+
+def _text_of(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise OSError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def _json_of(path: str) -> Any:
+    text = _text_of(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+
+
+def _prometheus_values(ns: argparse.Namespace, indicators: dict[str, str],
+                       variables: dict[str, str]) -> dict[str, float | None]:
+    """The SLI values from ``--prometheus`` over ``--start``/``--end``."""
+    import asyncio
+
+    import aiohttp
+
+    from .sequences.prometheus import PrometheusError, query_values
+
+    end = _instant(ns.end, "--end") if ns.end else time.time()
+    start = _instant(ns.start, "--start") if ns.start else end - 300
+    if start >= end:
+        raise ValueError("--start must be before --end")
+
+    async def ask() -> dict[str, float | None]:
+        async with aiohttp.ClientSession() as session:
+            return await query_values(ns.prometheus, indicators, start, end, session,
+                                      variables=variables)
+
+    try:
+        return asyncio.run(ask())
+    except PrometheusError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _instant(text: str, option: str) -> float:
+    """ISO 8601 or Unix seconds as Unix seconds."""
+    from datetime import UTC, datetime
+
+    with suppress(ValueError):
+        if math.isfinite(seconds := float(text)):
+            return seconds
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: not an ISO 8601 time or Unix seconds") from None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
 COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
     "repl": cmd_repl, "attach": cmd_attach,
     "run": cmd_run, "resume": cmd_resume, "start": cmd_start, "worker": cmd_worker,
@@ -1245,6 +1357,7 @@ COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
     "cancel": cmd_cancel, "export": cmd_export, "import": cmd_import,
     "output": cmd_output, "rm": cmd_rm, "prune": cmd_prune,
     "deploy": cmd_deploy, "upgrade": cmd_upgrade, "store": cmd_store,
+    "evaluate": cmd_evaluate,
 }
 
 
