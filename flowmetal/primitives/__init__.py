@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (they register)
     numbers,
     refs,
     regex,
+    sequences,
     strings,
     world,
 )

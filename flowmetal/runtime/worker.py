@@ -62,7 +62,10 @@ DRAFT_MODES = ("auto", "always", "never")
 TEXT_LIMIT = 200     # characters of a request or error kept in the event log
 BACKOFF_MAX = 5.0    # seconds between attempts while the store cannot commit
 ATOMS = frozenset({int, float, str, type(None), TaskId})
-WAITING_OPS = frozenset({"sleep", "next-message", "join", "http", "await", "select"})
+WAITING_OPS = frozenset({"sleep", "next-message", "join", "http", "await", "select",
+                         "task-event"})
+# The requests of sequence runs (``sequences.effects``): their arguments as JSON data.
+SEQUENCE_OPS = frozenset({"task-event", "enqueue-run", "evaluations"})
 
 
 def tune_gc() -> None:
@@ -429,6 +432,10 @@ class Worker:
         elif op == "select":
             out.spec = {"arms": [self._arm(rec, arm) for arm in arg("arms")]}
             out.timeout = arg("timeout")
+        elif op in SEQUENCE_OPS:
+            from ..json_values import to_plain
+
+            out.spec, out.timeout = to_plain(arg("spec")), arg("timeout")
         return out
 
     @staticmethod

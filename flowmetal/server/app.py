@@ -65,6 +65,9 @@ def make_app(store: Any, log: Callable[[str], None] | None = None) -> web.Applic
     from . import store_ops
 
     r.add_post(f"{API}/store/{{op}}", store_ops.handle)
+    from . import sequences
+
+    sequences.add_routes(app)
     return app
 
 

@@ -71,7 +71,9 @@ def default_path() -> str:
 # What crosses the protocol: plain data
 
 
-OUTBOX_KINDS = frozenset({"http"})  # requests answered by a connector, through the outbox
+# Requests answered through the outbox: by a connector (http), or by a worker of a
+# sequence's task over the control plane (task-event, ``sequences.task_events``).
+OUTBOX_KINDS = frozenset({"http", "task-event"})
 
 
 @dataclass(slots=True)

@@ -384,6 +384,10 @@ def fire_timers(unit: Unit, limit: int = 10_000) -> int:
             from .select import timed_out
 
             timed_out(unit, rec, request_id, now)
+        elif timer.kind == TimerKind.TIMEOUT and timer.op == "task-event":
+            from ..sequences.task_events import timed_out
+
+            timed_out(unit, rec, request_id, timer.seconds, now)
         elif timer.kind == TimerKind.TIMEOUT:
             op = WAIT_NAMES.get(timer.op, timer.op or "wait")
             fail_request(unit, rec, request_id, "timeout",
@@ -610,9 +614,18 @@ def handle_outbox(unit, rec, request_id, req: Request, step, now) -> None:
     handle_outbox_request(unit, rec, request_id, req, step, now)
 
 
+def handle_sequences(unit, rec, request_id, req: Request, step, now) -> None:
+    from ..sequences.effects import HANDLERS as SEQUENCE_HANDLERS
+
+    SEQUENCE_HANDLERS[req.op](unit, rec, request_id, req, step, now)
+
+
 HANDLERS: dict[str, Callable] = {
     "env": handle_env,
     "http": handle_outbox,
+    "task-event": handle_sequences,
+    "enqueue-run": handle_sequences,
+    "evaluations": handle_sequences,
     "callback": handle_callback,
     "await": handle_await,
     "select": handle_select,
@@ -958,6 +971,17 @@ class TaskStore:
         """Set (None: remove) a store-wide setting."""
         with self.backend.write() as t:
             t.setting_put(key, value)
+
+    @retrying
+    def transact(self, work: Callable[[Unit], Any]) -> Any:
+        """``work(unit)`` in one write transaction (its records written back); its value.
+        ``work`` may run more than once (a retried transaction): it must not act on the
+        world, only on the unit."""
+        with self.backend.write() as t:
+            unit = Unit(t)
+            value = work(unit)
+            unit.flush()
+        return value
 
     @retrying
     def update_setting(self, key: str, change: Callable[[str | None], str | None]) -> str | None:

@@ -1,0 +1,61 @@
+"""The building blocks of sequence runs (``stdlib/sequences.fm``): task events handed to
+workers through the outbox, the queue of runs, the kept evaluations, and the runs that
+follow a finished one.  See ``flowmetal.sequences``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import json_values
+from ..printer import shown
+from ..procedures import CONTROL, define
+from ..values import FlowmetalError, Map, kw
+from .effects import _request, _seconds
+
+
+def _plain(op: str, value: Any) -> Any:
+    if type(value) is not Map:
+        raise FlowmetalError(f"{op}: expected a map, got {shown(value)}", "type-error")
+    return json_values.to_plain(value)
+
+
+@define("%task-event", CONTROL, 3)
+def task_event(m: Any, args: tuple, k: Any) -> tuple:
+    """(%task-event {:type name :event triggered-event} start-timeout finish-timeout):
+    hand the task event to a worker serving ``name`` and wait for its ``.finished`` data;
+    see ``task-event`` in the standard library."""
+    spec, start, finish = args
+    plain = _plain("task-event", spec)
+    if type(plain.get("type")) is not str or not plain["type"]:
+        raise FlowmetalError("task-event: the event needs a :type (the task's name)",
+                             "type-error")
+    start = _seconds("task-event", start, "start-timeout")
+    finish = _seconds("task-event", finish, "finish-timeout")
+    times = {kw("start-timeout"): start, kw("finish-timeout"): finish}
+    return m.suspend(_request("task-event", spec=Map({**spec, **times}), timeout=start), k)
+
+
+@define("%enqueue-run", CONTROL, 1)
+def enqueue_run(m: Any, args: tuple, k: Any) -> tuple:
+    """(%enqueue-run run): put this run in the queue of its stage and service; the runs
+    ahead of it that had not ended then (task ids, oldest first)."""
+    _plain("enqueue-run", args[0])
+    return m.suspend(_request("enqueue-run", spec=args[0]), k)
+
+
+@define("%evaluations", CONTROL, 1)
+def evaluations(m: Any, args: tuple, k: Any) -> tuple:
+    """(%evaluations {:op "previous" :key k :comparison c}) the earlier evaluations kept for
+    ``k``; (%evaluations {:op "keep" :key k :evaluation e}) keep one, its id."""
+    _plain("evaluations", args[0])
+    return m.suspend(_request("evaluations", spec=args[0]), k)
+
+
+@define("%sequence-followers", min_args=2)
+def sequence_followers(run: Any, finished: Any) -> Any:
+    """The runs (as run maps) of the sequences triggered by ``run``'s finished event,
+    whose data is ``finished``."""
+    from ..sequences.runs import followers
+
+    return json_values.from_plain(followers(_plain("sequence-followers", run),
+                                            _plain("sequence-followers", finished)))
