@@ -65,6 +65,9 @@ Commands:
   deploy FILE.fm [NAME]   store a program under NAME for (spawn "NAME" ...)
   upgrade ID [--to FILE]  move a waiting task onto new code (--dry-run: the report)
   store init|copy         create or migrate a store's schema; copy a whole store
+  shipyard apply FILE | show | list
+                          store a project's shipyard (Keptn's stages, sequences
+                          and tasks) as its next version; print one; list them
   evaluate SLO.yaml --values VALUES.json [--previous PREVIOUS.json]
                           judge SLI values by an SLO file (Keptn's format) and print
                           the evaluation as JSON (--prometheus URL --sli SLI.yaml: ask
@@ -1199,6 +1202,79 @@ def cmd_upgrade(args: list[str], store_path: str | None) -> int:
     return EXIT_OK if plan.ok else EXIT_ERROR
 
 
+def cmd_shipyard(args: list[str], store_path: str | None) -> int:
+    """flowmetal shipyard apply FILE | show | list: the projects' shipyards."""
+    from .sequences import shipyards
+    from .sequences.shipyard import ShipyardError, parse_shipyard, shipyard_yaml
+
+    p = _parser("shipyard", "Store a project's shipyard (Keptn's spec.keptn.sh/0.2.x YAML: "
+                "stages, their sequences and tasks) as its next version, show a version, "
+                "list the projects. A run keeps the version it started with.", store_path)
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    apply = sub.add_parser("apply", help="check FILE and store it as the next version")
+    apply.add_argument("file", metavar="FILE")
+    apply.add_argument("--project", help="the project (default: the file's metadata.name)")
+    show = sub.add_parser("show", help="print a version of a project's shipyard as YAML")
+    show.add_argument("--project", help="the project (default: the only one)")
+    show.add_argument("--version", type=int, help="the version (default: the latest)")
+    sub.add_parser("list", help="the projects, their latest versions and stages")
+    ns = p.parse_args(args)
+    if ns.action == "apply":
+        try:
+            with open(ns.file, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            _err(f"flowmetal: cannot read {ns.file}: {exc.strerror or exc}")
+            return EXIT_USAGE
+        except UnicodeDecodeError:
+            _err(_not_utf8(ns.file))
+            return EXIT_ERROR
+        try:
+            shipyard = parse_shipyard(text.removeprefix("\ufeff"), ns.file)
+            project = shipyards.check_project(ns.project or shipyard.name)
+        except ShipyardError as exc:
+            _err(str(exc))
+            return EXIT_ERROR
+        except ValueError as exc:
+            raise UsageError(f"--project: {exc}", apply.format_usage()) from None
+        store = open_store(ns.store)
+        before = shipyards.versions(store, project)
+        version = shipyards.apply_shipyard(store, shipyard, project)
+        _out(f"project {project}: shipyard version {version}"
+             f"{' (unchanged)' if version == before else ''}\n")
+        return EXIT_OK
+    store = open_store(ns.store, create=False)
+    names = shipyards.projects(store)
+    if ns.action == "list":
+        rows = [("PROJECT", "VERSION", "STAGES")]
+        for name in names:
+            version, shipyard = shipyards.current_shipyard(store, name) or (0, None)
+            rows.append((name, str(version),
+                         ", ".join(s.name for s in shipyard.stages) if shipyard else ""))
+        _out(_table(rows) if names else "no shipyards (flowmetal shipyard apply FILE)\n")
+        return EXIT_OK
+    project = ns.project
+    if project is None:
+        if len(names) != 1:
+            raise UsageError("shipyard show: give --project (the store has "
+                             f"{'no shipyards' if not names else ', '.join(names)})",
+                             show.format_usage())
+        project = names[0]
+    if ns.version is None:
+        found = shipyards.current_shipyard(store, project)
+        shipyard = found[1] if found else None
+    else:
+        shipyard = shipyards.shipyard_version(store, project, ns.version)
+    if shipyard is None:
+        count = shipyards.versions(store, project)
+        _err(f"flowmetal: project {project} has " + (
+            f"no version {ns.version} of its shipyard (versions 1 to {count})" if count
+            else "no shipyard (flowmetal shipyard list)"))
+        return EXIT_USAGE
+    _out(shipyard_yaml(shipyard))
+    return EXIT_OK
+
+
 def cmd_store(args: list[str], store_path: str | None) -> int:
     """flowmetal store init | store copy SRC DST."""
     from .store import is_url
@@ -1357,7 +1433,7 @@ COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
     "cancel": cmd_cancel, "export": cmd_export, "import": cmd_import,
     "output": cmd_output, "rm": cmd_rm, "prune": cmd_prune,
     "deploy": cmd_deploy, "upgrade": cmd_upgrade, "store": cmd_store,
-    "evaluate": cmd_evaluate,
+    "evaluate": cmd_evaluate, "shipyard": cmd_shipyard,
 }
 
 

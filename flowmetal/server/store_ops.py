@@ -17,8 +17,9 @@ from .problems import Problem
 
 READ_OPS = frozenset({"task", "tasks", "count", "continuation", "inbox", "log", "output",
                       "outbox", "program", "program_hashes", "resolve", "next_timer",
-                      "has_work", "clock"})
+                      "has_work", "clock", "setting"})
 MAX_PAGE = 10_000  # records a ``tasks`` call returns at most
+SHARED_SETTINGS = ("shipyard",)  # the settings clients read and change: key prefixes
 
 
 def _view(store: Any, fn: Callable[[Any], Any]) -> Callable[[], Any]:
@@ -81,6 +82,13 @@ def operation(store: Any, op: str, args: dict) -> Callable[[], Any]:
         return lambda: store.send(_text(a("task")), _bytes(a("message")), a("sender"))
     if op == "cancel":
         return lambda: store.cancel(_text(a("task"))).to_bytes()
+    if op == "setting":
+        return lambda: store.setting(_shared(a("key")))
+    if op == "set_setting":
+        return lambda: store.set_setting(_shared(a("key")), _text_or_none(a("value")))
+    if op == "swap_setting":
+        return lambda: _swap(store, _shared(a("key")), _text_or_none(a("expected")),
+                             _text_or_none(a("value")))
     if op == "put_programs":
         return lambda: store.put_programs(_dict(a("programs")))
     if op == "deploy":
@@ -106,6 +114,29 @@ async def handle(request: web.Request) -> web.Response:
     fn = operation(request.app[STORE], request.match_info["op"], args)
     result = await call(request, _checked(fn))
     return web.Response(body=cbor2.dumps({"result": result}), content_type=CBOR)
+
+
+def _shared(key: Any) -> str:
+    """A setting's key, if clients may use it through the server (ValueError if not)."""
+    if not _text(key).startswith(SHARED_SETTINGS):
+        raise ValueError(f"the setting {key!r:.80} is not used through a server")
+    return key
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _swap(store: Any, key: str, expected: str | None, value: str | None) -> dict:
+    """Set ``key`` to ``value`` if it is ``expected`` (one transaction): whether it was,
+    and the setting's value now."""
+    swapped = []
+
+    def change(old: str | None) -> str | None:
+        swapped[:] = [old == expected]
+        return value if old == expected else old
+    now = store.update_setting(key, change)
+    return {"swapped": swapped[0], "value": now}
 
 
 def _checked(fn: Callable[[], Any]) -> Callable[[], Any]:

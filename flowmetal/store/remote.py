@@ -6,16 +6,17 @@ and talk to them need — views (tasks, records, continuations, inboxes, journal
 programs), ``start``, ``send``, ``cancel``, ``deploy`` — each call one request to the
 server's ``/api/v1/store`` endpoints, which run the same operations on the server's
 store.  So ``flowmetal tasks``, ``show``, ``log``, ``attach``, ``start``, ``send``,
-``cancel`` and ``deploy`` are the same code whether the store is here or behind a
-server.  Running tasks needs the store itself: a worker connects to it, never to a
-server.  Bodies are CBOR both ways, so records travel as the bytes the store keeps.
+``cancel``, ``deploy`` and ``shipyard`` are the same code whether the store is here or
+behind a server (the settings a server shares are only those of shipyards).  Running
+tasks needs the store itself: a worker connects to it, never to a server.  Bodies are
+CBOR both ways, so records travel as the bytes the store keeps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from .base import NewTask, StoreError, StoreUnavailable
 from .tables import ALL_TASKS, TaskFilter
 
 PATH = "/api/v1/store"
+SWAP_ATTEMPTS = 100  # compare-and-sets an update_setting tries before giving up
 TIMEOUT = 30.0
 CBOR = "application/cbor"
 
@@ -133,6 +135,29 @@ class RemoteStore:
     def deploy(self, name: str, digest: str, records: dict[str, dict] | None = None) -> None:
         """Make ``name`` stand for program ``digest`` (storing ``records`` first)."""
         self.call("deploy", name=name, digest=digest, programs=records or {})
+
+    def setting(self, key: str) -> str | None:
+        """A store-wide setting of those a server shares (``store_ops.SHARED_SETTINGS``)."""
+        return self.call("setting", key=key)
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        """Set (None: remove) a shared setting."""
+        self.call("set_setting", key=key, value=value)
+
+    def update_setting(self, key: str, change: Callable[[str | None], str | None]
+                       ) -> str | None:
+        """Replace a shared setting by ``change(old)``, safe against concurrent updates
+        (a compare-and-set, repeated while another writer changed it first); the new
+        value.  ``change`` may run more than once."""
+        old = self.call("setting", key=key)
+        for _ in range(SWAP_ATTEMPTS):
+            new = change(old)
+            got = self.call("swap_setting", key=key, expected=old, value=new)
+            if got["swapped"]:
+                return new
+            old = got["value"]
+        raise StoreUnavailable(f"the setting {key!r} at {self.location} kept changing "
+                               f"under {SWAP_ATTEMPTS} attempts to update it")
 
     def close(self) -> None:
         """Nothing to close: every call is a request of its own."""
