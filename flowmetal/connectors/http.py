@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..runtime.records import encode_data
-from ..store.base import OutboxRound
+from ..store.base import OutboxRound, StoreError
 from ..store.engine import task_error
 from ..store.outbox import OutboxClaim, OutboxResult
 from ..values import Map, kw
@@ -61,6 +61,7 @@ class HttpConnector:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._attempts: set[asyncio.Task] = set()
 
     # -- the store side (the caller's thread) ----------------------------------------
 
@@ -72,22 +73,17 @@ class HttpConnector:
             self.next_due - time.monotonic() < CLAIM_EVERY
 
     def tick(self) -> int:
-        """Settle the attempts that ended, renew leases, claim and start more; how many
-        entries were settled or claimed."""
-        self.ready.clear()
-        settled = self.settle()
-        now = time.monotonic()
-        if self.inflight and now - self._last_renew > self.lease_seconds / 3:
-            self._renew()
-            self._last_renew = now
-        claimed: list[OutboxClaim] = []
-        room = self.concurrency - len(self.inflight)
-        if self._claim_now(room, False, now):
-            claimed = self.store.outbox_claim(self.id, (KIND,), room, self.lease_seconds)
-            for claim in claimed:
-                self.inflight[(claim.task_id, claim.request)] = claim
-                self._start(claim)
-        return settled + len(claimed)
+        """Settle the attempts that ended and claim more, in one transaction (renewing
+        leases first when due); how many entries were settled or claimed."""
+        part = self.round_part(False)
+        if not part.results and not part.limit:
+            return 0
+        try:
+            result = self.store.round(self.id, [], 0, self.lease_seconds, outbox=part)
+        except BaseException:
+            self.round_failed(part)
+            raise
+        return self.round_done(part, result)
 
     # -- inside a worker's round -------------------------------------------------------
 
@@ -121,9 +117,7 @@ class HttpConnector:
         """The round committed: forget what it settled, start what it claimed; how many
         of either."""
         self._forget(part.results)
-        for claim in result.outbox_claimed:
-            self.inflight[(claim.task_id, claim.request)] = claim
-            self._start(claim)
+        self._start(result.outbox_claimed)
         return len(part.results) + len(result.outbox_claimed)
 
     def round_failed(self, part: OutboxRound) -> None:
@@ -161,18 +155,33 @@ class HttpConnector:
 
     def run(self, until: Callable[[], bool] | None = None, poll: float = 0.5) -> None:
         """Work until ``until()`` is true (forever without it); leases are given up on
-        the way out."""
+        the way out.  A thread waits for the store's wake-ups, so entries are claimed
+        as soon as a commit makes them (or, should a wake-up be lost, at the next claim
+        interval); ``poll`` bounds how long ``until`` goes unasked."""
+        stopping = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(stopping,), daemon=True,
+                                   name=f"flowmetal-wakeups-{self.id}")
+        watcher.start()
         try:
             while until is None or not until():
                 if self.tick():
                     continue
-                if self.busy:
-                    self.wait(min(poll, CLAIM_EVERY))
-                else:
-                    self.store.wait_for_work(max(0.0, min(
-                        CLAIM_EVERY, self.next_due - time.monotonic())))
+                self.wait(min(poll, CLAIM_EVERY))
         finally:
+            stopping.set()
+            watcher.join()
             self.stop()
+
+    def _watch(self, stopping: threading.Event) -> None:
+        """Tell ``run`` that new entries may be due whenever the store says work came
+        (and at every claim interval)."""
+        while not stopping.is_set():
+            try:
+                self.store.wait_for_work(CLAIM_EVERY)
+            except StoreError:  # the store is away: ``tick`` says so; look again later
+                stopping.wait(CLAIM_EVERY)
+            self.hint = True
+            self.ready.set()
 
     def stop(self) -> None:
         """Settle what has ended, give up the other leases, and close the HTTP client."""
@@ -199,7 +208,13 @@ class HttpConnector:
 
     # -- the HTTP side (the connector's event loop) ------------------------------------
 
-    def _start(self, claim: OutboxClaim) -> None:
+    def _start(self, claims: list[OutboxClaim]) -> None:
+        """Make the claimed entries' attempts on the event loop (all at once: one
+        wake-up of its thread, not one per request)."""
+        if not claims:
+            return
+        for claim in claims:
+            self.inflight[(claim.task_id, claim.request)] = claim
         if self._loop is None:
             ready = threading.Event()
             self._thread = threading.Thread(target=self._serve, args=(ready,),
@@ -207,7 +222,13 @@ class HttpConnector:
             self._thread.start()
             ready.wait()
         assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(self._attempt(claim), self._loop)
+        self._loop.call_soon_threadsafe(self._attempt_all, claims)
+
+    def _attempt_all(self, claims: list[OutboxClaim]) -> None:
+        for claim in claims:
+            task = asyncio.ensure_future(self._attempt(claim))
+            self._attempts.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._attempts.discard)
 
     def _serve(self, ready: threading.Event) -> None:
         loop = asyncio.new_event_loop()
