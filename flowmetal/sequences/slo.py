@@ -151,12 +151,15 @@ class _Tree:
     def __init__(self, filename: str):
         self.filename = filename
         self.marks: dict[tuple, tuple[int, int]] = {}
+        self.key_marks: dict[tuple, tuple[int, int]] = {}
 
-    def fail(self, path: tuple, message: str) -> SLOError:
-        """The error at ``path`` (the nearest position known at or above it)."""
+    def fail(self, path: tuple, message: str, at_key: bool = False) -> SLOError:
+        """The error at ``path`` (the nearest position known at or above it; with
+        ``at_key``, that of the key naming it)."""
         where = self.filename
         for n in range(len(path), -1, -1):
-            mark = self.marks.get(path[:n])
+            mark = (at_key and n == len(path) and self.key_marks.get(path)) or \
+                self.marks.get(path[:n])
             if mark is not None:
                 where = f"{self.filename}:{mark[0]}:{mark[1]}"
                 break
@@ -196,15 +199,13 @@ def _plain(node: yaml.Node, path: tuple, loader: yaml.SafeLoader, tree: _Tree) -
         out: dict = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
+            at = path + (str(key),)
+            tree.key_marks[at] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if not isinstance(key, str):
-                tree.marks[path + (str(key),)] = (key_node.start_mark.line + 1,
-                                                  key_node.start_mark.column + 1)
-                raise tree.fail(path + (str(key),), "a key must be a string")
+                raise tree.fail(at, "a key must be a string", at_key=True)
             if key in out:
-                tree.marks[path + (key,)] = (key_node.start_mark.line + 1,
-                                             key_node.start_mark.column + 1)
-                raise tree.fail(path + (key,), "given twice")
-            out[key] = _plain(value_node, path + (key,), loader, tree)
+                raise tree.fail(at, "given twice", at_key=True)
+            out[key] = _plain(value_node, at, loader, tree)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_plain(item, path + (i,), loader, tree) for i, item in enumerate(node.value)]
@@ -258,7 +259,8 @@ def _mapping(data: Any, path: tuple, tree: _Tree, required: tuple = (),
         raise tree.fail(path, f"a mapping of keys to values, not {shown(data)}")
     for key in data:
         if allowed is not None and key not in allowed:
-            raise tree.fail(path + (key,), f"unknown field (known: {', '.join(allowed)})")
+            raise tree.fail(path + (key,), f"unknown field (known: {', '.join(allowed)})",
+                            at_key=True)
     for key in required:
         if key not in data or data[key] is None:
             raise tree.fail(path, f"{key} is required")
