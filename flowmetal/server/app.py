@@ -65,9 +65,10 @@ def make_app(store: Any, log: Callable[[str], None] | None = None) -> web.Applic
     from . import store_ops
 
     r.add_post(f"{API}/store/{{op}}", store_ops.handle)
-    from . import sequences
+    from . import sequences, shipyards
 
     sequences.add_routes(app)
+    shipyards.add_routes(app)
     return app
 
 

@@ -50,6 +50,61 @@ def _operation(summary: str, responses: dict, params: list | None = None,
     return op
 
 
+def _shipyard_schemas() -> dict:
+    """Keptn's shipyard (spec.keptn.sh/0.2.x) with Flowmetal's extensions."""
+    name = {"type": "string", "pattern": "^[a-z]([a-z0-9-]*[a-z0-9])?$", "maxLength": 63}
+    duration = {"type": "string", "description": "a Go duration: 90s, 10m, 1h30m"}
+
+    def obj(required: list[str], **properties: Any) -> dict:
+        return {"type": "object", "required": required, "properties": properties,
+                "additionalProperties": False}
+    task = obj(["name"], name=name, triggeredAfter=duration,
+               properties={"type": "object"}, startTimeout=duration,
+               finishTimeout=duration)
+    trigger = obj(["event"], event={"type": "string",
+                                    "description": "<stage>.<sequence>.finished"},
+                  selector=obj([], match={"type": "object", "additionalProperties": {
+                      "type": ["string", "number", "boolean"]}}))
+    sequence = obj(["name", "tasks"], name=name,
+                   triggeredOn={"type": "array", "items": trigger},
+                   tasks={"type": "array", "items": task})
+    stage = obj(["name"], name=name, concurrency={"type": "integer", "minimum": 1},
+                sequences={"type": "array", "items": sequence})
+    return {
+        "Shipyard": obj(
+            ["apiVersion", "kind", "metadata", "spec"],
+            apiVersion={"type": "string", "pattern": r"^spec\.keptn\.sh/0\.2\.[0-9]+$"},
+            kind={"const": "Shipyard"}, metadata=obj(["name"], name=name),
+            spec=obj(["stages"], stages={"type": "array", "minItems": 1, "items": stage})),
+        "StoredShipyard": {"type": "object", "required": ["project", "version", "shipyard"],
+                           "properties": {"project": {"type": "string"},
+                                          "version": {"type": "integer"},
+                                          "versions": {"type": "integer"},
+                                          "shipyard": _ref("Shipyard")}},
+    }
+
+
+def _shipyard_paths() -> dict:
+    project = {"name": "project", "in": "path", "required": True,
+               "schema": {"type": "string"}, "description": "a project's name"}
+    put = _operation("Store a shipyard (YAML or JSON) as the project's next version (the "
+                     "current one if equal to it)", {
+                         "200": _json({"type": "object", "properties": {
+                             "project": {"type": "string"},
+                             "version": {"type": "integer"}}}, "stored"),
+                         **_problems(400, 413, *_AUTH)}, params=[project])
+    put["requestBody"] = {"required": True, "content": {
+        "application/yaml": {"schema": _ref("Shipyard")},
+        "application/json": {"schema": _ref("Shipyard")}}}
+    get = _operation("A version of the project's shipyard (default: the latest)", {
+        "200": {"description": "the shipyard", "content": {
+            "application/json": {"schema": _ref("StoredShipyard")},
+            "application/yaml": {"schema": _ref("Shipyard")}}},
+        **_problems(400, 404, *_AUTH)}, params=[
+            project, _query("version", {"type": "integer", "minimum": 1}, "a version")])
+    return {"put": put, "get": get}
+
+
 def document() -> dict:
     """The document."""
     nullable_str = {"type": ["string", "null"]}
@@ -101,6 +156,7 @@ def document() -> dict:
         "Message": {"type": "object", "properties": {
             "form": {"type": "string", "description": "Flowmetal data, read, not evaluated"},
             "json": {"description": "any JSON value"}}},
+        **_shipyard_schemas(),
     }
     paths = {
         "/healthz": {"get": _operation("Whether the server can read its store", {
@@ -187,6 +243,7 @@ def document() -> dict:
             params=[{"name": "op", "in": "path", "required": True,
                      "schema": {"type": "string"}}],
             body={})},
+        "/api/v1/project/{project}/shipyard": _shipyard_paths(),
         "/callbacks/{token}": {"post": _operation(
             "Deliver a request to a task's callback (the token is the capability)", {
                 "202": _json({"type": "object"}, "delivered"),

@@ -14,18 +14,20 @@ class Problem(Exception):
     """A request the server answers with an error: its status and what to tell the
     client."""
 
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None,
+                 members: dict | None = None):
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.headers = headers or {}
+        self.members = members or {}  # extension members of the problem (RFC 9457 3.2)
 
 
-def response(status: int, detail: str, headers: dict[str, str] | None = None
-             ) -> web.Response:
+def response(status: int, detail: str, headers: dict[str, str] | None = None,
+             members: dict | None = None) -> web.Response:
     """The problem+json response of an error."""
-    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
-            "detail": detail}
+    body = {**(members or {}), "type": "about:blank", "title": HTTPStatus(status).phrase,
+            "status": status, "detail": detail}
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE,
                         headers=headers)
 
@@ -37,7 +39,7 @@ async def problems(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except Problem as exc:
-        return response(exc.status, exc.detail, exc.headers)
+        return response(exc.status, exc.detail, exc.headers, exc.members)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
