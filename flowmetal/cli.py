@@ -72,6 +72,11 @@ Commands:
                           judge SLI values by an SLO file (Keptn's format) and print
                           the evaluation as JSON (--prometheus URL --sli SLI.yaml: ask
                           a Prometheus server for the values)
+  trigger STAGE.SEQUENCE [--data JSON]
+                          start a run of a shipyard's sequence (a durable task)
+  sequences [pause|resume|abort ID]
+                          the latest runs, what each waits on and which blocks
+                          which, the task types no worker serves; or control a run
 "flowmetal COMMAND --help" describes a command's options. Wherever a command takes a
 task's ID, a part of it that starts or ends only that task's id will do.
 
@@ -80,7 +85,7 @@ Options:
                       (default: $FLOWMETAL_HOME, or ./.flowmetal)
   --server URL        a control plane's store (flowmetal serve), with $FLOWMETAL_TOKEN
                       (default: $FLOWMETAL_SERVER): tasks, show, log, start, send,
-                      cancel and deploy work through it
+                      cancel, deploy, trigger and sequences work through it
   -e, --eval EXPR     evaluate EXPR as a task in a temporary store and print the
                       value of its last form, unless it is nil; ARGS after EXPR
                       are *command-line-args*
@@ -1425,6 +1430,92 @@ def _instant(text: str, option: str) -> float:
     return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
+def cmd_trigger(args: list[str], store_path: str | None) -> int:
+    """flowmetal trigger STAGE.SEQUENCE [--data JSON]."""
+    import json
+
+    from .sequences import client
+    from .sequences.events import EventError
+    from .sequences.runs import RunError
+
+    p = _parser("trigger", "Start a run of a sequence of the project's shipyard, as the "
+                "event sh.keptn.event.STAGE.SEQUENCE.triggered would: a durable task that "
+                "waits its turn behind the runs of the same stage and service, then hands "
+                "the sequence's tasks to the workers serving them.", store_path)
+    p.add_argument("sequence", metavar="STAGE.SEQUENCE", help="e.g. dev.delivery")
+    p.add_argument("--data", default="{}", metavar="JSON", help="the event's data: a JSON "
+                   "object (project, service, labels ...)")
+    p.add_argument("--project", help="the project (default: data.project, or the only one)")
+    p.add_argument("--context", help="the shkeptncontext grouping the run's events "
+                   "(default: a new one)")
+    ns = p.parse_args(args)
+    stage, dot, sequence = ns.sequence.partition(".")
+    if not dot or not stage or not sequence or "." in sequence:
+        raise UsageError(f"{ns.sequence!r}: say STAGE.SEQUENCE, e.g. dev.delivery",
+                         p.format_usage())
+    try:
+        data = json.loads(ns.data)
+    except ValueError as exc:
+        raise UsageError(f"--data: not JSON: {exc}", p.format_usage()) from None
+    if type(data) is not dict:
+        raise UsageError("--data must be a JSON object", p.format_usage())
+    if ns.project:
+        data["project"] = ns.project
+    store = open_store(ns.store, create=False)
+    try:
+        started = client.trigger(store, stage, sequence, data, ns.context)
+    except (RunError, EventError) as exc:
+        _err(f"flowmetal trigger: {exc}")
+        return EXIT_ERROR
+    _out(f"run {started['task']} of {ns.sequence} (project {started['project']}, context "
+         f"{started['keptnContext']})\n")
+    return EXIT_OK
+
+
+def cmd_sequences(args: list[str], store_path: str | None) -> int:
+    """flowmetal sequences [pause|resume|abort ID]."""
+    from .sequences import client
+
+    p = _parser("sequences", "The latest sequence runs, what each waits on (a worker, its "
+                "turn behind another run, a resume), and the task types no worker serves; "
+                "or pause, resume or abort a run.", store_path)
+    p.add_argument("action", nargs="?", choices=("pause", "resume", "abort"),
+                   help="pause (at once: its task in flight is withdrawn and offered again "
+                   "on resume), resume, or abort (cancel) the run ID")
+    p.add_argument("id", nargs="?", metavar="ID", help="the run's task id")
+    p.add_argument("--json", action="store_true", help="print the listing as JSON")
+    ns = p.parse_args(args)
+    store = open_store(ns.store, create=False)
+    if ns.action is not None:
+        if ns.id is None:
+            raise UsageError(f"{ns.action} needs the run's ID", p.format_usage())
+        from .runtime import api
+
+        task_id = ns.id if not hasattr(store, "transact") else api.find_task(store, ns.id)
+        done = client.control(store, task_id, ns.action)
+        _out(f"run {done['task']}: {ns.action} asked ({done['status']})\n")
+        return EXIT_OK
+    listing = client.listing(store)
+    if ns.json:
+        import json
+
+        _out(json.dumps(listing, indent=2) + "\n")
+        return EXIT_OK
+    for warning in listing["warnings"]:
+        _err(f"warning: {warning}")
+    rows = [("RUN", "SEQUENCE", "SERVICE", "STATE", "WAITING ON")]
+    for run in listing["runs"]:
+        rows.append((run["task"], f"{run['stage']}.{run['sequence']}", run["service"],
+                     run["state"], run["detail"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4]
+             + "\n")
+    if len(rows) == 1:
+        _out("(no runs yet: flowmetal trigger STAGE.SEQUENCE starts one)\n")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
     "repl": cmd_repl, "attach": cmd_attach,
     "run": cmd_run, "resume": cmd_resume, "start": cmd_start, "worker": cmd_worker,
@@ -1434,6 +1525,7 @@ COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
     "output": cmd_output, "rm": cmd_rm, "prune": cmd_prune,
     "deploy": cmd_deploy, "upgrade": cmd_upgrade, "store": cmd_store,
     "evaluate": cmd_evaluate, "shipyard": cmd_shipyard,
+    "trigger": cmd_trigger, "sequences": cmd_sequences,
 }
 
 

@@ -59,3 +59,41 @@ def sequence_followers(run: Any, finished: Any) -> Any:
 
     return json_values.from_plain(followers(_plain("sequence-followers", run),
                                             _plain("sequence-followers", finished)))
+
+
+@define("%sli-query", min_args=4)
+def sli_query(query: Any, start: Any, end: Any, variables: Any) -> str:
+    """An SLI's Prometheus query with its placeholders ($DURATION_SECONDS, $PROJECT,
+    $STAGE, $SERVICE ...) replaced, for the time range start..end (seconds)."""
+    from ..sequences.prometheus import substitute
+
+    if type(query) is not str:
+        raise FlowmetalError(f"sli-query: a query is a string, not {shown(query)}",
+                             "type-error")
+    names = {key: str(value) for key, value in _plain("sli-query", variables).items()}
+    return substitute(query, float(start), float(end), names)
+
+
+@define("%sli-value", min_args=2)
+def sli_value(sli: Any, body: Any) -> Any:
+    """The value of an SLI in a Prometheus API answer (its JSON as data), or nil."""
+    from ..sequences.prometheus import PrometheusError, answer_value
+
+    try:
+        return answer_value(shown(sli) if type(sli) is not str else sli,
+                            json_values.to_plain(body))
+    except PrometheusError as exc:
+        raise FlowmetalError(str(exc), "evaluation-error") from None
+
+
+@define("%duration-seconds", min_args=1)
+def duration_seconds(value: Any) -> Any:
+    """Seconds of a Go duration ("5m", "1h30m") or of a number of seconds."""
+    from ..sequences.shipyard import ShipyardError, parse_go_duration
+
+    if type(value) in (int, float):
+        return value
+    try:
+        return parse_go_duration(value)
+    except (ShipyardError, ValueError, TypeError) as exc:
+        raise FlowmetalError(f"not a duration: {shown(value)} ({exc})", "type-error") from None

@@ -311,4 +311,10 @@ def warnings(store: Any, within: float = 300.0) -> list[str]:
     return [f"no worker serves task type {name!r} (used by {', '.join(used)}): runs "
             "that reach it will fail after its start timeout"
             for name, used in types.items()
-            if name in unserved(store, [name], store.clock(), within)]
+            if name in unserved(store, [name], store_clock(store), within)]
+
+
+def store_clock(store: Any) -> float:
+    """The store's clock now."""
+    with store.view() as view:
+        return view.clock()

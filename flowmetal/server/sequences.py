@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..sequences import runs, task_events
+from ..sequences import client, runs, task_events
 from ..sequences.events import EventError, Phase, parse_event
 from ..sequences.runs import RunError
 from .app import API, STORE, WAIT_MAX, call, field, json_body
@@ -160,31 +160,21 @@ async def _note(request: web.Request, worker: str, types: list[str]) -> None:
         return
     noted[key] = now
     store = request.app[STORE]
-    await call(request, runs.note_worker, store, worker, types, store.clock())
+    await call(request, lambda: runs.note_worker(store, worker, types,
+                                                  runs.store_clock(store)))
 
 
 async def list_runs(request: web.Request) -> web.Response:
     """The latest runs, what each waits on and which blocks which, and the task types no
     worker serves."""
-    store = request.app[STORE]
-    views = await call(request, runs.runs, store)
-    warnings = await call(request, runs.warnings, store)
-    return web.json_response({"runs": [v.to_json() for v in views], "warnings": warnings})
+    return web.json_response(await call(request, client.listing, request.app[STORE]))
 
 
 async def control_run(request: web.Request) -> web.Response:
     """Pause, resume or abort a run."""
-    from ..runtime import api
-
     action = request.match_info["action"]
-    tid = request.match_info["id"]
-    store = request.app[STORE]
-    if action == "pause":
-        status = await call(request, runs.pause, store, tid)
-    elif action == "resume":
-        status = await call(request, runs.resume, store, tid)
-    elif action == "abort":
-        status = str((await call(request, api.cancel, store, tid)).status)
-    else:
+    if action not in ("pause", "resume", "abort"):
         raise Problem(404, f"no action {action!r} (pause, resume or abort)")
-    return web.json_response({"task": tid, "action": action, "status": status}, status=202)
+    done = await call(request, client.control, request.app[STORE], request.match_info["id"],
+                      action)
+    return web.json_response(done, status=202)

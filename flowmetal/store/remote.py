@@ -15,6 +15,7 @@ CBOR both ways, so records travel as the bytes the store keeps.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -98,6 +99,34 @@ class RemoteStore:
         if status == 503:
             raise StoreUnavailable(f"the server at {self.location}: {detail}")
         raise StoreError(f"the server at {self.location}: {detail}")
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One JSON request to the control plane (``path`` under ``/api/v1``): its JSON
+        answer, or the error the server gave, as ``call`` raises them."""
+        return asyncio.run(self._api(method, path, body))
+
+    async def _api(self, method: str, path: str, body: dict | None) -> dict:
+        import aiohttp
+
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        try:
+            async with aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session, \
+                    session.request(method, f"{self.location}/api/v1{path}", json=body,
+                                    headers=headers) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise StoreUnavailable(f"the server at {self.location} cannot be reached: "
+                                   f"{type(exc).__name__}: {exc}") from None
+        if status < 300:
+            return json.loads(raw)
+        detail = _detail(raw) or f"HTTP {status}"
+        if status in (401, 403):
+            raise StoreError(f"the server at {self.location} refused the token: {detail}")
+        if status == 503:
+            raise StoreUnavailable(f"the server at {self.location}: {detail}")
+        raise TaskError(detail)
 
     # the store protocol's commands --------------------------------------------------
 
