@@ -22,7 +22,12 @@ import pytest
 from aiohttp import web
 
 from flowmetal.sequences.evaluation import evaluate
-from flowmetal.sequences.prometheus import PrometheusError, query_values, substitute
+from flowmetal.sequences.prometheus import (
+    PrometheusError,
+    answer_value,
+    query_values,
+    substitute,
+)
 from flowmetal.sequences.slo import parse_sli, parse_slo
 
 from .cli_helpers import TIMEOUT, env
@@ -169,6 +174,23 @@ def test_placeholders():
         "[300s] carts x 4711 4711"
 
 
+def test_answers():
+    def vector(*samples: str) -> dict:
+        return {"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {}, "value": [1.5, s]} for s in samples]}}
+
+    assert answer_value("rt", vector("420")) == 420.0
+    assert answer_value("rt", vector()) is None
+    assert answer_value("rt", vector("NaN")) is None
+    assert answer_value("rt", vector("+Inf")) is None
+    assert answer_value("rt", {"status": "success",
+                               "data": {"resultType": "scalar", "result": [1.5, "2"]}}) == 2.0
+    with pytest.raises(PrometheusError, match="SLI rt: the query failed \\(bad_data\\): no"):
+        answer_value("rt", {"status": "error", "errorType": "bad_data", "error": "no"})
+    with pytest.raises(PrometheusError, match="not a Prometheus API response"):
+        answer_value("rt", ["status"])
+
+
 def test_values_from_prometheus_evaluate(prometheus):
     values = values_of(prometheus.url, INDICATORS)
     assert values == {"response_time_p95": 420.0, "error_rate": 2.5, "throughput": 41.5,
@@ -187,7 +209,7 @@ def test_the_example_sli_file_queries(prometheus):
 
 
 @pytest.mark.parametrize(("query", "message"), [
-    ("sum(", "SLI bad: query 'sum(' failed (400 bad_data)"),
+    ("sum(", "SLI bad: query 'sum(' failed (bad_data): "),
     ("app_requests_by_code", "SLI bad: the query gave 2 series; an SLI query must give one"),
     ("app_requests[1m]", "SLI bad: the query gave a matrix"),
 ])

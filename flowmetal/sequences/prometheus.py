@@ -5,9 +5,9 @@ time range, after its placeholders are replaced: ``$DURATION_SECONDS`` by the ra
 length (``300s``), and ``$NAME`` by each variable given (Keptn's ``$PROJECT``,
 ``$STAGE``, ``$SERVICE``, ``$DEPLOYMENT``, ``$LABEL.<name>`` and the SLO's filter keys,
 which Keptn also accepts upper-cased).  A query whose result is empty has no value
-(None; Keptn's service reported 0, which would pass a ``<=`` criterion unseen); one
-that gives several series, or a server that cannot be reached or refuses a query, is a
-``PrometheusError`` naming the SLI.
+(None; Keptn's service reported 0, which would pass a ``<=`` criterion unseen), nor has
+NaN or an infinity (they have no JSON form); one that gives several series, or a server
+that cannot be reached or refuses a query, is a ``PrometheusError`` naming the SLI.
 """
 
 from __future__ import annotations
@@ -76,10 +76,7 @@ async def _query(session: aiohttp.ClientSession, url: str, sli: str, query: str,
     if not isinstance(body, dict):
         raise PrometheusError(f"SLI {sli}: {url} answered {status} without a Prometheus "
                               "API response (is it a Prometheus server?)")
-    if body.get("status") != "success":
-        raise PrometheusError(f"SLI {sli}: query {query!r} failed ({status} "
-                              f"{body.get('errorType', 'error')}): {body.get('error', '')}")
-    return _value(sli, body.get("data"))
+    return answer_value(sli, body, query)
 
 
 def _value(sli: str, data: Any) -> float | None:
@@ -104,3 +101,16 @@ def _value(sli: str, data: Any) -> float | None:
         raise PrometheusError(f"SLI {sli}: the answer's sample {sample!r} is not a "
                               "value") from None
     return value if math.isfinite(value) else None  # NaN and ±Inf have no JSON form
+
+
+def answer_value(sli: str, body: Any, query: str | None = None) -> float | None:
+    """The SLI's value in a Prometheus API answer (``/api/v1/query``'s JSON body), as
+    ``query_values`` takes it (None: the query gave none); PrometheusError if the query
+    failed or gave more than one value."""
+    if not isinstance(body, dict):
+        raise PrometheusError(f"SLI {sli}: the answer is not a Prometheus API response")
+    if body.get("status") != "success":
+        what = "the query" if query is None else f"query {query!r}"
+        raise PrometheusError(f"SLI {sli}: {what} failed ({body.get('errorType', 'error')}): "
+                              f"{body.get('error', '')}")
+    return _value(sli, body.get("data"))
