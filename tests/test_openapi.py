@@ -55,6 +55,9 @@ def test_the_server_matches_its_openapi_document(case, served):
     wait = (case.query or {}).get("wait")
     if type(wait) in (int, float) and wait > 0.5:
         case.query["wait"] = 0.5  # a long poll of a task that never ends: keep it short
+    body = case.body if isinstance(case.body, dict) else {}
+    if type(body.get("waitSeconds")) in (int, float) and body["waitSeconds"] > 0.5:
+        body["waitSeconds"] = 0.5  # a claim no task event answers: keep it short
     try:
         case.call_and_validate(base_url=served.url(),
                                headers={"Authorization": f"Bearer {served.token}"},

@@ -105,6 +105,83 @@ def _shipyard_paths() -> dict:
     return {"put": put, "get": get}
 
 
+def _sequence_schemas() -> dict:
+    """Keptn's CloudEvents and the task events handed to workers."""
+    text = {"type": "string", "minLength": 1, "maxLength": 4096}
+    return {
+        "KeptnEvent": {"type": "object", "required": ["specversion", "id", "source", "type"],
+                       "properties": {
+                           "specversion": {"type": "string", "enum": ["1.0"]},
+                           "id": text, "source": text,
+                           "type": {"type": "string", "pattern": "^sh\\.keptn\\.event\\.",
+                                    "description": "sh.keptn.event.<stage>.<sequence>."
+                                    "triggered starts a run; sh.keptn.event.<task>.started, "
+                                    ".status.changed, .finished answer a task event"},
+                           "time": {"type": "string"}, "shkeptncontext": text,
+                           "triggeredid": text,
+                           "flowmetallock": {"type": "string",
+                                             "description": "the lock of the claim"},
+                           "flowmetallockseconds": {"type": "number", "minimum": 1,
+                                                    "maximum": 3600},
+                           "data": {"type": "object"}}},
+        "Claim": {"type": "object", "required": ["worker", "types"], "properties": {
+            "worker": {"type": "string", "minLength": 1, "maxLength": 200,
+                       "pattern": "^[^:]+$"},
+            "types": {"type": "array", "minItems": 1,
+                      "items": {"type": "string", "minLength": 1, "maxLength": 200}},
+            "max": {"type": "integer", "minimum": 1, "maximum": 100},
+            "lockSeconds": {"type": "number", "minimum": 1, "maximum": 3600},
+            "waitSeconds": {"type": "number", "minimum": 0, "maximum": 300}}},
+        "Claimed": {"type": "object", "required": ["events"], "properties": {
+            "events": {"type": "array", "items": {"type": "object", "properties": {
+                "event": _ref("KeptnEvent"), "lock": {"type": "string"},
+                "lockedUntil": {"type": "string"}}}}}},
+        "Run": {"type": "object", "properties": {
+            name: {"type": ["string", "null"]} for name in (
+                "task", "project", "stage", "sequence", "service", "context", "status",
+                "state", "detail", "blocked_by", "task_type", "worker")}},
+    }
+
+
+def _sequence_paths() -> dict:
+    run_id = {**_ID, "description": "a run's task id"}
+    refused = {str(s): {"description": d, "content": {
+        "application/problem+json": {"schema": _PROBLEM}}} for s, d in (
+            (409, "the lock expired or is another worker's"),
+            (410, "the run no longer waits on this task event"))}
+    return {
+        "/api/v1/event": {"post": _operation(
+            "A Keptn CloudEvent: a sequence's .triggered starts a run; a worker's task "
+            ".started, .status.changed (a heartbeat) or .finished answers its task event", {
+                "201": _json({"type": "object", "properties": {
+                    "keptnContext": {"type": "string"}, "task": {"type": "string"},
+                    "project": {"type": "string"}}}, "a run started"),
+                "200": _json({"type": "object", "properties": {
+                    "triggeredid": {"type": "string"}, "phase": {"type": "string"},
+                    "lockedUntil": {"type": "string"}}}, "taken"),
+                **_problems(400, 404, 413, *_AUTH), **refused}, body=_ref("KeptnEvent"))},
+        "/api/v1/task-events/claim": {"post": _operation(
+            "Fetch and lock task events of these types (a long poll with waitSeconds)", {
+                "200": _json(_ref("Claimed")), **_problems(400, 413, *_AUTH)},
+            body=_ref("Claim"))},
+        "/api/v1/sequences": {"get": _operation(
+            "The latest runs, what each waits on, and the task types no worker serves", {
+                "200": _json({"type": "object", "properties": {
+                    "runs": {"type": "array", "items": _ref("Run")},
+                    "warnings": {"type": "array", "items": {"type": "string"}}}}),
+                **_problems(*_AUTH)})},
+        "/api/v1/sequences/{id}/{action}": {"post": _operation(
+            "Pause, resume or abort a run", {
+                "202": _json({"type": "object", "properties": {
+                    "task": {"type": "string"}, "action": {"type": "string"},
+                    "status": {"type": "string"}}}, "asked"),
+                **_problems(404, 409, *_AUTH)},
+            params=[run_id, {"name": "action", "in": "path", "required": True,
+                             "schema": {"type": "string",
+                                        "enum": ["pause", "resume", "abort"]}}])},
+    }
+
+
 def document() -> dict:
     """The document."""
     nullable_str = {"type": ["string", "null"]}
@@ -157,6 +234,7 @@ def document() -> dict:
             "form": {"type": "string", "description": "Flowmetal data, read, not evaluated"},
             "json": {"description": "any JSON value"}}},
         **_shipyard_schemas(),
+        **_sequence_schemas(),
     }
     paths = {
         "/healthz": {"get": _operation("Whether the server can read its store", {
@@ -244,6 +322,7 @@ def document() -> dict:
                      "schema": {"type": "string"}}],
             body={})},
         "/api/v1/project/{project}/shipyard": _shipyard_paths(),
+        **_sequence_paths(),
         "/callbacks/{token}": {"post": _operation(
             "Deliver a request to a task's callback (the token is the capability)", {
                 "202": _json({"type": "object"}, "delivered"),
