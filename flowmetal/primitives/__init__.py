@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (they register)
     collections,
     control,
     effects,
+    evaluation,
     format,
     numbers,
     refs,
