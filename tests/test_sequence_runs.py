@@ -352,3 +352,20 @@ def test_a_task_may_be_done_by_a_deployed_program(store, driver, tmp_path):
     c = driver.do("test")
     assert c.event["data"]["deployment"] == {"service": "cart"}
     assert driver.ended(tid).status == Status.DONE
+
+
+def test_a_program_triggers_a_sequence_and_joins_its_run(store, driver, tmp_path):
+    source = ('(let [run (trigger-sequence "dev.delivery" {:service "cart"})]\n'
+              '  (:result (join run)))\n')
+    tid = api.start(store, source, str(tmp_path / "p.fm"))
+    driver.do("deployment")
+    driver.do("test")
+    assert driver.ended(tid).status == Status.DONE
+    assert result_of(store, tid) == "pass"
+    runs_seen = runs.runs(store)
+    assert [(r.stage, r.sequence, r.service) for r in runs_seen] == [
+        ("dev", "delivery", "cart")]
+    bad = api.start(store, '(try (trigger-sequence "dev.nothing" {}) (catch e (:type e)))',
+                    str(tmp_path / "q.fm"))
+    driver.ended(bad)
+    assert result_of(store, bad) == kw("no-such-sequence")

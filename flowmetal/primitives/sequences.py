@@ -51,6 +51,14 @@ def evaluations(m: Any, args: tuple, k: Any) -> tuple:
     return m.suspend(_request("evaluations", spec=args[0]), k)
 
 
+@define("%sequence-run", CONTROL, 1)
+def sequence_run(m: Any, args: tuple, k: Any) -> tuple:
+    """(%sequence-run {:stage :sequence :data :context}): the run map of a sequence of
+    the current shipyard of the data's project; see ``trigger-sequence``."""
+    _plain("sequence-run", args[0])
+    return m.suspend(_request("sequence-run", spec=args[0]), k)
+
+
 @define("%sequence-followers", min_args=2)
 def sequence_followers(run: Any, finished: Any) -> Any:
     """The runs (as run maps) of the sequences triggered by ``run``'s finished event,

@@ -65,7 +65,7 @@ ATOMS = frozenset({int, float, str, type(None), TaskId})
 WAITING_OPS = frozenset({"sleep", "next-message", "join", "http", "await", "select",
                          "task-event"})
 # The requests of sequence runs (``sequences.effects``): their arguments as JSON data.
-SEQUENCE_OPS = frozenset({"task-event", "enqueue-run", "evaluations"})
+SEQUENCE_OPS = frozenset({"task-event", "enqueue-run", "evaluations", "sequence-run"})
 
 
 def tune_gc() -> None:

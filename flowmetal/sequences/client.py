@@ -44,4 +44,5 @@ def control(store: Any, task_id: str, action: str) -> dict:
         from ..runtime import api
 
         status = str(api.cancel(store, task_id).status)
+        store.set_setting(runs.PAUSED + task_id, None)
     return {"task": task_id, "action": action, "status": status}

@@ -56,8 +56,27 @@ def handle_evaluations(unit: Unit, rec: TaskRecord, request_id: int, req: Any, s
     deliver(unit, rec, Answer(request_id, True, encode_data(from_plain(result))), now)
 
 
+def handle_sequence_run(unit: Unit, rec: TaskRecord, request_id: int, req: Any, step: Any,
+                        now: float) -> None:
+    """The run map of a sequence of the current shipyard, for a run started from
+    Flowmetal code (``trigger-sequence``)."""
+    from .runs import RunError, resolve_run
+    from .shipyards import StoredShipyardError
+
+    spec = req.spec
+    event = {"id": f"{rec.id}.{request_id}", "data": spec.get("data") or {},
+             "shkeptncontext": spec.get("context")}
+    try:
+        run = resolve_run(UnitSettings(unit), spec["stage"], spec["sequence"], event)
+    except (RunError, StoredShipyardError) as exc:
+        fail_request(unit, rec, request_id, "no-such-sequence", str(exc), now)
+        return
+    deliver(unit, rec, Answer(request_id, True, encode_data(from_plain(run))), now)
+
+
 HANDLERS: dict[str, Callable] = {
     "task-event": handle_task_event,
     "enqueue-run": handle_enqueue,
     "evaluations": handle_evaluations,
+    "sequence-run": handle_sequence_run,
 }

@@ -266,10 +266,10 @@ def finished_type(stage: str, sequence: str) -> str:
     return f"{TYPE_PREFIX}{stage}.{sequence}.finished"
 
 
-def trigger(store: Any, stage: str, sequence: str, event: dict) -> tuple[str, dict]:
-    """Start a run of ``stage.sequence`` of the current shipyard of the event's project
-    (``data.project``, or the store's only project) for the triggered ``event`` (its id
-    is the idempotency key: the same event starts one run); (task id, run map)."""
+def resolve_run(store: Any, stage: str, sequence: str, event: dict) -> dict:
+    """The run map of ``stage.sequence`` of the current shipyard of the event's project
+    (``data.project``, or the store's only project) for the triggered ``event``.  ``store``
+    needs only ``setting``: a step's transaction will do (``effects.UnitSettings``)."""
     from .shipyards import current_shipyard, projects
 
     data = event.get("data") or {}
@@ -285,7 +285,13 @@ def trigger(store: Any, stage: str, sequence: str, event: dict) -> tuple[str, di
         raise RunError(f"no shipyard applied for project {project} (flowmetal shipyard "
                        "apply FILE)")
     version, shipyard = found
-    run = make_run(shipyard, version, project, stage, sequence, event)
+    return make_run(shipyard, version, project, stage, sequence, event)
+
+
+def trigger(store: Any, stage: str, sequence: str, event: dict) -> tuple[str, dict]:
+    """Start a run of ``stage.sequence`` for the triggered ``event`` (its id is the
+    idempotency key: the same event starts one run); (task id, run map)."""
+    run = resolve_run(store, stage, sequence, event)
     return start_run(store, run, key=event.get("id")), run
 
 

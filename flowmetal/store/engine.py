@@ -626,6 +626,7 @@ HANDLERS: dict[str, Callable] = {
     "task-event": handle_sequences,
     "enqueue-run": handle_sequences,
     "evaluations": handle_sequences,
+    "sequence-run": handle_sequences,
     "callback": handle_callback,
     "await": handle_await,
     "select": handle_select,
