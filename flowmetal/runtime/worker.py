@@ -62,6 +62,7 @@ DRAFT_MODES = ("auto", "always", "never")
 TEXT_LIMIT = 200     # characters of a request or error kept in the event log
 BACKOFF_MAX = 5.0    # seconds between attempts while the store cannot commit
 ATOMS = frozenset({int, float, str, type(None), TaskId})
+PARKED_BYTES = 8 << 20  # bytes of committed states whose machines are kept for later
 WAITING_OPS = frozenset({"sleep", "next-message", "join", "http", "await", "select",
                          "task-event"})
 # The requests of sequence runs (``sequences.effects``): their arguments as JSON data.
@@ -117,6 +118,11 @@ class Worker:
         self.poll = poll
         self.pending: list[StepCommit] = []
         self.machines: dict[str, tuple[int, Machine]] = {}
+        # Machines of tasks this worker ran but no longer holds (most wait for an answer),
+        # by their last committed state: a task resumed here from that same state takes
+        # its machine back instead of decoding it (``_machine``); oldest dropped first.
+        self.parked: dict[str, tuple[bytes, Machine]] = {}
+        self.parked_bytes = 0
         self.answers: dict[str, tuple[int, object]] = {}
         self.watch: str | None = None          # whose output to take at each round
         self.on_output: Callable[[list[tuple[str, str]]], None] | None = None
@@ -192,8 +198,12 @@ class Worker:
         if self.on_round is not None:
             self.on_round(result)
         claimed = {c.record.id for c in result.claimed}
+        states = {s.task_id: s.state for s, ok in zip(steps, result.committed)
+                  if ok and s.state is not None}
         for task_id in [t for t in self.machines if t not in claimed]:
-            del self.machines[task_id]
+            _, m = self.machines.pop(task_id)
+            if task_id in states:
+                self._park(task_id, states[task_id], m)
         self.pending = []
         for c in result.claimed:
             if stop_requested():
@@ -233,8 +243,26 @@ class Worker:
     def _machine(self, rec: TaskRecord, state: bytes | None) -> Machine:
         if state is None:
             return self.machines.pop(rec.id)[1]
+        parked = self.parked.pop(rec.id, None)
+        if parked is not None:
+            self.parked_bytes -= len(parked[0])
+            if parked[0] == state:  # no step (nor upgrade) since this worker's commit
+                return parked[1]
         with self.store.view() as view:
             return task_machine(view, rec, state)
+
+    def _park(self, task_id: str, state: bytes, m: Machine) -> None:
+        """Keep the machine of a committed state this worker lets go of."""
+        if len(state) > PARKED_BYTES // 64:
+            return
+        old = self.parked.pop(task_id, None)
+        if old is not None:
+            self.parked_bytes -= len(old[0])
+        self.parked[task_id] = (state, m)
+        self.parked_bytes += len(state)
+        while self.parked_bytes > PARKED_BYTES:
+            dropped, _ = self.parked.pop(next(iter(self.parked)))
+            self.parked_bytes -= len(dropped)
 
     def _run(self, rec: TaskRecord, state: bytes | None) -> StepCommit:
         epoch = rec.lease.epoch
