@@ -12,8 +12,10 @@ it: a typo must not pass unnoticed.  Flowmetal adds ``concurrency`` to a stage a
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
+from contextlib import suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -45,7 +47,8 @@ class ShipyardError(ValueError):
                  line: int | None = None, col: int | None = None):
         self.message, self.field = message, field
         self.file, self.line, self.col = file, line, col
-        where = f"{file}:{line}:{col}: " if file is not None and line is not None else ""
+        where = "" if file is None else f"{file}:{line}:{col}: " if line is not None else \
+            f"{file}: "
         super().__init__(f"{where}{field}: {message}" if field else f"{where}{message}")
 
 
@@ -239,6 +242,7 @@ def field_name(path: Path) -> str:
 _CONSTRUCT = yaml.constructor.SafeConstructor()
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: the same, faster
 _TAG = "tag:yaml.org,2002:"
+_EXPONENT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
 
 
 def _plain(node: yaml.Node, path: Path, at: _Located, budget: list[int]) -> Any:
@@ -293,6 +297,8 @@ def _key(node: yaml.Node, path: Path, at: _Located) -> str:
 
 def _scalar(node: yaml.ScalarNode, path: Path, at: _Located) -> Any:
     tag = node.tag.removeprefix(_TAG)
+    if tag == "str" and not node.style and _EXPONENT.fullmatch(node.value):  # plain
+        return float(node.value)  # 1e-05 is a number in JSON and YAML 1.2, as in Go's YAML
     if tag in ("str", "timestamp"):  # a date stays the text it was written as
         return node.value
     if tag == "null":
@@ -309,9 +315,9 @@ def _scalar(node: yaml.ScalarNode, path: Path, at: _Located) -> Any:
     raise at.error(path, f"the YAML tag {node.tag} is not supported here")
 
 
-def _compose(text: str, file: str) -> yaml.Node:
+def _compose(text: str, file: str, loader: type = _LOADER) -> yaml.Node:
     try:
-        node = yaml.compose(text, Loader=_LOADER)
+        node = yaml.compose(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         context = exc.context and exc.context_mark and \
@@ -328,12 +334,54 @@ def _compose(text: str, file: str) -> yaml.Node:
 
 
 def parse_shipyard(text: str, filename: str) -> Shipyard:
-    """The shipyard a YAML (or JSON) text holds (ShipyardError naming file, line, column
+    """The shipyard a YAML or JSON text holds (ShipyardError naming file, line, column
     and field if it is not a valid one)."""
+    data = _json_document(text, filename)
+    if data is not None:
+        return _Validator(_json_positions(text, filename, data)).shipyard(data[0])
     node = _compose(text, filename)
     at = _Located(filename)
-    data = _plain(node, (), at, [MAX_NODES])
-    return _Validator(at).shipyard(data)
+    return _Validator(at).shipyard(_plain(node, (), at, [MAX_NODES]))
+
+
+def _json_document(text: str, filename: str) -> tuple[Any] | None:
+    """(the data,) of a JSON object's text; None for text that is not JSON (YAML)."""
+    if not text.lstrip().startswith("{"):
+        return None
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        out = dict(items)
+        if len(out) < len(items):
+            raise ValueError("a key twice")  # YAML's reading says where
+        return out
+    try:
+        return (json.loads(text, object_pairs_hook=pairs),)
+    except (ValueError, RecursionError):  # YAML's flow style, or an error YAML places
+        return None
+
+
+def _json_positions(text: str, filename: str, data: tuple[Any]) -> _Located:
+    """Where the values of a JSON text are: YAML's reading of it, when YAML reads it as
+    JSON does; else no positions.  libyaml refuses surrogate-pair escapes (``\\ud83d``),
+    which PyYAML's own reader takes as two characters, but refuses tabs between tokens."""
+    for loader in (_LOADER, yaml.SafeLoader):
+        at = _Located(filename)
+        with suppress(ShipyardError):
+            if _joined(_plain(_compose(text, filename, loader), (), at, [MAX_NODES])) \
+                    == data[0]:
+                return at
+    return _Located(filename)
+
+
+def _joined(value: Any) -> Any:
+    """Plain data with each surrogate pair in its strings made the one character."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_joined(k): _joined(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_joined(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,13 +428,22 @@ class _Validator:
         for key in required:
             if value.get(key) is None:
                 raise self.fail(path + (key,), "is required" if key not in value else
-                                "is required (it is null)")
+                                "is required (it is null)", at_key=True)
         return value
 
     def string(self, value: Any, path: Path) -> str:
         if not isinstance(value, str):
             raise self.fail(path, f"must be a string, not {_kind(value)}")
-        return value
+        return self.unicode(value, path)
+
+    def unicode(self, text: str, path: Path) -> str:
+        """``text``, unless it holds a lone surrogate (which no UTF-8 text can)."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise self.fail(path, f"not Unicode text: a lone surrogate at character "
+                            f"{exc.start + 1}") from None
+        return text
 
     def name(self, value: Any, path: Path, what: str) -> str:
         text = self.string(value, path)
@@ -416,13 +473,15 @@ class _Validator:
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise self.fail(path, f"a key must be a string, not {key!r}")
-                self.json_data(item, path + (key,))
+                self.json_data(item, path + (self.unicode(key, path),))
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 self.json_data(item, path + (i,))
         elif isinstance(value, float) and not math.isfinite(value):
             raise self.fail(path, f"{value!r} is not a finite number")
-        elif value is not None and not isinstance(value, (str, int, float)):
+        elif isinstance(value, str):
+            self.unicode(value, path)
+        elif value is not None and not isinstance(value, (int, float)):
             raise self.fail(path, f"{_kind(value)} is not JSON data")
 
     def duration(self, value: Any, path: Path, positive: bool) -> float | None:
@@ -531,7 +590,7 @@ class _Validator:
                 if _text(value) is None:
                     raise self.fail(where, f"must be a string, number or boolean, not "
                                     f"{_kind(value)}")
-                match[key] = _text(value)
+                match[self.unicode(key, where)] = self.unicode(_text(value), where)
         return Trigger(event, match)
 
     def check_triggers(self, stages: tuple[Stage, ...]) -> None:
@@ -610,6 +669,10 @@ def shipyard_from_value(value: Any) -> Shipyard:
 
 
 def shipyard_yaml(shipyard: Shipyard) -> str:
-    """The shipyard as YAML text in Keptn's shape."""
-    return yaml.safe_dump(shipyard_to_json(shipyard), sort_keys=False,
-                          allow_unicode=True, default_flow_style=False)
+    """The shipyard as YAML text in Keptn's shape (characters beyond ASCII as they are,
+    unless one would not read back so: PyYAML writes a NEL, U+0085, unescaped)."""
+    data = shipyard_to_json(shipyard)
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    if text.isascii() or yaml.load(text, Loader=_LOADER) == data:
+        return text
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
