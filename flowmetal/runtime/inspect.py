@@ -188,8 +188,10 @@ def local_values(owner: Any, env: Any) -> list[tuple[str, Any, int]]:
 def _location(owner: Any) -> dict:
     span = getattr(owner, "span", None)
     if span is None:
-        return {"file": None, "line": None, "col": None, "source": None}
-    return {"file": span[0], "line": span[1], "col": span[2], "source": source_line(owner)}
+        return {"file": None, "line": None, "col": None, "end_line": None, "end_col": None,
+                "source": None}
+    return {"file": span[0], "line": span[1], "col": span[2], "end_line": span[3],
+            "end_col": span[4], "source": source_line(owner)}
 
 
 def _awaited(frame: tuple) -> Any:
@@ -212,7 +214,8 @@ def _awaited(frame: tuple) -> Any:
 def frames(m: Machine, limit: int = MAX_FRAMES) -> list[dict]:
     """The machine's continuation as a list of frames, innermost first.
 
-    Each frame is ``{"proc", "kind", "file", "line", "col", "source", "bindings"}``:
+    Each frame is ``{"proc", "kind", "file", "line", "col", "end_line", "end_col",
+    "source", "bindings"}`` (the span's end: where the source line's span stops):
     ``kind`` is "control" for the expression about to run (a task between slices),
     "frame" for a frame waiting for a value, or the name of a runtime frame
     (``dynamic-wind``'s, a spawned call's).  Frames of no source position (the program's

@@ -69,6 +69,9 @@ def make_app(store: Any, log: Callable[[str], None] | None = None) -> web.Applic
 
     sequences.add_routes(app)
     shipyards.add_routes(app)
+    from .. import ui
+
+    ui.add_routes(app)
     return app
 
 
@@ -97,11 +100,17 @@ async def call(request: web.Request, fn: Callable, *args: Any) -> Any:
 
 @web.middleware
 async def authenticate(request: web.Request, handler) -> web.StreamResponse:
-    """Let public paths through; check the bearer token of every other request."""
+    """Let public paths through; check the bearer token of every other request (or the
+    token of the web UI's session cookie, see ``ui/session.py``)."""
     path = request.path
     if path in PUBLIC[:2] or path.startswith(PUBLIC[2]) or not path.startswith(API):
         return await handler(request)
     header = request.headers.get("Authorization", "")
+    if not header:
+        from ..ui.session import api_token
+
+        session_token = await api_token(request)  # the web UI's session cookie
+        header = "" if session_token is None else f"Bearer {session_token}"
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Problem(401, "an Authorization: Bearer token is required (flowmetal token "
@@ -289,32 +298,46 @@ def _summary(store: Any, tid: str) -> dict:
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    """Tasks matching the filters, in id order, a page at a time (``next`` is the
-    ``after`` of the next page); with ``counts=true``, how many match, by status."""
+    """Tasks matching the filters, in id order (``order=desc``: newest first), a page at
+    a time (``next`` is the ``after`` of the next page); with ``counts=true``, how many
+    match, by status."""
+    q = request.query
+    limit = int(number_param(request, "limit", 100, 1, PAGE_MAX))
+    order = q.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise Problem(400, "the parameter 'order' is asc or desc")
+    return web.json_response(await call(
+        request, tasks_page, request.app[STORE], task_filter(request), q.get("after", ""),
+        limit, q.get("counts") in ("1", "true"), order == "desc"))
+
+
+def task_filter(request: web.Request) -> TaskFilter:
+    """The task filter of a listing's query parameters (status, program, name, parent,
+    id prefix, since, until)."""
     q = request.query
     status = q.get("status")
     if status is not None and status not in STATUSES:
         raise Problem(400, f"the parameter 'status' is one of {', '.join(STATUSES)}")
-    limit = int(number_param(request, "limit", 100, 1, PAGE_MAX))
-    where = TaskFilter(status=(status,) if status else (), program=q.get("program") or None,
-                       name=q.get("name") or None, parent=q.get("parent") or None,
-                       id_prefix=q.get("id") or None,
-                       created_after=_time_param(request, "since"),
-                       created_before=_time_param(request, "until"))
-    after = q.get("after", "")
+    return TaskFilter(status=(status,) if status else (), program=q.get("program") or None,
+                      name=q.get("name") or None, parent=q.get("parent") or None,
+                      id_prefix=q.get("id") or None,
+                      created_after=_time_param(request, "since"),
+                      created_before=_time_param(request, "until"))
 
-    def page() -> dict:
-        from ..runtime.inspect import task_summary
 
-        with request.app[STORE].view() as view:
-            now = view.clock()
-            recs = view.tasks(where, after=after, limit=limit + 1)
-            rows = [task_summary(r, now) for r in recs[:limit]]
-            page = {"tasks": rows, "next": rows[-1]["id"] if len(recs) > limit else None}
-            if q.get("counts") in ("1", "true"):
-                page["counts"] = view.count(where)
-            return page
-    return web.json_response(await call(request, page))
+def tasks_page(store: Any, where: TaskFilter, after: str, limit: int, counts: bool = False,
+               descending: bool = False) -> dict:
+    """A page of the listing: ``{"tasks": [task_summary...], "next", "counts"?}``."""
+    from ..runtime.inspect import task_summary
+
+    with store.view() as view:
+        now = view.clock()
+        recs = view.tasks(where, after=after, limit=limit + 1, descending=descending)
+        rows = [task_summary(r, now) for r in recs[:limit]]
+        page = {"tasks": rows, "next": rows[-1]["id"] if len(recs) > limit else None}
+        if counts:
+            page["counts"] = view.count(where)
+        return page
 
 
 def _time_param(request: web.Request, name: str) -> float | None:
@@ -334,17 +357,19 @@ async def show_task(request: web.Request) -> web.Response:
 
 async def task_log(request: web.Request) -> web.Response:
     """The task's event log (entries numbered above ``after``)."""
+    after = int(number_param(request, "after", 0, 0, 2**62))
+    return web.json_response(await call(request, log_events, request.app[STORE],
+                                        task_id(request), after))
+
+
+def log_events(store: Any, tid: str, after: int = 0) -> dict:
+    """The task's log above ``after``: ``{"events": [log_entry...]}``."""
     from ..runtime.inspect import log_entry
 
-    after = int(number_param(request, "after", 0, 0, 2**62))
-    tid = task_id(request)
-
-    def entries() -> dict:
-        with request.app[STORE].view() as view:
-            if view.task(tid) is None:
-                raise TaskError(f"no task {tid}")
-            return {"events": [log_entry(seq, e) for seq, e in view.log(tid, after)]}
-    return web.json_response(await call(request, entries))
+    with store.view() as view:
+        if view.task(tid) is None:
+            raise TaskError(f"no task {tid}")
+        return {"events": [log_entry(seq, e) for seq, e in view.log(tid, after)]}
 
 
 async def task_output(request: web.Request) -> web.StreamResponse:
@@ -355,11 +380,7 @@ async def task_output(request: web.Request) -> web.StreamResponse:
     after = int(number_param(request, "after", 0, 0, 2**62))
 
     def read(after: int) -> tuple[list[tuple[int, str]], bool]:
-        with store.view() as view:
-            rec = view.task(tid)
-            if rec is None:
-                raise TaskError(f"no task {tid}")
-            return list(view.output(tid, after)), rec.finished
+        return output_after(store, tid, after)
     if "text/event-stream" in request.headers.get("Accept", ""):
         return await _output_events(request, read, after)
     wait = number_param(request, "wait", 0.0, 0.0, WAIT_MAX)
@@ -371,6 +392,15 @@ async def task_output(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
     return web.json_response({"output": [{"seq": s, "text": t} for s, t in items],
                               "finished": finished})
+
+
+def output_after(store: Any, tid: str, after: int = 0) -> tuple[list[tuple[int, str]], bool]:
+    """The task's output above ``after`` as (seq, text) pairs, and whether it ended."""
+    with store.view() as view:
+        rec = view.task(tid)
+        if rec is None:
+            raise TaskError(f"no task {tid}")
+        return list(view.output(tid, after)), rec.finished
 
 
 async def _output_events(request: web.Request, read: Callable, after: int

@@ -267,6 +267,8 @@ def document() -> dict:
                 _query("until", {"type": "number", "minimum": 0, "maximum": 1e11},
                        "created before"),
                 _query("after", {"type": "string"}, "the 'next' of the previous page"),
+                _query("order", {"type": "string", "enum": ["asc", "desc"]},
+                       "id order (asc, the default) or newest first (desc)"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
                        "tasks per page (default 100)"),
                 _query("counts", {"type": "boolean"},
