@@ -779,6 +779,10 @@ def cmd_serve(args: list[str], store_path: str | None) -> int:
     p.add_argument("--public-url", metavar="URL",
                    help="how others reach this server (callback URLs start with it); kept "
                    "in the store for every worker")
+    p.add_argument("--open", action="store_true",
+                   help="print a one-time sign-in URL of the web UI (valid for 5 minutes; it "
+                   "makes a token named 'flowmetal serve --open', revoked when the server "
+                   "stops)")
     ns = p.parse_args(args)
     host, _, port = ns.listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -797,10 +801,22 @@ def cmd_serve(args: list[str], store_path: str | None) -> int:
 
     from .server.app import make_app
 
+    app = make_app(store, log=_err)
     _err(f"flowmetal serve: listening on http://{host}:{port}")
-    web.run_app(make_app(store, log=_err), host=host.strip("[]"), port=int(port),
-                print=None, access_log=None)
+    if ns.open:
+        from .ui.session import open_link
+
+        _out(open_link(app, store, ns.public_url or _local_url(host, port)) + "\n")
+        _flush_stdout()
+    web.run_app(app, host=host.strip("[]"), port=int(port), print=None, access_log=None)
     return EXIT_OK
+
+
+def _local_url(host: str, port: str) -> str:
+    """This machine's URL of a server listening on ``host``:``port``."""
+    if host.strip("[]") in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
 
 
 def cmd_token(args: list[str], store_path: str | None) -> int:

@@ -222,3 +222,17 @@ def redeem_code(app: web.Application, code: str, now: float | None = None) -> st
 def sign_in_url(base: str, code: str) -> str:
     """The one-time sign-in URL of ``code`` on the server at ``base``."""
     return f"{base.rstrip('/')}/signin/once?code={quote(code, safe='')}"
+
+
+OPEN_TOKEN_NAME = "flowmetal serve --open"
+
+
+def open_link(app: web.Application, store: Any, base: str) -> str:
+    """For ``flowmetal serve --open``: a write token of its own (revoked when the app
+    shuts down, so its sessions end with the server) and a one-time sign-in URL for it."""
+    token, rec = store.token_create(OPEN_TOKEN_NAME, "write")
+
+    async def revoke(app: web.Application) -> None:
+        store.token_revoke(rec.id)
+    app.on_cleanup.append(revoke)
+    return sign_in_url(base, issue_code(app, token))
