@@ -157,14 +157,16 @@ def test_sign_in_find_a_task_by_the_filters_see_its_frames_and_send_it_a_message
     for s in sleepers:
         waiting(store, s)
     page.goto(served.url("/"))
-    page.wait_for_selector("#counts b")  # the counts arrive over the event stream
+    # The counts come over the event stream, made again once they are a second old.
+    page.wait_for_function("() => +(document.querySelector('#counts a.s-waiting b') || "
+                           "{textContent: 0}).textContent >= 4")
+    shot(world, page, "task-list")
     page.select_option("select[name=status]", "waiting")
     page.fill("input[name=id]", tid[:14])
     page.click("#filters button")
     page.wait_for_selector(f"tr[data-id='{tid}']")
     assert page.locator("#tasks tbody tr").count() == 1
     assert "receive" in page.inner_text(f"tr[data-id='{tid}']")
-    shot(world, page, "task-list")
     page.click(f"a[href='/tasks/{tid}']")
     page.wait_for_url(served.url(f"/tasks/{tid}"))
     frames = page.inner_text("#live-frames")
