@@ -68,9 +68,9 @@ def program_record(program: Program) -> dict:
     for node in program.nodes:
         fields = [_field(program, node, name, getattr(node, name), values)
                   for name in type(node).FIELDS]
-        flags = (F_EV if node.ev is not None else 0) | (F_SIMPLE if node.slow is not None else 0)
         proc = procs.setdefault(node.proc, len(procs))
-        tree.append([type(node).__name__, fields, _span(program, node.span), proc, flags])
+        tree.append([type(node).__name__, fields, _span(program, node.span), proc,
+                     node_flags(node)])
     requires = sorted(values.programs - {program.hash})
     return {
         "v": 1, "format": FORMAT, "hash": program.hash, "analyzer": program.analyzer,
@@ -200,23 +200,36 @@ def _build(record: dict, digest: str | None) -> Program:
     if not all(type(end) is int for end in batches) or batches != sorted(set(batches)) or \
             (batches and not (0 < batches[0] and batches[-1] <= len(tree))):
         raise ValueError("bad batch bounds")
-    batches.reverse()
-    # Link as analysis did: each node after its children, each batch finished before
-    # the nodes after it are made.
-    for node, item in zip(program.nodes, tree, strict=True):
-        flags = item[4]
-        link(node)
-        if flags & F_SIMPLE and not flags & F_EV:
-            node.ev = None
-        if (node.slow is not None) != bool(flags & F_SIMPLE):
-            raise CodeUnavailable(f"program {file}: this machine links node {node.id} "
-                                  f"({type(node).__name__} at {node.span!r}) differently")
-        if batches and batches[-1] == node.id + 1:
-            program.finish(batches.pop())
+    link_program(program, [item[4] for item in tree], batches)
     program.forms = [program.nodes[i] for i in record["forms"]]
     entry = record["entry"]
     program.entry = None if entry is None else program.nodes[entry]
     return register(program)
+
+
+def node_flags(node: N.Node) -> int:
+    """What linking cannot derive from a node's fields (``F_EV``, ``F_SIMPLE``: see the
+    module docstring)."""
+    return (F_EV if node.ev is not None else 0) | (F_SIMPLE if node.slow is not None else 0)
+
+
+def link_program(program: Program, flags: Any, batches: list[int]) -> None:
+    """Link a program's new nodes for the machine as analysis did: each after its
+    children, a simple node the analyzer made a step of its own kept so (``flags``, one
+    per node), each batch (``batches``: where ``Program.finish`` was called) finished
+    before the nodes after it.  ``CodeUnavailable`` if this machine links a node
+    differently."""
+    pending = list(reversed(batches))
+    for node, flag in zip(program.nodes, flags, strict=True):
+        link(node)
+        if flag & F_SIMPLE and not flag & F_EV:
+            node.ev = None
+        if (node.slow is not None) != bool(flag & F_SIMPLE):
+            raise CodeUnavailable(f"program {program.file}: this machine links node "
+                                  f"{node.id} ({type(node).__name__} at {node.span!r}) "
+                                  "differently")
+        if pending and pending[-1] == node.id + 1:
+            program.finish(pending.pop())
 
 
 class _Programs:

@@ -245,10 +245,8 @@ def version() -> str:
 def open_store(path: str | None, create: bool = True) -> Any:
     """The store at ``path`` (default: $FLOWMETAL_SERVER, $FLOWMETAL_HOME or
     ./.flowmetal); unless ``create``, a missing store is a StoreError."""
-    from .interpreter import base
-    from .store import StoreError, default_path, is_url
+    from .store import StoreError, default_path, is_server, is_url
     from .store import open_store as open_location
-    from .store.remote import is_server
 
     location = path or os.environ.get("FLOWMETAL_SERVER") or default_path()
     if not is_url(location) and not is_server(location):
@@ -258,8 +256,7 @@ def open_store(path: str | None, create: bool = True) -> Any:
     except OSError as exc:
         raise StoreError(f"cannot {'create' if create else 'open'} the store at "
                          f"{os.path.abspath(location)}: {exc.strerror or exc}") from None
-    base()  # the standard library: its programs are what stored states refer to
-    return store
+    return store  # (the standard library is loaded by what needs it: not ``tasks``)
 
 
 def _check_store_directory(location: str, create: bool) -> None:

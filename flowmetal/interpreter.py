@@ -15,20 +15,26 @@ resumes on the standard library it was made with whatever this Flowmetal ships.
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import cbor2
+
+from . import analysis_cache
 from . import nodes as N
 from .analysis import CodeUnavailable, load_program, program_record
+from .analysis_cache import StdlibImage
 from .analyzer import Analyzer, CompileEnv
 from .codec import register_base
 from .machine import Machine
 from .primitives import install
 from .procedures import PRIMITIVES, Closure
-from .program import ANALYZER_VERSION, PROGRAMS, Program, register
+from .program import ANALYZER_VERSION, PROGRAMS, Program, program_hash, register
 from .reader import read_syntax_all
 from .values import FlowmetalError, Keyword, Map, Symbol
 
@@ -94,7 +100,24 @@ class Base:
         self.hash = prefix
         self.macros = dict(self.cenv.macros)
         self._records: dict[str, dict] | None = None
+        self._encoded: dict[str, bytes] | None = None
         register_base(self.globals, self.hash)
+
+    @classmethod
+    def from_image(cls, image: StdlibImage) -> Base:
+        """The standard library as the analysis cache kept it (its programs linked)."""
+        b = cls.__new__(cls)
+        b.globals, b.root, b.hash, b.macros = image.globals, image.root, image.hash, image.macros
+        b.programs = [register(p) for p in image.programs]
+        b.cenv = CompileEnv(b.globals, b.macros)
+        b._records, b._encoded = None, image.records
+        register_base(b.globals, b.hash)
+        return b
+
+    def image(self) -> StdlibImage:
+        """What the analysis cache keeps of this standard library."""
+        return StdlibImage(self.hash, self.root, self.programs, self.globals, self.macros,
+                           self.encoded_records())
 
     def manifest(self) -> dict:
         """The record naming this standard library: its programs in load order and its
@@ -113,10 +136,19 @@ class Base:
         (``analysis.program_record``) and the manifest (under ``self.hash``).  The
         runtime keeps them in the program store, so ``base_for`` can rebuild it."""
         if self._records is None:
-            out = {p.hash: program_record(p) for p in self.programs}
-            out[self.hash] = self.manifest()
-            self._records = out
+            if self._encoded is not None:
+                self._records = {h: cbor2.loads(data) for h, data in self._encoded.items()}
+            else:
+                out = {p.hash: program_record(p) for p in self.programs}
+                out[self.hash] = self.manifest()
+                self._records = out
         return self._records
+
+    def encoded_records(self) -> dict[str, bytes]:
+        """``records()`` as the CBOR bytes a program store keeps."""
+        if self._encoded is None:
+            self._encoded = {h: cbor2.dumps(r) for h, r in self.records().items()}
+        return self._encoded
 
     @classmethod
     def from_records(cls, digest: str, get_record: Callable[[str], dict | None]) -> Base:
@@ -163,7 +195,7 @@ class Base:
             raise CodeUnavailable(f"standard library {short}: malformed macros") from None
         b.cenv = CompileEnv(b.globals, macros)
         b.macros = macros
-        b._records = None
+        b._records, b._encoded = None, None
         register_base(b.globals, b.hash)
         return b
 
@@ -175,8 +207,45 @@ def _message(error: Any) -> str:
 
 @lru_cache(maxsize=1)
 def base() -> Base:
-    """The process-wide standard library (loaded on first use)."""
-    return Base()
+    """The process-wide standard library, loaded on first use: from the analysis cache
+    when it keeps this one (``analysis_cache``), otherwise analyzed and kept there."""
+    files = stdlib_files()
+    with _collector_paused():  # what loading makes lives as long as the process
+        key = analysis_cache.stdlib_key(files)
+        image = analysis_cache.load_stdlib(key)
+        if image is not None and _chain_of(image) == (stdlib_root(), image.hash, files):
+            return Base.from_image(image)
+        b = Base(files)
+        analysis_cache.store_stdlib(key, b.image())
+        return b
+
+
+def _chain_of(image: StdlibImage) -> tuple[str, str, list[tuple[str, str]]]:
+    """(root, hash, files) that an image's programs make: how an image is checked to be
+    the standard library it is kept for."""
+    prefix = image.root
+    for program in image.programs:
+        if program.base != prefix:
+            return ("", "", [])
+        prefix = chain_hash(prefix, program.hash)
+    return (image.root, prefix,
+            [(p.file.removeprefix("stdlib/"), p.source) for p in image.programs])
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while the standard library loads, and what exists
+    then moved out of its sight (``gc.freeze``): loading makes many objects that live as
+    long as the process and no garbage worth looking for; collecting while it runs cost
+    half its time, and collecting its objects afterwards as much again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was:
+            gc.enable()
 
 
 _BASES: dict[str, Base] = {}
@@ -231,6 +300,27 @@ class Session:
                          program.add(_toplevel_do(nodes)) if nodes else
                          analyzer.const(None, None))
         register(program)
+        return program
+
+    def load_program(self, source: str, file: str = "<string>") -> Program:
+        """``load`` for a program that runs on its own (a task's), in a session nothing
+        was defined in yet: its analysis is taken from the analysis cache when the cache
+        keeps it, and kept there when not.  (So the macros it defines may not be added
+        to this session: analysis in a session with definitions of its own depends on
+        them, and is always done afresh.)"""
+        fresh = self.cenv.macros == self.base.macros and len(self.globals) == \
+            len(self.base.globals) and all(self.globals.get(k, _NONE) is v
+                                            for k, v in self.base.globals.items())
+        if not fresh or not analysis_cache.enabled():
+            return self.load(source, file)
+        try:
+            digest = program_hash(file, source, self.base.hash)
+        except UnicodeError:  # text that is not Unicode: ``load`` says where
+            return self.load(source, file)
+        program = PROGRAMS.get(digest) or analysis_cache.load_program(digest)
+        if program is None:
+            program = self.load(source, file)
+            analysis_cache.store_program(program)
         return program
 
     def machine(self, program: Program) -> Machine:

@@ -13,7 +13,6 @@ leases are renewed while an attempt runs.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import queue
 import secrets
@@ -30,7 +29,9 @@ from ..store.outbox import OutboxClaim, OutboxResult
 from ..values import Map, kw
 from .http_request import HttpSpec, response_value
 
-if TYPE_CHECKING:  # aiohttp is imported when the first request is made
+if TYPE_CHECKING:  # asyncio and aiohttp are imported when the first request is made
+    import asyncio
+
     import aiohttp
 
 KIND = "http"
@@ -229,12 +230,16 @@ class HttpConnector:
         self._loop.call_soon_threadsafe(self._attempt_all, claims)
 
     def _attempt_all(self, claims: list[OutboxClaim]) -> None:
+        import asyncio
+
         for claim in claims:
             task = asyncio.ensure_future(self._attempt(claim))
             self._attempts.add(task)  # the loop keeps only a weak reference
             task.add_done_callback(self._attempts.discard)
 
     def _serve(self, ready: threading.Event) -> None:
+        import asyncio
+
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
@@ -249,6 +254,7 @@ class HttpConnector:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
+        import asyncio
 
         async def shut() -> None:
             for task in asyncio.all_tasks():

@@ -35,7 +35,7 @@ def start(store, source: str, file: str, args: list[str] | None = None,
     import os
 
     session = Session()
-    program = session.load(source, file)
+    program = session.load_program(source, file)
     session.globals[COMMAND_LINE_ARGS] = Vector(args or [])
     session.globals[FILE] = file if script is SAME else script
     m = session.machine(program)

@@ -36,10 +36,12 @@ def program_record(program: Program) -> dict:
     return analysis.program_record(program)
 
 
-def program_records(*programs: Program) -> dict[str, dict]:
+def program_records(*programs: Program) -> dict[str, dict | bytes]:
     """The records to store for ``programs``: theirs and the standard library's they were
-    analyzed against (each program and standard library is stored once, by hash)."""
-    records = dict(base().records())
+    analyzed against (each program and standard library is stored once, by hash).  The
+    standard library's are its CBOR bytes (``Base.encoded_records``), as a store keeps
+    them: loaded from the analysis cache, they are never decoded to be encoded again."""
+    records: dict[str, dict | bytes] = dict(base().encoded_records())
     for program in programs:
         records[program.hash] = program_record(program)
     return records
@@ -130,7 +132,7 @@ def spawnable(program: Program) -> tuple[dict[str, str], dict[str, dict]]:
         for name in spawn_literals(parent):
             path = resolve_path(name, parent.file)
             try:
-                child = Session().load(read_script(path), path)
+                child = Session().load_program(read_script(path), path)
             except Exception:  # not there, or not a program: the spawn will say so
                 continue
             names.setdefault(name, child.hash)

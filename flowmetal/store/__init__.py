@@ -17,6 +17,11 @@ def is_url(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://"))
 
 
+def is_server(location: str) -> bool:
+    """Whether ``location`` names a control plane rather than a store."""
+    return location.startswith(("http://", "https://"))
+
+
 def open_store(location: str | None = None, create: bool = True, sync: bool = True
                ) -> TaskStore:
     """The store at ``location`` (default: $FLOWMETAL_SERVER, else $FLOWMETAL_HOME, else
@@ -24,9 +29,9 @@ def open_store(location: str | None = None, create: bool = True, sync: bool = Tr
     ``http(s)://`` URL for the store behind a control plane (``remote.RemoteStore``, with
     $FLOWMETAL_TOKEN).  Unless ``create``, a missing store is a StoreError."""
     location = location or os.environ.get("FLOWMETAL_SERVER") or default_path()
-    from .remote import RemoteStore, is_server
-
     if is_server(location):
+        from .remote import RemoteStore  # (only here: it imports asyncio)
+
         return RemoteStore(location)  # type: ignore[return-value]
     if is_url(location):
         from .postgres import PostgresStore
@@ -38,4 +43,4 @@ def open_store(location: str | None = None, create: bool = True, sync: bool = Tr
 
 
 __all__ = ["MigrationError", "Store", "StoreError", "StoreUnavailable", "TaskStore",
-           "default_path", "is_url", "open_store"]
+           "default_path", "is_server", "is_url", "open_store"]

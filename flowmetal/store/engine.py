@@ -1360,10 +1360,11 @@ def _key_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _put_programs(t: Tables, records: dict[str, dict]) -> None:
+def _put_programs(t: Tables, records: dict[str, dict | bytes]) -> None:
+    # A record is a dict, or bytes: the CBOR of one (``code.program_records``).
     for digest, record in records.items():
         if t.get_program(digest) is None:
-            t.put_program(digest, cbor2.dumps(record))
+            t.put_program(digest, record if type(record) is bytes else cbor2.dumps(record))
 
 
 def _live_task(unit: Unit, task_id: str, what: str) -> TaskRecord:

@@ -34,9 +34,9 @@ TIMEOUT = 30.0
 CBOR = "application/cbor"
 
 
-def is_server(location: str) -> bool:
-    """Whether ``location`` names a control plane rather than a store."""
-    return location.startswith(("http://", "https://"))
+def _plain(records: dict[str, dict | bytes] | None) -> dict[str, dict]:
+    """Program records as the server takes them: each a record, none its CBOR bytes."""
+    return {h: cbor2.loads(r) if type(r) is bytes else r for h, r in (records or {}).items()}
 
 
 def filter_params(where: TaskFilter) -> dict[str, Any]:
@@ -146,7 +146,7 @@ class RemoteStore:
               names: dict[str, str] | None = None, key: str | None = None) -> str:
         """Store a new task (and its programs) on the server; its id."""
         return self.call("start", task=task.record.to_bytes(), state=task.state,
-                         logged=task.logged, programs=programs or {}, names=names or {},
+                         logged=task.logged, programs=_plain(programs), names=names or {},
                          key=key)
 
     def send(self, task_id: str, message: bytes, sender: str | None = None) -> int:
@@ -159,11 +159,11 @@ class RemoteStore:
 
     def put_programs(self, records: dict[str, dict]) -> None:
         """Store program records."""
-        self.call("put_programs", programs=records)
+        self.call("put_programs", programs=_plain(records))
 
     def deploy(self, name: str, digest: str, records: dict[str, dict] | None = None) -> None:
         """Make ``name`` stand for program ``digest`` (storing ``records`` first)."""
-        self.call("deploy", name=name, digest=digest, programs=records or {})
+        self.call("deploy", name=name, digest=digest, programs=_plain(records))
 
     def setting(self, key: str) -> str | None:
         """A store-wide setting of those a server shares (``store_ops.SHARED_SETTINGS``)."""

@@ -1,0 +1,238 @@
+"""The analysis cache: the standard library (and a started program) loaded from files
+named by hash instead of analyzed again, as derived data: deleting it, damaging it or
+changing the standard library or the analyzer never changes what a command does.
+
+Each check runs fresh processes with a cache directory of its own (``FLOWMETAL_CACHE``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flowmetal import analysis_cache
+from flowmetal.codec import encode_value
+from flowmetal.interpreter import Base, Session, base, stdlib_files
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Fails if the standard library is analyzed: what a process that loads it from the cache
+# must not do.
+NO_ANALYSIS = textwrap.dedent("""
+    from flowmetal import interpreter
+    def refuse(self, *args, **kwargs):
+        raise SystemExit("the analyzer ran")
+    interpreter.Base.__init__ = refuse
+""")
+
+
+def python(code: str, cache: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter with the cache at ``cache``."""
+    full = {k: v for k, v in os.environ.items() if k != "FLOWMETAL_NO_CACHE"}
+    full.update(FLOWMETAL_CACHE=str(cache), **env)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=120)
+
+
+def flowmetal(cache: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``flowmetal ARGS`` in a fresh process with the cache at ``cache``."""
+    code = "import sys; from flowmetal.cli import main; sys.exit(main(sys.argv[1:]))"
+    full = {k: v for k, v in os.environ.items() if k != "FLOWMETAL_NO_CACHE"}
+    full.update(FLOWMETAL_CACHE=str(cache), **env)
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=120)
+
+
+EVAL = "from flowmetal.interpreter import Session; print(Session().eval_string('{}'))"
+EXPR = "(->> (range 10) (map inc) (filter odd?) (reduce +))"
+
+
+def stdlib_entries(cache: Path) -> list[Path]:
+    return sorted(cache.glob("stdlib-*"))
+
+
+def test_a_second_process_loads_the_standard_library_without_analyzing(tmp_path):
+    cache = tmp_path / "cache"
+    first = python(EVAL.format(EXPR), cache)
+    assert (first.returncode, first.stdout) == (0, "25\n"), first.stderr
+    assert len(stdlib_entries(cache)) == 1
+    second = python(NO_ANALYSIS + EVAL.format(EXPR), cache)
+    assert (second.returncode, second.stdout) == (0, "25\n"), second.stderr
+    # and without the cache, the same process analyzes (so the check above can fail)
+    off = python(NO_ANALYSIS + EVAL.format(EXPR), cache, FLOWMETAL_NO_CACHE="1")
+    assert off.returncode != 0 and "the analyzer ran" in off.stderr
+
+
+def test_the_cached_standard_library_is_the_analyzed_one(tmp_path):
+    cache = tmp_path / "cache"
+    assert python("from flowmetal.interpreter import base; base()", cache).returncode == 0
+    # Each global encoded by the codec (code by program hash and node id, environments
+    # and data in full) and the records, from the cache and from analysis.
+    dump = textwrap.dedent("""
+        import sys, cbor2
+        from flowmetal.codec import encode_value
+        from flowmetal.interpreter import base
+        b = base()
+        out = {"hash": b.hash, "records": b.records(), "macros": sorted(m.name for m in b.macros),
+               "globals": {k.name: encode_value(v) for k, v in b.globals.items()}}
+        sys.stdout.buffer.write(cbor2.dumps(out))
+    """)
+    cached = subprocess.run([sys.executable, "-c", NO_ANALYSIS + dump], cwd=ROOT,
+                            env=dict(os.environ, FLOWMETAL_CACHE=str(cache)),
+                            capture_output=True, timeout=120)
+    analyzed = subprocess.run([sys.executable, "-c", dump], cwd=ROOT,
+                              env=dict(os.environ, FLOWMETAL_NO_CACHE="1"),
+                              capture_output=True, timeout=120)
+    assert cached.returncode == 0 and analyzed.returncode == 0, cached.stderr
+    assert cached.stdout == analyzed.stdout
+
+
+def test_commands_do_the_same_with_the_cache_deleted_or_off(tmp_path):
+    cache = tmp_path / "cache"
+    program = tmp_path / "p.fm"
+    program.write_text("(defmacro twice [x] `(do ~x ~x))\n(twice (println :hi))\n"
+                       "(println (map inc [1 2 3]))\n(/ 1 0)\n")
+    runs = []
+    for env in ({}, {}, {"FLOWMETAL_NO_CACHE": "1"}):
+        r = flowmetal(cache, "--store", str(tmp_path / "store"), "run", str(program), **env)
+        runs.append((r.returncode, r.stdout, r.stderr.replace(str(tmp_path), "T")))
+        if not env:
+            assert list(cache.glob("program-*"))
+    assert runs[0][0] == 1 and ":hi\n:hi\n(2 3 4)\n" == runs[0][1]
+    assert runs[0] == runs[1] == runs[2]
+    for entry in cache.iterdir():
+        entry.unlink()
+    r = flowmetal(cache, "--store", str(tmp_path / "store"), "run", str(program))
+    assert (r.returncode, r.stdout, r.stderr.replace(str(tmp_path), "T")) == runs[0]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "empty", "foreign"])
+def test_a_damaged_entry_is_ignored_and_rebuilt(tmp_path, damage):
+    cache = tmp_path / "cache"
+    assert python(EVAL.format(EXPR), cache).returncode == 0
+    [entry] = stdlib_entries(cache)
+    data = entry.read_bytes()
+    if damage == "truncated":
+        entry.write_bytes(data[:len(data) // 2])
+    elif damage == "corrupt":
+        middle = len(data) // 2
+        entry.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
+    elif damage == "empty":
+        entry.write_bytes(b"")
+    else:  # another entry's content under this name
+        other = analysis_cache.MAGIC + b"0" * 64 + data[len(analysis_cache.MAGIC) + 64:]
+        entry.write_bytes(other)
+    r = python(EVAL.format(EXPR), cache)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "25\n", "")
+    assert entry.read_bytes() == data  # rebuilt: the same analysis makes the same entry
+    assert python(NO_ANALYSIS + EVAL.format(EXPR), cache).returncode == 0
+
+
+def test_an_entry_that_builds_what_the_language_lacks_is_refused(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    assert python(EVAL.format(EXPR), cache).returncode == 0
+    [entry] = stdlib_entries(cache)
+    key = entry.name.removeprefix("stdlib-")
+    # A well-formed entry (right key and checksum) whose pickle calls os.system.
+    evil = (b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
+    monkeypatch.setenv("FLOWMETAL_CACHE", str(cache))
+    assert analysis_cache.write("stdlib", key, evil)
+    r = python(EVAL.format(EXPR), cache)
+    assert (r.returncode, r.stdout) == (0, "25\n")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_cache_directory_that_cannot_be_written_is_fine(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for cache in (blocker, blocker / "below"):
+        r = flowmetal(cache, "-e", "(str (map inc [1 2]))")
+        assert (r.returncode, r.stdout, r.stderr) == (0, '"(2 3)"\n', "")
+    if os.geteuid() != 0:  # (root writes into a read-only directory anyway)
+        readonly = tmp_path / "readonly"
+        readonly.mkdir(mode=0o500)
+        r = flowmetal(readonly, "-e", "1")
+        assert (r.returncode, r.stdout) == (0, "1\n")
+
+
+def test_nothing_is_kept_when_the_cache_is_off(tmp_path):
+    cache = tmp_path / "cache"
+    r = flowmetal(cache, "-e", "1", FLOWMETAL_NO_CACHE="1")
+    assert (r.returncode, r.stdout) == (0, "1\n")
+    assert not cache.exists()
+
+
+def test_a_changed_standard_library_file_never_uses_the_old_entry(tmp_path):
+    cache = tmp_path / "cache"
+    assert python(EVAL.format(EXPR), cache).returncode == 0
+    changed = textwrap.dedent("""
+        from flowmetal import interpreter
+        shipped = interpreter.stdlib_files
+        interpreter.stdlib_files = lambda: [
+            (n, s + ("\\n(defn %added [] :new)\\n" if n == "seq.fm" else ""))
+            for n, s in shipped()]
+        from flowmetal.interpreter import Session
+        print(Session().eval_string("(%added)"))
+    """)
+    r = python(changed, cache)
+    assert (r.returncode, r.stdout) == (0, ":new\n"), r.stderr
+    assert len(stdlib_entries(cache)) == 2
+    # and the shipped one is still the one a plain process loads, from its own entry
+    r = python(NO_ANALYSIS + EVAL.format("(resolve '%added)"), cache)
+    assert r.returncode != 0 or r.stdout != ":new\n"
+    r = python(NO_ANALYSIS + EVAL.format(EXPR), cache)
+    assert (r.returncode, r.stdout) == (0, "25\n"), r.stderr
+
+
+def test_keys_cover_the_standard_library_and_the_language_code(tmp_path, monkeypatch):
+    files = stdlib_files()
+    key = analysis_cache.stdlib_key(files)
+    for i, (name, source) in enumerate(files):
+        edited = list(files)
+        edited[i] = (name, source + " ")
+        assert analysis_cache.stdlib_key(edited) != key
+    # The language's code: a copy of its modules, one of them edited.
+    dirs = []
+    for folder in analysis_cache._CODE_DIRS:
+        copy = tmp_path / folder.name
+        copy.mkdir()
+        for path in folder.glob("*.py"):
+            (copy / path.name).write_bytes(path.read_bytes())
+        dirs.append(copy)
+    monkeypatch.setattr(analysis_cache, "_CODE_DIRS", tuple(dirs))
+    analysis_cache.code_digest.cache_clear()
+    try:
+        same = analysis_cache.stdlib_key(files)
+        analyzer = dirs[0] / "analyzer.py"
+        analyzer.write_text(analyzer.read_text() + "\n# changed\n")
+        analysis_cache.code_digest.cache_clear()
+        assert analysis_cache.stdlib_key(files) != same
+    finally:
+        analysis_cache.code_digest.cache_clear()
+    assert same == key
+
+
+def test_every_module_the_language_imports_is_in_the_code_digest():
+    code = ("import sys, flowmetal.interpreter; print('\\n'.join(m.__file__ for n, m in "
+            "sys.modules.items() if n.startswith('flowmetal') and m.__file__))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    hashed = {str(p.resolve()) for d in analysis_cache._CODE_DIRS for p in d.glob("*.py")}
+    missing = {f for f in r.stdout.split() if str(Path(f).resolve()) not in hashed}
+    assert r.returncode == 0 and not missing
+
+
+def test_a_base_made_from_its_image_runs_as_the_analyzed_one():
+    b = base()
+    files = stdlib_files()
+    other = Base(files)  # analyzed again, in this process
+    assert other.hash == b.hash
+    assert {k: encode_value(v) for k, v in other.globals.items()} == \
+        {k: encode_value(v) for k, v in b.globals.items()}
+    s = Session(b)
+    assert s.eval_string("(count (filter even? (range 100)))") == 50
