@@ -13,7 +13,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -170,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         _flush_stdout()
         if os.environ.get("FLOWMETAL_TRACEBACK"):
+            import traceback  # (only here: it is slow to import)
+
             traceback.print_exc()
         _err(f"internal error: {type(exc).__name__}: {exc}")
         return EXIT_INTERNAL

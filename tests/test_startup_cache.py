@@ -8,6 +8,7 @@ Each check runs fresh processes with a cache directory of its own (``FLOWMETAL_C
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -236,3 +237,16 @@ def test_a_base_made_from_its_image_runs_as_the_analyzed_one():
         {k: encode_value(v) for k, v in b.globals.items()}
     s = Session(b)
     assert s.eval_string("(count (filter even? (range 100)))") == 50
+
+
+@pytest.mark.slow
+def test_the_startup_benchmark_prints_every_figure(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--quick", "--dir",
+                        str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"python -c 1\s+[\d.]+ ms", r.stdout), r.stdout
+    for name in ("flowmetal -e 1", "flowmetal tasks", "flowmetal start hello.fm"):
+        assert re.search(re.escape(name) + r"\s+[\d.]+ ms\s+[\d.]+x\s+first run, cold cache:"
+                         r"\s+[\d.]+ ms\s+[\d.]+x", r.stdout), r.stdout
+    assert re.search(r"10 x flowmetal start\s+[\d.]+ s\s+[\d.]+x", r.stdout), r.stdout
+    assert not list(tmp_path.iterdir()), "the benchmark's directory was not removed"
