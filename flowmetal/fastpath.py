@@ -27,16 +27,16 @@ from .machine import UNSET, _unset_error
 from .procedures import Closure, Primitive
 from .values import FALSE, TRUE
 
-_OFF = ("0", "off", "false", "no")
+OFF = ("0", "off", "false", "no")
 
 
 def enabled() -> bool:
     """True unless ``$FLOWMETAL_FASTPATH`` turns the fast path off (``0``, ``off``,
     ``false`` or ``no``)."""
-    return os.environ.get("FLOWMETAL_FASTPATH", "").strip().lower() not in _OFF
+    return os.environ.get("FLOWMETAL_FASTPATH", "").strip().lower() not in OFF
 
 
-class _Gen:
+class Gen:
     """Source generation for one simple subtree."""
 
     def __init__(self) -> None:
@@ -54,14 +54,21 @@ class _Gen:
     def inline_binary(self, node: N.PrimCall, op: str, env: str) -> str:
         """``(+ a b)`` and friends as Python operators, guarded to int operands."""
         a, b = (self.expr(x, env) for x in node.args)
+        return self.binary(node.prim, op, a, b)
+
+    def binary(self, prim: Primitive, op: str, a: str, b: str) -> str:
+        """Primitive ``prim`` (Python operator ``op``) of the expressions ``a`` and ``b``.
+        A plain name or an int literal is read as it is; anything else once, through
+        an assignment expression."""
         if op == "==":  # Python equality is Flowmetal equality for every value
             return f"(TRUE if {a} == {b} else FALSE)"
         self.count += 1
-        x, y = f"x{self.count}", f"y{self.count}"
+        x, y = (e if _plain(e) else f"{v}{self.count}" for e, v in ((a, "x"), (b, "y")))
+        checks = " & ".join(f"(type({v}{'' if v == e else ' := ' + e}) is int)"
+                            for v, e in ((x, a), (y, b)) if not _int_literal(e)) or "True"
         fast = f"(TRUE if {x} {op} {y} else FALSE)" if op in COMPARISONS else f"{x} {op} {y}"
-        slow = self.name(node.prim.fn, "p")
-        return (f"({fast} if (type({x} := {a}) is int) & (type({y} := {b}) is int) "
-                f"else {slow}({x}, {y}))")
+        slow = self.name(prim.fn, "p")
+        return f"({fast} if {checks} else {slow}({x}, {y}))"
 
     def expr(self, node: N.Node, env: str) -> str:
         t = type(node)
@@ -107,6 +114,15 @@ INLINE_BINARY = {"+": "+", "-": "-", "<": "<", ">": ">", "<=": "<=", ">=": ">=",
 COMPARISONS = ("<", ">", "<=", ">=", "==")
 
 
+def _int_literal(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def _plain(text: str) -> bool:
+    """True for an expression that costs nothing to read twice: a name or an int."""
+    return text.isidentifier() or _int_literal(text)
+
+
 def _check_set(value: Any, node: N.LocalRef) -> Any:
     if value is UNSET:
         raise _unset_error(node.name, node.span)
@@ -119,7 +135,7 @@ class Batch:
     def __init__(self, where: str) -> None:
         from .machine import FlowmetalError, _deeper, apply_procedure
 
-        self.gen = _Gen()
+        self.gen = Gen()
         self.gen.namespace.update(_apply=apply_procedure, FlowmetalError=FlowmetalError,
                                   _deeper=_deeper)
         self.where = where

@@ -378,14 +378,19 @@ def apply_(m: Machine, args: tuple, k: Any) -> tuple:
     """``(apply f a b ... coll)``: call f with a, b, ... and the items of coll."""
     if len(args) < 2:
         raise arity_error("apply", "at least 2", len(args))
-    f, spread = args[0], args[-1]
+    return apply_procedure(args[0], spread_args(args), k, m)
+
+
+def spread_args(args: tuple) -> tuple:
+    """The arguments ``(apply f a b ... coll)`` passes to f: a, b, ... and coll's items."""
+    spread = args[-1]
     if spread is None:
         spread = ()
     elif type(spread) is Map:
         spread = [Vector(item) for item in spread.items()]
     elif not isinstance(spread, (Pair, Vector, Set, tuple, list, str)) and spread is not EMPTY:
         raise FlowmetalError("apply: the last argument must be a collection", "type-error")
-    return apply_procedure(f, (*args[1:-1], *spread), k, m)
+    return (*args[1:-1], *spread)
 
 
 def throw(m: Machine, args: tuple, k: Any) -> tuple:
@@ -597,6 +602,10 @@ def _link_do(node: N.Do) -> None:
 
 def _link_lambda(node: N.Lambda) -> None:
     node.single = node.clauses[0] if len(node.clauses) == 1 else None
+    # Compiled code (compiled.py) is a cache kept across links of the same node.
+    node.fast = getattr(node, "fast", None)
+    for cl in node.clauses:
+        cl.lambda_ = node
 
     def ev(e, g):
         return Closure(node, e)
@@ -607,8 +616,14 @@ def _link_lambda(node: N.Lambda) -> None:
 def _link_clause(node: N.Clause) -> None:
     node.extra = node.nslots - len(node.params)
     # Entering a body that is not a call is done in the calling step (it cannot chain).
-    node.enter = node.body.exec if type(node.body) is not N.App else None
+    base = node.body.exec if type(node.body) is not N.App else None
     node.fixed = -1 if node.rest else node.nreq
+    node.compiled = getattr(node, "compiled", None)
+    if not hasattr(node, "lambda_"):
+        node.lambda_ = None
+    from . import compiled  # (it builds on this module)
+
+    node.enter = compiled.clause_entry(node, base) if compiled.enabled() else base
 
 
 def _new_frame(parent: Any, nslots: int) -> list:
@@ -920,6 +935,10 @@ class Machine:
         self.reductions = 0
         self.gensym_counter = 0
         self.site: Any = None  # the call node of the latest non-closure call, for backtraces
+        # Reductions compiled code may still make in this chunk of ``run``, and has made.
+        self.budget = 0
+        self.charged = 0
+        self.compiled_budget: Any = None  # compiled.Budget, made at the first entry
         self.request: Any = None  # what a waiting machine waits for
         self.waiting_k: Any = None
         self.consumed: list[int] = []  # inbox messages taken in this step
@@ -933,26 +952,49 @@ class Machine:
         return self.val
 
     def run(self, fuel: int) -> str:
-        """Make at most ``fuel`` transitions; return the status afterwards."""
+        """Make at most ``fuel`` reductions; return the status afterwards.
+
+        A reduction is a transition, or one that compiled code counted for the machine
+        (``compiled.py``).  The transitions run in chunks: each chunk's compiled calls may
+        spend what the chunk leaves of the fuel (``budget``), so one loop needs no count
+        of its own beyond the transitions."""
         node, env, k, val = self.node, self.env, self.k, self.val
-        done = 0
+        spent = done = 0
+        self.charged = charged = 0
+        from .compiled import enabled
+
+        compiling = enabled()
         try:
-            for done in range(1, fuel + 1):  # noqa: B007 (done is read after the loop)
-                try:
-                    if node is not None:
-                        node, env, k, val = node.exec(env, k, self)
-                    elif k is not None:
-                        node, env, k, val = k[0].resume(k, val, self)
-                    else:
-                        done -= 1
-                        break
-                except FlowmetalError as exc:
-                    node, env, k, val = self._raise_error(exc, node, k)
-                except Exception as exc:
-                    node, env, k, val = self._raise_error(python_error(exc), node, k)
+            while spent < fuel:
+                left = fuel - spent
+                budget = left * 7 // 8 if compiling else 0
+                self.budget = budget
+                done = 0
+                for done in range(1, left - budget + 1):  # noqa: B007 (read after)
+                    try:
+                        if node is not None:
+                            node, env, k, val = node.exec(env, k, self)
+                        elif k is not None:
+                            node, env, k, val = k[0].resume(k, val, self)
+                        else:
+                            done -= 1
+                            break
+                    except FlowmetalError as exc:
+                        node, env, k, val = self._raise_error(exc, node, k)
+                    except Exception as exc:
+                        node, env, k, val = self._raise_error(python_error(exc), node, k)
+                else:
+                    spent += done + self.charged - charged
+                    charged = self.charged
+                    done = 0
+                    if self.budget <= 0:
+                        compiling = False  # a call did not fit in the fuel left
+                    continue
+                break
         finally:
             self.node, self.env, self.k, self.val = node, env, k, val
-            self.reductions += done
+            self.reductions += spent + done + self.charged - charged
+            self.budget = 0
         if self.status == "waiting":
             self.k = self.waiting_k
             self.waiting_k = None

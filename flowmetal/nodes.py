@@ -104,14 +104,14 @@ class Clause(Node):
     """One arity of a procedure: ``nreq`` required params, optional rest, frame size."""
 
     FIELDS = ("params", "nreq", "rest", "nslots", "body")
-    __slots__ = (*FIELDS, "extra", "enter", "fixed")
+    __slots__ = (*FIELDS, "extra", "enter", "fixed", "compiled", "lambda_")
 
 
 class Lambda(Node):
     """``(fn name? [params] body)`` or multi-arity ``(fn ([a] ..) ([a b] ..))``."""
 
     FIELDS = ("name", "clauses")
-    __slots__ = (*FIELDS, "single")
+    __slots__ = (*FIELDS, "single", "fast")
 
 
 class Let(Node):
