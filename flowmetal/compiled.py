@@ -595,11 +595,24 @@ class _Gen(fastpath.Gen):
             return parts
         f, args = parts
         tmp = self.temp()
-        self.emit(f"if type({f}) is Closure and (cf := {f}.code.fast) is not None:")
-        self.emit(f"    {tmp} = cf(c, d + 1, {f}.env{''.join(', ' + a for a in args)})")
+        cf = self.fast_function(f)
+        self.emit(f"if {cf} is not None:")
+        self.emit(f"    {tmp} = {cf}(c, d + 1, {f}.env{''.join(', ' + a for a in args)})")
         self.emit("else:")
         self.emit(f"    {tmp} = _call(c, d + 1, {f}, ({''.join(a + ', ' for a in args)}))")
         return tmp
+
+    def fast_function(self, f: str) -> str:
+        """A name for the compiled function of the single-clause closure ``f`` holds (or
+        None); for a global, found once per stretch of code, as the global is."""
+        key = ("fast", f)
+        name = self.read.get(key)
+        if name is None:
+            name = self.temp("cf")
+            self.emit(f"{name} = {f}.code.fast if type({f}) is Closure else None")
+            if f.startswith("gv"):
+                self.read[key] = name
+        return name
 
     # -- tail position
 
@@ -651,8 +664,9 @@ class _Gen(fastpath.Gen):
         listed = "".join(", " + a for a in args)
         self.emit("if not d:")
         self.emit(f"    return TailCall({f}, ({''.join(a + ', ' for a in args)}), {site})")
-        self.emit(f"if type({f}) is Closure and (cf := {f}.code.fast) is not None:")
-        self.emit(f"    return cf(c, d + 1, {f}.env{listed})")
+        cf = self.fast_function(f)
+        self.emit(f"if {cf} is not None:")
+        self.emit(f"    return {cf}(c, d + 1, {f}.env{listed})")
         self.emit(f"return _call(c, d + 1, {f}, ({''.join(a + ', ' for a in args)}))")
 
 

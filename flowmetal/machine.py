@@ -991,6 +991,10 @@ class Machine:
                         compiling = False  # a call did not fit in the fuel left
                     continue
                 break
+        except BaseException:
+            if done:
+                done -= 1  # the transition it stopped was not made (and will be again)
+            raise
         finally:
             self.node, self.env, self.k, self.val = node, env, k, val
             self.reductions += spent + done + self.charged - charged
