@@ -35,6 +35,7 @@ import os
 import pickle
 import sys
 import tempfile
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -126,10 +127,8 @@ def write(kind: str, key: str, payload: bytes) -> bool:
             f.write(MAGIC + key.encode() + hashlib.sha256(payload).digest() + payload)
         os.replace(temp, _path(kind, key))
     except OSError:
-        try:
+        with suppress(OSError):
             os.unlink(temp)
-        except OSError:
-            pass
         return False
     _prune(folder, kind)
     return True
@@ -150,10 +149,8 @@ def _prune(folder: Path, kind: str) -> None:
         return
     entries.sort(reverse=True)
     for _, path in entries[KEEP.get(kind, 100):]:
-        try:
+        with suppress(OSError):
             os.unlink(path)
-        except OSError:
-            pass
 
 
 # ---------------------------------------------------------------------------------------

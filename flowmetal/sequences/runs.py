@@ -98,7 +98,7 @@ def handle_enqueue(unit: Unit, rec: TaskRecord, request_id: int, req: Any, step:
     ahead of it."""
     from ..primitives.effects import TaskId
     from ..runtime.records import Answer
-    from ..store.engine import answer_value, deliver
+    from ..store.engine import deliver
     from ..values import Vector
 
     run = req.spec
@@ -115,10 +115,7 @@ def handle_enqueue(unit: Unit, rec: TaskRecord, request_id: int, req: Any, step:
                       "queue": run["queue"], "created": now})
         unit.t.setting_put(RUNS, json.dumps(index[-RUNS_KEPT:]))
     value = Vector([TaskId(i) for i in ahead])
-    if not ahead:
-        answer_value(unit, rec, request_id, True, value, now)
-    else:
-        deliver(unit, rec, Answer(request_id, True, encode_data(value)), now)
+    deliver(unit, rec, Answer(request_id, True, encode_data(value)), now)
 
 
 def _json_list(text: str | None) -> list:

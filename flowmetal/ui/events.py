@@ -15,6 +15,7 @@ import asyncio
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any
 
 from aiohttp import web
@@ -78,10 +79,9 @@ async def _stream(request: web.Request, body) -> web.StreamResponse:
     me = asyncio.current_task()
     request.app[STREAMS].add(me)
     try:
-        await body(resp)
-        await resp.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
+        with suppress(ConnectionResetError, asyncio.CancelledError):
+            await body(resp)
+            await resp.write_eof()
     finally:
         request.app[STREAMS].discard(me)
     return resp

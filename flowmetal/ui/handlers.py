@@ -8,6 +8,7 @@ from __future__ import annotations
 import calendar
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any
 
 from aiohttp import web
@@ -60,10 +61,8 @@ def _time_text(text: str) -> str:
     """A time given in the list's form (seconds since the epoch, or an ISO date and time
     in UTC) as seconds since the epoch."""
     text = text.strip().rstrip("Zz")
-    try:
+    with suppress(ValueError):
         return repr(float(text))
-    except ValueError:
-        pass
     for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M",
                 "%Y-%m-%d"):
         try:
