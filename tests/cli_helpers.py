@@ -30,10 +30,12 @@ def ok(r: subprocess.CompletedProcess) -> str:
     return r.stdout
 
 
-def popen(procs: list, store: Path, *args: str, stderr=subprocess.PIPE) -> subprocess.Popen:
-    """Start ``flowmetal --store STORE ARGS`` in the background (ended by ``procs``)."""
+def popen(procs: list, store: Path, *args: str, stderr=subprocess.PIPE,
+          stdout=subprocess.PIPE) -> subprocess.Popen:
+    """Start ``flowmetal --store STORE ARGS`` in the background (ended by ``procs``).  A
+    pipe no one reads fills: a process printing much needs ``stdout=DEVNULL``."""
     p = subprocess.Popen([sys.executable, "-m", "flowmetal", "--store", str(store), *args],
                          env=env(), cwd=store.parent, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=stderr, text=True)
+                         stdout=stdout, stderr=stderr, text=True)
     procs.append(p)
     return p

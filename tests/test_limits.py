@@ -85,10 +85,13 @@ def test_the_default_depth_is_affordable(tmp_path):
     """An endless recursion fails on the default depth limit within seconds and a few
     hundred MB, instead of building a continuation of gigabytes."""
     assert Limits().depth == 200_000
-    code = ("import resource, sys\n"
+    # VmHWM is this process's own peak: ru_maxrss carries a forking parent's (pytest's,
+    # hundreds of MB late in a run) across exec.
+    code = ("import re\n"
             "from flowmetal.cli import main\n"
             "status = main(['-e', '(defn f [n] (+ 1 (f n))) (f 1)'])\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, status)\n")
+            "peak = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]\n"
+            "print(peak, status)\n")
     env = dict(os.environ)
     env.pop("FLOWMETAL_HOME", None)
     started = time.monotonic()

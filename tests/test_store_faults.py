@@ -244,7 +244,8 @@ def test_a_full_disk_is_waited_out_and_fails_no_task(tmp_path, small_disk, procs
     task_id = start(store, "loud.fm")
     errors = tmp_path / "worker.err"
     with open(errors, "w") as err:
-        worker = popen(procs, store, "worker", stderr=err)
+        # Its output is read back with resume below; unread, a pipe would fill and stop it.
+        worker = popen(procs, store, "worker", stderr=err, stdout=subprocess.DEVNULL)
     try:
         wait_for(lambda: detail(store, task_id)["steps"] >= 20, what="20 steps")
         filler = small_disk / "filler"
