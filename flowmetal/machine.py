@@ -939,6 +939,7 @@ class Machine:
         self.budget = 0
         self.charged = 0
         self.compiled_budget: Any = None  # compiled.Budget, made at the first entry
+        self.compiling: bool | None = None  # compiled.enabled(), read at the first run
         self.request: Any = None  # what a waiting machine waits for
         self.waiting_k: Any = None
         self.consumed: list[int] = []  # inbox messages taken in this step
@@ -961,9 +962,11 @@ class Machine:
         node, env, k, val = self.node, self.env, self.k, self.val
         spent = done = 0
         self.charged = charged = 0
-        from .compiled import enabled
+        compiling = self.compiling
+        if compiling is None:  # read once per machine: the environment costs a step's µs
+            from .compiled import enabled
 
-        compiling = enabled()
+            compiling = self.compiling = enabled()
         try:
             while spent < fuel:
                 left = fuel - spent
