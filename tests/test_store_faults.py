@@ -229,7 +229,8 @@ def fill(path: Path) -> None:
                 f.write(b"\0" * 65536)
 
 
-PAD = "x" * 60
+# Long lines: the store must grow its file within a few steps once the disk is full.
+PAD = "x" * 1000
 
 
 def test_a_full_disk_is_waited_out_and_fails_no_task(tmp_path, small_disk, procs):
@@ -250,7 +251,7 @@ def test_a_full_disk_is_waited_out_and_fails_no_task(tmp_path, small_disk, procs
         wait_for(lambda: detail(store, task_id)["steps"] >= 20, what="20 steps")
         filler = small_disk / "filler"
         fill(filler)
-        wait_for(lambda: "cannot commit" in errors.read_text(), what="the worker to say so")
+        wait_for(lambda: "cannot commit" in errors.read_text(), 30, what="the worker to say so")
         time.sleep(0.5)
         assert worker.poll() is None, errors.read_text()
         during = detail(store, task_id)  # reading a store on a full disk works
