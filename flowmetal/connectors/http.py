@@ -338,14 +338,14 @@ class HttpConnector:
                 delay = max(policy.delay(attempts), _retry_after(got, policy.maximum_interval))
                 return _retry(claim, attempts, delay, f"status {status}", note)
             return _failed(claim, attempts, spec, f"status {status}", status, note)
-        return _final(claim, attempts, True, encode_data(response_value(status, got, body)),
-                      note)
+        answer = response_value(status, got, body)
+        return _final(claim, attempts, True, encode_data(answer), note, answer)
 
 
 def _final(claim: OutboxClaim, attempts: int, ok: bool, value: bytes,
-           note: dict | None = None) -> OutboxResult:
+           note: dict | None = None, given: Any = None) -> OutboxResult:
     return OutboxResult(claim.task_id, claim.request, claim.entry.epoch, attempts, ok, value,
-                        note=note)
+                        note=note, given=given)
 
 
 def _retry(claim: OutboxClaim, attempts: int, delay: float, problem: str, note: dict

@@ -21,9 +21,11 @@ def http(m: Any, args: tuple, k: Any) -> tuple:
     raises {:type :timeout}, a request that fails for good {:type :http-error}."""
     options = _options("http", args[1:], ("timeout", "connect-timeout", "read-timeout",
                                           "retry"))
-    http_spec(args[0], options)  # errors are raised here, where the call is
-    return m.suspend(_request("http", request=args[0],
-                              options=Map({kw(k): v for k, v in options.items()})), k)
+    spec = http_spec(args[0], options)  # errors are raised here, where the call is
+    request = _request("http", request=args[0],
+                       options=Map({kw(k): v for k, v in options.items()}))
+    m.http_spec = (request, spec)  # the worker takes it for this request (not stored)
+    return m.suspend(request, k)
 
 
 @define("env", CONTROL, 1)

@@ -335,7 +335,7 @@ class OutboxEntry:
 
     def to_bytes(self) -> bytes:
         """The record as stored."""
-        return cbor2.dumps([1, *_values(self)])
+        return cbor2.dumps([1, *_OUTBOX_GET(self)])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> OutboxEntry:
@@ -352,6 +352,9 @@ class OutboxEntry:
     def claimable(self, now: float) -> bool:
         """Whether a connector may claim it at ``now``."""
         return self.not_before <= now and (self.lease_until is None or self.lease_until <= now)
+
+
+_OUTBOX_GET = operator.attrgetter(*(f.name for f in fields(OutboxEntry)))
 
 
 @dataclass(slots=True)

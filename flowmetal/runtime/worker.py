@@ -449,8 +449,14 @@ class Worker:
         elif op == "env":
             out.to = arg("name")
         elif op == "http":
-            options = {key.name: value for key, value in (arg("options") or {}).items()}
-            spec = http_spec(arg("request"), options, rec.limits.response_body)
+            made = getattr(m, "http_spec", None)  # by the primitive, in this slice
+            if made is not None and made[0] is req:
+                spec = made[1]
+                spec.max_body = rec.limits.response_body
+            else:
+                options = {key.name: value for key, value in (arg("options") or {}).items()}
+                spec = http_spec(arg("request"), options, rec.limits.response_body)
+            m.http_spec = None
             out.spec, out.timeout = spec.as_dict(), spec.timeout
         elif op == "callback":
             out.spec = {"timeout": arg("timeout"), "multi": arg("multi") is TRUE,

@@ -119,8 +119,9 @@ class Unit:
         self.dirty: set[str] = set()
         self.known = known
         self.unreadable: dict[str, str] = {}
-        # Answers given in this transaction whose values are atoms (task id -> (request,
-        # value)): once it commits, a worker may hand them over without decoding them.
+        # Answers given in this transaction whose values are at hand (atoms, or an HTTP
+        # response made in this process) (task id -> (request, value)): once it commits,
+        # a worker may hand them over without decoding them.
         self.answers: dict[str, tuple[int, Any]] = {}
         self.woke = False  # something became runnable or a timer was armed
         self.ended: list[str] = []  # tasks that finished in this transaction
@@ -251,7 +252,8 @@ def deliver(unit: Unit, rec: TaskRecord, answer: Answer, now: float,
             atom: Any = None, is_atom: bool = False) -> bool:
     """Store ``answer`` for the task if it still waits on that request: logged, and the
     task becomes runnable.  Stale answers are dropped (False).  ``atom`` is the value
-    itself when it is an atom a worker may hand over undecoded."""
+    itself (an atom, or an immutable value made in this process) when a worker may hand
+    it over undecoded."""
     waiting = rec.waiting
     if rec.status != Status.WAITING or waiting is None:
         return False

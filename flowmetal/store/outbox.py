@@ -38,7 +38,10 @@ class OutboxResult:
     Final (``retry_in`` None): ``ok`` and ``value`` (codec bytes of the answer, or of the
     error raised in the task).  Otherwise the next attempt is due ``retry_in`` seconds
     from now by the store's clock.
-    ``note`` is plain data for the task's log (status, duration, error text)."""
+    ``note`` is plain data for the task's log (status, duration, error text).
+    ``given`` is the answer's value itself, when the connector runs in the process of the
+    worker that settles it: the task may then take it without decoding ``value`` (it is
+    never stored; Flowmetal values are immutable, so sharing it is safe)."""
 
     task_id: str
     request: int
@@ -49,6 +52,7 @@ class OutboxResult:
     retry_in: float | None = None
     error_text: str = ""
     note: dict | None = None
+    given: Any = None
 
 
 def waits_on(rec: TaskRecord, request: int) -> bool:
@@ -157,7 +161,8 @@ def settle_entries(unit: Unit, connector: str, results: list[OutboxResult]) -> l
             if r.note:
                 event(unit, r.task_id, "attempts", now, request=r.request,
                       attempts=r.attempts, **r.note)
-            deliver(unit, rec, Answer(r.request, r.ok, r.value), now)
+            deliver(unit, rec, Answer(r.request, r.ok, r.value), now, r.given,
+                    r.given is not None)
         taken.append(True)
     return taken
 
