@@ -532,6 +532,7 @@ _ROOT_KEY = cbor2.dumps("root")
 _MACHINE_KEY = cbor2.dumps("machine")
 
 
+_IMMEDIATE_HEAD = _DOC_HEAD + b"\x80" + _ROOT_KEY  # encode_value of an immediate value
 class Image:
     """A machine's encoded state kept between its steps, so that a step encodes only the
     objects it made or changed: objects already encoded are immutable (frames, closures,
@@ -624,6 +625,13 @@ def decode_value(data: bytes, base_globals: dict | None = None) -> Any:
     return _decode(data, base_globals, "root")
 
 
+    if data.startswith(_IMMEDIATE_HEAD):  # a number, string, boolean or nil: no records
+        try:
+            item = cbor2.loads(memoryview(data)[len(_IMMEDIATE_HEAD):])
+        except Exception as exc:
+            raise CodecError(f"not CBOR: {exc}") from None
+        if type(item) in (float, str, bytes, bool, type(None)):
+            return Decoder([]).item(item)
 def _decode(data: bytes, base_globals: dict | None, key: str) -> Any:
     top = _load(data)
     named = top.get("base")

@@ -46,6 +46,14 @@ def state_limit() -> int:
     return _BOUND.state
 
 
+def set_state_limit(state: int) -> int:
+    """Hold size checks in this thread to a state of ``state`` bytes; the limit before
+    (``bounded`` without a context manager, for the worker's every slice)."""
+    previous = _BOUND.state
+    _BOUND.state = state
+    return previous
+
+
 @contextmanager
 def bounded(state: int) -> Iterator[None]:
     """Within, size checks in this thread hold values to a state of ``state`` bytes."""

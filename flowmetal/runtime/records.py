@@ -10,6 +10,7 @@ value of unbounded size.  A record that cannot be read raises ``RecordError``.
 
 from __future__ import annotations
 
+import copy
 import operator
 import os
 import time
@@ -192,8 +193,22 @@ class TaskRecord:
                               ) from None
 
     def copy(self) -> TaskRecord:
-        """A copy whose nested records and lists are copies too."""
-        return TaskRecord.from_bytes(self.to_bytes())
+        """A copy whose nested records and lists are copies too (everything a commit
+        may change in place; strings, bytes and tuples are shared)."""
+        c = TaskRecord(*_TASK_GET(self))
+        limits, lease, waiting, answer = _NESTED_GET
+        c.limits = Limits(*limits[1](c.limits))
+        if c.lease is not None:
+            c.lease = Lease(*lease[1](c.lease))
+        if c.waiting is not None:
+            w = c.waiting = Waiting(*waiting[1](c.waiting))
+            if w.arms is not None:
+                w.arms = copy.deepcopy(w.arms)
+        if c.answer is not None:
+            c.answer = Answer(*answer[1](c.answer))
+        c.programs, c.children = list(c.programs), list(c.children)
+        c.joiners, c.spawnable = list(c.joiners), dict(c.spawnable)
+        return c
 
     @property
     def finished(self) -> bool:

@@ -42,6 +42,7 @@ class _Stop:
 
 
 _STOP = _Stop()
+_MAIN_THREAD = threading.main_thread().ident
 
 
 def request_stop() -> None:
@@ -78,7 +79,7 @@ def run_slice(m: Any, fuel: int, depth: int, frames: int,
     early once its continuation is deeper than ``depth`` frames.  ``frames`` bounds the
     frames it has now; the result bounds them after the slice, and is exact when it is
     over ``depth``.  Raises ``Interrupted`` on a stop request (main thread only)."""
-    main = threading.current_thread() is threading.main_thread()
+    main = threading.get_ident() == _MAIN_THREAD
     if main:
         if _STOP.requested:
             raise Interrupted

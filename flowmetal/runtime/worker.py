@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 from ..codec import CodecError, Image, encode_machine
 from ..connectors.http_request import http_spec
-from ..limits import bounded
+from ..limits import set_state_limit
 from ..machine import Machine, call_state
 from ..primitives.effects import TaskId
 from ..store.base import OUTBOX_KINDS, NewTask, Request, StepCommit, StoreError, StoreUnavailable
@@ -357,8 +357,11 @@ class Worker:
         if frames is None:
             frames = count_frames(m.k, depth)
         if fuel:
-            with bounded(rec.limits.state):
+            previous = set_state_limit(rec.limits.state)
+            try:
                 frames = run_slice(m, fuel, depth, frames)
+            finally:
+                set_state_limit(previous)
         m.frames = frames
         return "".join(m.output), tuple(m.consumed)
 

@@ -41,13 +41,12 @@ import os
 import struct
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import cbor2
 import lmdb
 
-from ..codec import array_header
 from .base import STORE_FORMAT, StoreError
 from .lmdb_env import Environment
 from .tables import TaskColumns, TaskFilter
@@ -247,6 +246,8 @@ class LmdbTables:
         items += item
         count += 1
         if count >= CHUNK_ITEMS or len(items) >= CHUNK_BYTES:
+            from ..codec import array_header  # (here: a store is opened without the language)
+
             self.txn.put(_key(task_id, first), array_header(count) + items,
                          db=self.dbs[table])
             first, count, items = seq + 1, 0, b""
@@ -268,6 +269,8 @@ class LmdbTables:
             found = cursor.next()
         first, count, items = self._tail(table, task_id)
         if count:
+            from ..codec import array_header
+
             yield from _numbered(first, array_header(count) + items, after)
 
     def _journal_delete(self, table: str, task_id: str) -> None:
@@ -461,6 +464,37 @@ class LmdbTables:
         self.txn.delete(worker.encode(), db=self.dbs["workers"])
 
 
+class _Writing:
+    """``LmdbStore.write()``: a class rather than a generator (a step's every round
+    enters one)."""
+
+    __slots__ = ("store", "inner", "tables")
+
+    def __init__(self, store: LmdbStore):
+        self.store = store
+
+    def __enter__(self) -> LmdbTables:
+        store = self.store
+        asked = time.monotonic()
+        self.inner = store.environment.write()
+        txn = self.inner.__enter__()
+        began = time.monotonic()
+        if began - asked > CONTENDED:
+            store.contended_until = began + DRAFT_FOR
+        tables = self.tables = LmdbTables(txn, store.environment.dbs)
+        tables._cursor = store._cursor
+        return tables
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        self.inner.__exit__(exc_type, exc, tb)  # raises if the commit failed
+        if exc is None:
+            store, tables = self.store, self.tables
+            store._cursor = tables._cursor
+            if tables.wake:
+                store.wakeups.wake()
+        return False
+
+
 class WorkerLock:
     """A worker's liveness lock: an exclusive flock held while the worker lives."""
 
@@ -527,20 +561,9 @@ class LmdbStore:
         with self.environment.read() as txn:
             yield LmdbTables(txn, self.environment.dbs)
 
-    @contextmanager
-    def write(self) -> Iterator[LmdbTables]:
+    def write(self) -> AbstractContextManager[LmdbTables]:
         """A write transaction, committed on success."""
-        asked = time.monotonic()
-        with self.environment.write() as txn:
-            began = time.monotonic()
-            if began - asked > CONTENDED:
-                self.contended_until = began + DRAFT_FOR
-            tables = LmdbTables(txn, self.environment.dbs)
-            tables._cursor = self._cursor
-            yield tables
-        self._cursor = tables._cursor
-        if tables.wake:
-            self.wakeups.wake()
+        return _Writing(self)
 
     def contended(self) -> bool:
         """Whether other processes have lately held the write lock when this one asked."""

@@ -740,8 +740,7 @@ class Environment:
         remaps of the map."""
         return _Reading(self)
 
-    @contextmanager
-    def write(self) -> Iterator[lmdb.Transaction]:
+    def write(self) -> AbstractContextManager[lmdb.Transaction]:
         """A write transaction (the raw ``lmdb.Transaction``), committed when the body
         ends without an exception.  If the body or the commit fails, nothing is written,
         and: a full map raises ``MapGrown`` once the map is grown (run the transaction
@@ -752,20 +751,7 @@ class Environment:
         The first write of a process reopens the environment read-write, in a write
         transaction of its own: while that waits for the writer's lock, this process's
         other threads wait too."""
-        if self._readonly:
-            self._upgrade()
-        txn, size, token = self._begin(write=True)
-        try:
-            yield txn
-            txn.commit()
-        except BaseException as exc:
-            try:
-                txn.abort()  # (nothing to do after a failed commit)
-            finally:
-                self._gate.leave(token)
-            self._failed(exc, size)
-            raise
-        self._gate.leave(token)
+        return _Writing(self)
 
     def _failed(self, exc: BaseException, size: int) -> None:
         """Turn a failed write transaction's fault into a store error, or return."""
@@ -812,6 +798,41 @@ class Environment:
     def readonly(self) -> bool:
         """Whether the environment is still open read-only (no write has begun yet)."""
         return self._readonly
+
+
+class _Writing:
+    """``Environment.write()``: a class rather than a generator, like ``_Reading``."""
+
+    __slots__ = ("env", "txn", "size", "token")
+
+    def __init__(self, env: Environment):
+        self.env = env
+
+    def __enter__(self) -> lmdb.Transaction:
+        env = self.env
+        if env._readonly:
+            env._upgrade()
+        self.txn, self.size, self.token = env._begin(write=True)
+        return self.txn
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            try:
+                self.txn.commit()
+            except BaseException as failed:
+                self._abort(failed)
+                raise
+            self.env._gate.leave(self.token)
+            return False
+        self._abort(exc)
+        return False  # the body's exception goes on
+
+    def _abort(self, exc: BaseException) -> None:
+        try:
+            self.txn.abort()  # (nothing to do after a failed commit)
+        finally:
+            self.env._gate.leave(self.token)
+        self.env._failed(exc, self.size)
 
 
 class _Reading:
