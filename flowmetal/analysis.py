@@ -34,6 +34,8 @@ linked at analysis time), or a node it would link differently, raises
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +64,7 @@ class CodeUnavailable(Exception):
 
 def program_record(program: Program) -> dict:
     """The record of ``program``'s analysis (see the module docstring)."""
+    link_all(program)  # (a node's flags are read from its linking)
     values = Encoder()
     procs: dict[str, int] = {}
     tree = []
@@ -230,6 +233,102 @@ def link_program(program: Program, flags: Any, batches: list[int]) -> None:
                                   "differently")
         if pending and pending[-1] == node.id + 1:
             program.finish(pending.pop())
+
+
+def link_lazily(program: Program, flags: Any, batches: list[int]) -> None:
+    """``link_program``, each batch only when it is first needed: the standard library's
+    way (most of its code never runs in a process).  A batch is one top-level form's
+    nodes (none refers to another batch's), so it is entered only through a procedure it
+    holds, a frame a decoded state holds, or compiled code: each clause is given what
+    callers read of it (``Lambda.single``, ``Clause.extra``/``fixed``...) and an ``enter``
+    that links the batch first; ``codec`` and ``compiled`` call ``need``.  Once linked,
+    a batch is what ``link_program`` makes of it."""
+    nodes = program.nodes
+    bounds = list(batches)
+    if len(flags) != len(nodes) or bounds != sorted(set(bounds)) or \
+            (nodes and (not bounds or bounds[0] <= 0 or bounds[-1] != len(nodes))):
+        raise ValueError("flags or batches do not match the nodes")
+    program.batches, program.finished = list(bounds), len(nodes)
+    if not nodes:
+        return
+    lazy = program.lazy = _Lazy(program, flags, bounds)
+    for node in nodes:
+        t = type(node)
+        if t is N.Clause:
+            node.extra = node.nslots - len(node.params)
+            node.fixed = -1 if node.rest else node.nreq
+            node.compiled = None
+            node.lambda_ = None
+            node.enter = lazy.stub(node)
+        elif t is N.Lambda:
+            node.single = node.clauses[0] if len(node.clauses) == 1 else None
+            node.fast = None
+            for cl in node.clauses:
+                cl.lambda_ = node
+
+
+def need(node: N.Node) -> None:
+    """Link the batch of a lazily linked program that holds ``node`` (``link_lazily``)."""
+    program = node.program
+    lazy = program.lazy if program is not None else None
+    if lazy is not None:
+        lazy.need(node.id)
+
+
+def link_all(program: Program) -> None:
+    """Link every batch of ``program`` not linked yet (``link_lazily``)."""
+    lazy = program.lazy
+    if lazy is not None:
+        for i in range(len(lazy.ends)):
+            lazy.link(i)
+
+
+class _Lazy:
+    """The batches of a program not linked yet (``link_lazily``)."""
+
+    def __init__(self, program: Program, flags: Any, ends: list[int]):
+        self.program, self.flags, self.ends = program, flags, ends
+        self.left = len(ends)
+        self.linked = bytearray(len(ends))
+
+    def need(self, node_id: int) -> None:
+        i = bisect_right(self.ends, node_id)
+        if not self.linked[i]:
+            self.link(i)
+
+    def stub(self, cl: N.Clause) -> Callable:
+        """A clause's ``enter`` until its batch is linked."""
+        def enter(env, k, m):
+            self.need(cl.id)  # gives the clause its own enter
+            real = cl.enter
+            if real is not None:
+                return real(env, k, m)
+            return cl.body, env, k, None
+        return enter
+
+    def link(self, i: int) -> None:
+        with _LINKING:
+            if self.linked[i]:
+                return
+            program, flags = self.program, self.flags
+            start, end = (self.ends[i - 1] if i else 0), self.ends[i]
+            for node in program.nodes[start:end]:
+                flag = flags[node.id]
+                link(node)
+                if flag & F_SIMPLE and not flag & F_EV:
+                    node.ev = None
+                if (node.slow is not None) != bool(flag & F_SIMPLE):
+                    raise CodeUnavailable(f"program {program.file}: this machine links node "
+                                          f"{node.id} ({type(node).__name__} at "
+                                          f"{node.span!r}) differently")
+            program.prepare(start, end)
+            self.linked[i] = 1
+            self.left -= 1
+            if not self.left:
+                program.lazy = None
+
+
+_LINKING = threading.RLock()
 
 
 class _Programs:

@@ -21,8 +21,9 @@ Two kinds of entry:
   globals and macros, as a pickle read back by ``_Unpickler``, which builds only the
   classes of the language's data (never calls a function it does not list), plus each
   program's stored record as CBOR bytes, ready for a program store.  Nodes are kept
-  without what the machine attaches to them (``ev``, ``exec``...): loading links them
-  again, in the order and batches analysis did (``analysis.link_program``).
+  without what the machine attaches to them (``ev``, ``exec``...): each batch (a
+  top-level form) is linked again the first time it runs, in the order analysis linked
+  it (``analysis.link_lazily``), so a command links only the code it runs.
 - ``program``: a program's stored analysis (``analysis.program_record``) as CBOR, read
   back with ``analysis.program_from_record`` as a program from a store is.
 """
@@ -44,7 +45,7 @@ from typing import Any
 import cbor2
 
 from . import nodes as N
-from .analysis import link_program, node_flags, program_from_record, program_record
+from .analysis import link_all, link_lazily, node_flags, program_from_record, program_record
 from .machine import UNSET, FrameKind
 from .procedures import PRIMITIVES, Primitive
 from .program import Program
@@ -176,8 +177,9 @@ def stdlib_key(files: list[tuple[str, str]]) -> str:
 
 
 def load_stdlib(key: str) -> StdlibImage | None:
-    """The standard library kept under ``key``, its programs linked (not registered);
-    None if the cache is off, has no such entry or the entry cannot be loaded."""
+    """The standard library kept under ``key``, its programs linked lazily (not
+    registered); None if the cache is off, has no such entry or the entry cannot be
+    loaded."""
     if not enabled():
         return None
     payload = read("stdlib", key)
@@ -190,7 +192,7 @@ def load_stdlib(key: str) -> StdlibImage | None:
             return None
         for program in unpickler.programs:  # every program whose nodes the image holds
             flags, batches = linking[program.hash]
-            link_program(program, flags, batches)
+            link_lazily(program, flags, batches)
     except Exception:  # a damaged or foreign entry: analyze again
         return None
     return image
@@ -204,6 +206,8 @@ def store_stdlib(key: str, image: StdlibImage) -> bool:
     pickler = _Pickler(out, protocol=5)
     try:
         pickler.dump(image)
+        for program in pickler.programs:  # (its nodes' flags are read from their linking)
+            link_all(program)
         # The linking of every program whose nodes the image holds (in a Base, its
         # globals may hold nodes of a program another Base registered first).
         pickler.dump({p.hash: (bytes(node_flags(n) for n in p.nodes), list(p.batches))

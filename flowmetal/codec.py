@@ -456,7 +456,10 @@ class Decoder:
                 raise CodecError(f"program {args[0]} is not loaded")
             if type(args[1]) is not int or not 0 <= args[1] < len(program.nodes):
                 raise CodecError(f"program {args[0]} has no node {args[1]!r}")
-            return program.nodes[args[1]]
+            node = program.nodes[args[1]]
+            if program.lazy is not None:  # a frame may resume it: link its batch
+                program.lazy.need(node.id)
+            return node
         if kind == R_FRAMEKIND:
             return FrameKind.KINDS[args[0]]
         if kind == R_PRIMITIVE:

@@ -290,6 +290,9 @@ def compile_clause(cl: N.Clause, g: dict) -> Callable | bool:
     """The compiled function of ``cl`` (also kept in ``cl.compiled`` and, for a single
     fixed-arity clause, its lambda's ``fast``), or False if ``cl`` is not pure."""
     if cl.compiled is None:
+        program = cl.program
+        if program is not None and program.lazy is not None:  # (analysis.link_lazily)
+            program.lazy.need(cl.id)
         if not _pure(cl, g, set()):
             cl.compiled = False
         else:

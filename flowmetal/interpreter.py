@@ -27,7 +27,7 @@ import cbor2
 
 from . import analysis_cache
 from . import nodes as N
-from .analysis import CodeUnavailable, load_program, program_record
+from .analysis import CodeUnavailable, link_all, load_program, program_record
 from .analysis_cache import StdlibImage
 from .analyzer import Analyzer, CompileEnv
 from .codec import register_base
@@ -182,6 +182,7 @@ class Base:
         b = cls.__new__(cls)
         b.globals, b.programs, b.root, b.hash = install({}), programs, root, digest
         for program in programs:
+            link_all(program)  # its forms run here (one this process loaded may be lazy)
             for node in program.forms:
                 m = Machine(b.globals, node)
                 if m.run_to_end() == "error":

@@ -51,6 +51,7 @@ class Program:
         self.entry: N.Node | None = None
         self.finished = 0
         self.batches: list[int] = []  # where each call of finish ended (see analysis.py)
+        self.lazy = None  # the batches not linked yet (analysis.link_lazily), if any
 
     def add(self, node: N.Node) -> N.Node:
         """Number ``node``, link it for the machine and keep it."""
@@ -69,10 +70,15 @@ class Program:
         standard library, say) never runs, so each batch waits behind stubs.
         """
         end = len(self.nodes) if upto is None else upto
-        pending = self.nodes[self.finished:end]
-        self.finished = end
-        if pending:
+        start, self.finished = self.finished, end
+        if end > start:
             self.batches.append(end)
+        self.prepare(start, end)
+
+    def prepare(self, start: int, end: int) -> None:
+        """Install the fast paths' stubs of the linked nodes ``start`` to ``end`` (a
+        batch: what one call of ``finish`` covers)."""
+        pending = self.nodes[start:end]
         parents: dict[int, N.Node] = {}
         for node in pending:
             for child in node.children():

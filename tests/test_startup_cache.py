@@ -240,6 +240,117 @@ def test_a_base_made_from_its_image_runs_as_the_analyzed_one():
     assert s.eval_string("(count (filter even? (range 100)))") == 50
 
 
+# How a process's standard library nodes are linked: per node, its class, the callables
+# the machine attached and what linking derived (the fast paths' stubs installed too).
+LINKING = textwrap.dedent("""
+    import sys, cbor2
+    from flowmetal import nodes as N
+    from flowmetal.analysis import link_all
+    from flowmetal.interpreter import base
+    def linking(node):
+        return [type(node).__name__, [getattr(node, a) is not None for a in
+                ("ev", "exec", "resume", "slow")], getattr(node, "direct", None),
+                getattr(node, "extra", None), getattr(node, "fixed", None),
+                type(node) is N.Clause and node.enter is not None,
+                getattr(getattr(node, "single", None), "id", None)]
+    b = base()
+    lazy = [p.file for p in b.programs if p.lazy is not None]
+    for p in b.programs:
+        link_all(p)
+    out = {"lazy": lazy, "nodes": {p.file: [linking(n) for n in p.nodes] for p in b.programs}}
+    sys.stdout.buffer.write(cbor2.dumps(out))
+""")
+
+
+def test_standard_library_code_is_linked_when_it_first_runs_as_analysis_links_it(tmp_path):
+    cache = tmp_path / "cache"
+    assert python("from flowmetal.interpreter import base; base()", cache).returncode == 0
+    on = {k: v for k, v in os.environ.items() if k != "FLOWMETAL_NO_CACHE"}
+    cached = subprocess.run([sys.executable, "-c", NO_ANALYSIS + LINKING], cwd=ROOT,
+                            env=dict(on, FLOWMETAL_CACHE=str(cache)),
+                            capture_output=True, timeout=120)
+    analyzed = subprocess.run([sys.executable, "-c", LINKING], cwd=ROOT,
+                              env=dict(os.environ, FLOWMETAL_NO_CACHE="1"),
+                              capture_output=True, timeout=120)
+    assert cached.returncode == 0 and analyzed.returncode == 0, cached.stderr
+    import cbor2
+
+    cached_out, analyzed_out = cbor2.loads(cached.stdout), cbor2.loads(analyzed.stdout)
+    assert cached_out["lazy"] and not analyzed_out["lazy"]
+    assert cached_out["nodes"] == analyzed_out["nodes"]
+
+
+LAZY_RUN = textwrap.dedent("""
+    import sys
+    from flowmetal.interpreter import Session, base
+    b = base()
+    batches = sum(len(p.batches) for p in b.programs)
+    def unlinked():
+        return sum(p.lazy.left for p in b.programs if p.lazy is not None)
+    assert unlinked() == batches, (unlinked(), batches)
+    s = Session()
+    print(s.eval_string("(->> (range 10) (map inc) (filter odd?) (reduce +))"))
+    assert 0 < unlinked() < batches  # what ran is linked, the rest is not
+""")
+
+# A machine stopped by fuel inside standard library procedures (encoded), and the
+# reductions a run takes: in a process that has run nothing of the standard library.
+STOPPING = "(reduce + (map (fn [x] (* x x)) (filter odd? (range 50))))"
+STOPPED = textwrap.dedent(f"""
+    SOURCE = {STOPPING!r}
+    import sys
+    from flowmetal.codec import encode_machine
+    from flowmetal.interpreter import Session, base
+    s = Session()
+    m = s.machine(s.load(SOURCE))
+    m.run(300)
+    assert m.status == "running"
+    sys.stdout.buffer.write(encode_machine(m, base().globals))
+""")
+RESUMED = textwrap.dedent(f"""
+    SOURCE = {STOPPING!r}
+    import sys
+    from flowmetal.codec import decode_machine
+    from flowmetal.interpreter import Session, base
+    from flowmetal.values import sym
+    Session().load(SOURCE)  # (the program; the standard library's code stays unlinked)
+    m = decode_machine(sys.stdin.buffer.read(), base().globals)
+    m.run_to_end()
+    s = Session()
+    # (second is first called by the compiled f, not by the machine)
+    n = s.machine(s.load("(defn f [n acc] (if (= n 0) acc (f (- n 1) (+ acc (if (< n 200) "
+                         "(second [0 n]) 0)))))  (f 300 0)"))
+    n.run_to_end()
+    compiled = [callable(cl.compiled) and cl.body.exec is not None  # (compiled once linked)
+                for cl in base().globals[sym("second")].code.clauses]
+    print(m.status, m.val, n.val, n.reductions)
+    print(compiled, file=sys.stderr)
+""")
+
+
+def test_code_the_cache_loaded_unlinked_runs_from_calls_states_and_compiled_code(tmp_path):
+    cache = tmp_path / "cache"
+    assert python("from flowmetal.interpreter import base; base()", cache).returncode == 0
+    r = python(NO_ANALYSIS + LAZY_RUN, cache)
+    assert (r.returncode, r.stdout) == (0, "25\n"), r.stderr
+    # A state with frames in the standard library, resumed where none of it is linked;
+    # compiled code calling a standard library procedure first (compiling it links it).
+    env = {k: v for k, v in os.environ.items() if k != "FLOWMETAL_NO_CACHE"}
+    stopped = subprocess.run([sys.executable, "-c", STOPPED], cwd=ROOT, capture_output=True,
+                             env=dict(env, FLOWMETAL_CACHE=str(cache)), timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    outputs, compiled = set(), []
+    for extra in ({}, {"FLOWMETAL_NO_CACHE": "1"}, {"FLOWMETAL_COMPILE": "0"}):
+        resumed = subprocess.run([sys.executable, "-c", RESUMED], cwd=ROOT, timeout=120,
+                                 input=stopped.stdout, capture_output=True,
+                                 env=dict(env, FLOWMETAL_CACHE=str(cache), **extra))
+        assert resumed.returncode == 0, resumed.stderr
+        outputs.add(resumed.stdout)
+        compiled.append(resumed.stderr.strip())
+    assert len(outputs) == 1 and outputs.pop().startswith(b"done 20825 19900 ")
+    assert compiled == [b"[True]", b"[True]", b"[False]"]
+
+
 @pytest.mark.slow
 def test_the_startup_benchmark_prints_every_figure(tmp_path):
     r = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--quick", "--dir",
