@@ -871,10 +871,14 @@ def cmd_tasks(args: list[str], store_path: str | None) -> int:
     p.add_argument("--after", metavar="ID", default="", help="tasks after this id (paging)")
     p.add_argument("--json", action="store_true", help="print JSON")
     ns = p.parse_args(args)
-    from .runtime import api, inspect
+    from .runtime import inspect
 
     store = open_store(ns.store, create=False)
-    parent = None if ns.parent is None else api.find_task(store, ns.parent)
+    parent = None
+    if ns.parent is not None:
+        from .runtime import api  # (only here: listing needs no language)
+
+        parent = api.find_task(store, ns.parent)
     where = TaskFilter(status=tuple(ns.status), name=ns.name, program=ns.program,
                        parent=parent, id_prefix=ns.id)
     filtered = where != TaskFilter() or ns.limit is not None or ns.after

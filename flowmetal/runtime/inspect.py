@@ -15,16 +15,17 @@ pairing the levels of ``env`` with the scope chain of its owner node.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import nodes as N
-from ..codec import CodecError
-from ..machine import FrameKind, Machine
+from ..machine import FrameKind
 from ..printer import bounded_string
-from ..program import Program
 from ..report import format_error
-from .code import task_machine
 from .records import Event, TaskError, TaskRecord, decode_data, result_value
+
+if TYPE_CHECKING:  # (the codec and the code are imported where a state is read)
+    from ..machine import Machine
+    from ..program import Program
 
 MAX_FRAMES = 100
 RUNTIME_FRAMES = {
@@ -134,6 +135,8 @@ def load_machine(view: Any, rec: TaskRecord, data: bytes | None = None) -> Machi
 
     Raises ``records.TaskError`` or ``codec.CodecError`` if it cannot be decoded.
     """
+    from .code import task_machine
+
     data = view.continuation(rec.id) if data is None else data
     if data is None:
         return None
@@ -363,6 +366,8 @@ def task_detail(store: Any, task_id: str) -> dict:
     state size, limits, inbox size, cancel request, lease, the request it waits on, its
     result or error (printed, and the error formatted as for a person), and the frames
     of its continuation (``frames_error`` says why they could not be read)."""
+    from ..codec import CodecError
+
     with store.view() as view:
         rec = view.task(task_id)
         if rec is None:
@@ -413,6 +418,8 @@ def log_entry(seq: int, event: Event) -> dict:
     """One event of a task's log: ``{"seq", "at", "kind", "details"}``.  Encoded values
     (an answer, a message, a result, an error) are printed here, on reading, cut short;
     other bytes (a trace step's state) become their length, as ``KEY_bytes``."""
+    from ..codec import CodecError
+
     details: dict[str, Any] = {}
     for key, value in event.details.items():
         if key in PRINTED and isinstance(value, bytes | bytearray):
