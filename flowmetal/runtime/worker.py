@@ -57,9 +57,11 @@ from .records import (
 from .slices import Interrupted, count_frames, run_slice, stop_requested
 
 K_TYPE, K_OP = kw("type"), kw("op")
+K_REQUEST, K_OPTIONS = kw("request"), kw("options")
 K_SEQ, K_MESSAGE, K_DEADLINE = kw("seq"), kw("message"), kw("deadline")
 DRAFT_MODES = ("auto", "always", "never")
 TEXT_LIMIT = 200     # characters of a request or error kept in the event log
+TEXTS_KEPT = 256     # HTTP requests' log texts kept for the next request of the same map
 BACKOFF_MAX = 5.0    # seconds between attempts while the store cannot commit
 ATOMS = frozenset({int, float, str, type(None), TaskId})
 PARKED_BYTES = 8 << 20  # bytes of committed states whose machines are kept for later
@@ -124,6 +126,7 @@ class Worker:
         self.parked: dict[str, tuple[bytes, Machine]] = {}
         self.parked_bytes = 0
         self.answers: dict[str, tuple[int, object]] = {}
+        self.texts: dict[int, tuple[object, tuple, str]] = {}  # see ``_request_text``
         self.watch: str | None = None          # whose output to take at each round
         self.on_output: Callable[[list[tuple[str, str]]], None] | None = None
         self.on_round: Callable[[object], None] | None = None
@@ -431,7 +434,7 @@ class Worker:
 
         # Only a request the task may wait on is logged as a request (the others are
         # answered in the commit that makes them, and logged by their answer).
-        out = Request(op, short_text(req) if op in WAITING_OPS else "")
+        out = Request(op, self._request_text(req, op) if op in WAITING_OPS else "")
         if op == "sleep":
             out.seconds = arg("seconds")
         elif op == "random":
@@ -474,6 +477,25 @@ class Worker:
 
             out.spec, out.timeout = to_plain(arg("spec")), arg("timeout")
         return out
+
+    def _request_text(self, req: Map, op: str) -> str:
+        """The request as its log entry shows it.  An HTTP request's text is kept for the
+        next one made of the same request map and option values (the same objects: a
+        loop's literal map), since values are immutable and print the same."""
+        if op != "http":
+            return short_text(req)
+        request, options = req.get(K_REQUEST), req.get(K_OPTIONS)
+        given = tuple(x for item in options.items() for x in item) \
+            if type(options) is Map else (options,)
+        kept = self.texts.get(id(request))
+        if kept is not None and kept[0] is request and len(kept[1]) == len(given) and \
+                all(a is b for a, b in zip(kept[1], given)):
+            return kept[2]
+        text = short_text(req)
+        if len(self.texts) >= TEXTS_KEPT:
+            self.texts.clear()
+        self.texts[id(request)] = (request, given, text)
+        return text
 
     @staticmethod
     def _arm(rec: TaskRecord, arm: Map) -> dict:

@@ -671,6 +671,7 @@ def schedule_deadline(unit: Unit, rec: TaskRecord) -> None:
 
 
 RECHECK_ELSEWHERE = 1.0
+KNOWN_WAITING = 4096  # records of tasks waiting on HTTP requests kept between rounds
 
 
 class Claims:
@@ -726,7 +727,15 @@ def claim(unit: Unit, worker: str, claims: Claims, limit: int, lease_for: float,
             rec.lease = None
             unit.put(rec)
     claims.held = taken
-    for task_id in [k for k in claims.known if k not in taken]:
+    # Kept too: records of tasks waiting on a connector's request (most are answered in
+    # a round or two, often by this process's connector), a bounded number of them.
+    waiting = 0
+    for task_id, (_, rec) in list(claims.known.items()):
+        if task_id in taken:
+            continue
+        if rec.waiting is not None and rec.waiting.op == "http" and waiting < KNOWN_WAITING:
+            waiting += 1
+            continue
         del claims.known[task_id]
     return out
 
