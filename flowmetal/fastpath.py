@@ -289,9 +289,19 @@ class Batch:
         """Compile everything added: (node, "ev" or "exec", function) for each."""
         if not self.targets:
             return []
-        code = compile("\n".join(self.lines) + "\n", f"<flowmetal {self.where}>", "exec")
+        source = "\n".join(self.lines) + "\n"
+        code = _CODE.get(source)
+        if code is None:  # (a program of the same shape compiled it already: its name shows)
+            code = compile(source, f"<flowmetal {self.where}>", "exec")
+            if len(_CODE) >= CODE_KEPT:
+                _CODE.clear()
+            _CODE[source] = code
         exec(code, self.gen.namespace)
         return [(node, role, self.gen.namespace[name]) for node, role, name in self.targets]
+
+
+CODE_KEPT = 256
+_CODE: dict[str, Any] = {}  # generated Python source -> its code object
 
 
 def _with_fallback(lines: list[str], target: str, expr: str, slow: str, indent: str) -> None:
