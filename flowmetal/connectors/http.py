@@ -38,6 +38,7 @@ KIND = "http"
 LEASE_SECONDS = 15.0     # an entry's lease; renewed while its attempt runs
 CLAIM_EVERY = 0.2        # seconds between looks at the outbox when not told of new work
 CHUNK = 64 * 1024
+KEPT = 256               # parsed URLs and timeouts kept for the next attempts
 # On its own, the connector lets attempts end for this long after each transaction, so
 # that the next one (and its sync to disk) settles many of them, not one or two.
 GATHER = 0.005
@@ -66,6 +67,8 @@ class HttpConnector:
         self._thread: threading.Thread | None = None
         self._session: aiohttp.ClientSession | None = None
         self._attempts: set[asyncio.Task] = set()
+        self._urls: dict[str, Any] = {}        # URL text -> parsed (the event loop's)
+        self._timeouts: dict[tuple, Any] = {}  # (total, connect, read) -> ClientTimeout
 
     # -- the store side (the caller's thread) ----------------------------------------
 
@@ -278,6 +281,22 @@ class HttpConnector:
                 raise_for_status=False)
         return self._session
 
+    def _url(self, url: str) -> Any:
+        """The URL parsed (kept: tasks call the same URLs again and again), or the text
+        itself when it does not parse (aiohttp then says what is wrong with it)."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            from yarl import URL
+
+            try:
+                parsed = URL(url)
+            except ValueError:
+                return url
+            if len(self._urls) >= KEPT:
+                self._urls.clear()
+            self._urls[url] = parsed
+        return parsed
+
     async def _attempt(self, claim: OutboxClaim) -> None:
         try:
             result = await self._request(claim)
@@ -286,7 +305,8 @@ class HttpConnector:
                 "http-error", f"http: the connector failed: {type(exc).__name__}: {exc}",
                 Map({kw("attempts"): claim.entry.attempts + 1}))))
         self.done.put(result)
-        self.ready.set()
+        if not self.ready.is_set():
+            self.ready.set()
 
     async def _request(self, claim: OutboxClaim) -> OutboxResult:
         import aiohttp
@@ -297,26 +317,40 @@ class HttpConnector:
         headers = list(spec.headers)
         if not any(name.lower() == "idempotency-key" for name, _ in headers):
             headers.append(("Idempotency-Key", entry.key))
-        timeout = aiohttp.ClientTimeout(total=spec.timeout, connect=spec.connect_timeout,
-                                        sock_read=spec.read_timeout)
+        times = (spec.timeout, spec.connect_timeout, spec.read_timeout)
+        timeout = self._timeouts.get(times)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=times[0], connect=times[1],
+                                            sock_read=times[2])
+            if len(self._timeouts) < KEPT:
+                self._timeouts[times] = timeout
         started = time.monotonic()
         status, got, body, problem = 0, [], b"", ""
         too_big = False
         try:
             async with self._client().request(
-                    spec.method, spec.url, params=spec.query or None, headers=headers,
-                    data=spec.body, timeout=timeout) as resp:
+                    spec.method, self._url(spec.url), params=spec.query or None,
+                    headers=headers, data=spec.body, timeout=timeout) as resp:
                 status = resp.status
                 got = [(k.decode("latin-1"), v.decode("latin-1"))
                        for k, v in resp.raw_headers]
-                chunks, size = [], 0
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    size += len(chunk)
-                    if size > spec.max_body:
+                length = resp.content_length
+                if length is not None and "Content-Encoding" not in resp.headers:
+                    # The body is as long as it says (aiohttp reads no further).
+                    if length > spec.max_body:
                         too_big = True
-                        break
-                    chunks.append(chunk)
-                body = b"".join(chunks)
+                    else:
+                        body = await resp.read()
+                        too_big = len(body) > spec.max_body
+                else:
+                    chunks, size = [], 0
+                    async for chunk in resp.content.iter_chunked(CHUNK):
+                        size += len(chunk)
+                        if size > spec.max_body:
+                            too_big = True
+                            break
+                        chunks.append(chunk)
+                    body = b"".join(chunks)
         except TimeoutError:
             problem = "timed out"
         except aiohttp.ClientError as exc:
