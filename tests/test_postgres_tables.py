@@ -741,6 +741,187 @@ def test_a_record_read_in_a_write_transaction_is_locked_until_it_ends(pg_store):
 
 
 # ---------------------------------------------------------------------------------------
+# A round's next transaction, begun ahead; rows kept from one transaction to the next
+
+
+def claim_round(store, worker: str = "w") -> list[str]:
+    """A worker's round in miniature: claim and lease, which begins the next one ahead."""
+    with store.write() as t:
+        got = t.claimable(worker, t.clock(), 4)
+        for task_id in got:
+            t.get_task(task_id)
+            t.put_task(task_id, b"leased", cols(task_id, lease_worker=worker,
+                                                lease_until=t.clock() + 30))
+    return got
+
+
+def test_a_round_that_claims_begins_the_next_transaction_ahead(pg_store):
+    with pg_store.write() as t:
+        add(t, "t1", runnable=True)
+    assert claim_round(pg_store) == ["t1"]
+    assert pg_store._ahead is not None
+    with pg_store.write() as t:
+        assert t.optimistic
+        begun = t.clock()
+        assert t.get_task("t1") == b"leased"  # kept: not read again
+        assert t.claimable("w", t.clock(), 4) == ["t1"]  # asked ahead
+        t.put_task("t1", b"stepped", cols("t1", lease_worker="w"))
+    # its clock is that of its BEGIN, sent with the last commit
+    assert begun <= time.time() + 1
+    with pg_store.read() as t:
+        assert t.get_task("t1") == b"stepped"
+        assert t._query("SELECT version FROM tasks WHERE id = 't1'") == [(2,)]
+    assert pg_store._ahead is not None  # it claimed again
+    with pg_store.write() as t:  # a transaction that claims nothing begins none
+        assert t.optimistic
+    assert pg_store._ahead is None
+    with pg_store.write() as t:
+        assert not t.optimistic
+
+
+def test_a_kept_row_changed_meanwhile_fails_the_transaction_and_writes_nothing(
+        pg_store, pg_url):
+    with pg_store.write() as t:
+        add(t, "t1", runnable=True)
+        add(t, "t2")
+    claim_round(pg_store)
+    other = PostgresStore(pg_url)  # as another process
+    try:
+        with other.write() as t:
+            t.get_task("t1")
+            t.put_task("t1", b"other", cols("t1"))
+    finally:
+        other.close()
+    with pytest.raises(StoreConflict, match="changed"):
+        with pg_store.write() as t:
+            assert t.optimistic
+            assert t.get_task("t1") == b"leased"  # the kept row, not yet checked
+            t.put_task("t1", b"stale", cols("t1"))
+            t.put_task("t2", b"stale", cols("t2"))
+            t.log_append("t1", b"stale")
+    with pg_store.read() as t:
+        assert t.get_task("t1") == b"other"
+        assert t.get_task("t2") == b"rec-t2"
+        assert list(t.log_items("t1")) == []
+    with pg_store.write() as t:  # run again: the ordinary way
+        assert not t.optimistic
+        assert t.get_task("t1") == b"other"
+
+
+def test_a_kept_row_read_again_changed_fails_at_once(pg_store, pg_url):
+    with pg_store.write() as t:
+        add(t, "t1", runnable=True)
+    claim_round(pg_store)
+    with pg_store.write() as t:
+        t.get_task("t1")
+        t.put_task("t1", b"mine", cols("t1", lease_worker="w", lease_until=1e12))
+    assert pg_store._ahead is None
+    claim_round(pg_store)
+    other = PostgresStore(pg_url)
+    try:
+        with other.write() as t:
+            t.get_task("t1")
+            t.runnable_remove("t1")
+    finally:
+        other.close()
+    with pytest.raises(StoreConflict):
+        with pg_store.write() as t:
+            assert t.get_task("t1") == b"leased"
+            t.any_runnable()
+            t._take_rows(t._query(f"SELECT {postgres._ROW} FROM tasks WHERE id = 't1' "
+                                  "FOR UPDATE"))
+
+
+def test_a_transaction_begun_ahead_holds_no_locks_and_lapses(pg_store, pg_url, monkeypatch):
+    with pg_store.write() as t:
+        add(t, "t1", runnable=True)
+        t.timer_add(1.0, "t1", 1, b"due")
+    claim_round(pg_store)
+    assert pg_store._ahead is not None
+    other = PostgresStore(pg_url)
+    try:
+        with other.write() as t:  # nothing waits for the idle transaction
+            t._query("SELECT set_config('lock_timeout', '1s', true)")
+            assert t.get_task("t1") == b"leased"
+            assert [x[1] for x in t.timers_due(t.clock(), 10)] == ["t1"]
+    finally:
+        other.close()
+    monkeypatch.setattr(postgres, "AHEAD_SECONDS", 0.0)
+    time.sleep(0.01)
+    with pg_store.write() as t:  # too old: rolled back, and a fresh one begun
+        assert not t.optimistic
+        assert [x[1] for x in t.timers_due(t.clock(), 10)] == ["t1"]
+
+
+def test_a_transaction_begun_ahead_serves_its_own_thread_only(pg_store):
+    with pg_store.write() as t:
+        add(t, "t1", runnable=True)
+    claim_round(pg_store)
+
+    def elsewhere():
+        with pg_store.write() as t:
+            return t.optimistic
+    assert in_thread(elsewhere)() is False
+    with pg_store.write() as t:
+        assert t.optimistic
+
+
+def test_due_timers_found_ahead_are_asked_again_with_locks(pg_store):
+    with pg_store.write() as t:
+        add(t, "t1", runnable=True)
+    with pg_store.write() as t:
+        t.timers_due(t.clock(), 10)  # so that the round asks them ahead
+    claim_round(pg_store)
+    with pg_store.write() as t:
+        t.timer_add(1.0, "t2", 1, b"due")
+    claim_round(pg_store)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with pg_store.write() as t:
+            assert not t.optimistic
+            assert [x[1] for x in t.timers_due(t.clock(), 10)] == ["t2"]
+            held.set()
+            release.wait(10)
+    join = in_thread(hold)
+    assert held.wait(10)
+    with pg_store.write() as t:
+        assert t.optimistic
+        assert t.timers_due(t.clock(), 10) == []  # the one found ahead is locked
+    release.set()
+    join()
+
+
+def test_migration_from_version_2_adds_versions(pg_url, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(postgres, "SCHEMA_VERSION", 2)
+        assert postgres.init_schema(pg_url) == 2
+    import psycopg
+
+    conninfo, schema, _ = postgres.parse_url(pg_url)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("INSERT INTO tasks (id, status, program, name, root, created, updated, "
+                     "runnable, record) VALUES ('t1', 'runnable', 'p0', '', 't1', 1, 1, true, "
+                     "'rec-t1')")
+    with pytest.raises(StoreError, match="migrate"):
+        PostgresStore(pg_url, create=False)
+    store = PostgresStore(pg_url)
+    try:
+        assert store.init(create=False) == postgres.SCHEMA_VERSION == 3
+        assert claim_round(store) == ["t1"]
+        with store.write() as t:
+            assert t.optimistic
+            assert t.get_task("t1") == b"leased"
+            t.put_task("t1", b"stepped", cols("t1"))
+        with store.read() as t:
+            assert t._query("SELECT version FROM tasks") == [(2,)]
+            assert t.get_task("t1") == b"stepped"
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------------------------
 # The clock
 
 

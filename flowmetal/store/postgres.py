@@ -3,17 +3,20 @@
 The shared store for several hosts.  ``PostgresStore(url)`` holds a small connection pool;
 ``read()`` is a REPEATABLE READ, READ ONLY transaction (a listing is one snapshot) and
 ``write()`` a READ COMMITTED one in which every task record read is locked (``SELECT ...
-FOR UPDATE``); workers claim runnable tasks and due timers with ``FOR UPDATE SKIP LOCKED``.
+FOR UPDATE``), or, in a worker's round begun ahead, checked by its version before the
+first write; workers claim runnable tasks and due timers with ``FOR UPDATE SKIP LOCKED``.
 
 The URL is a libpq URL or key=value string; the schema is taken from ``?schema=NAME``
 (removed before connecting) or from ``options=-csearch_path=NAME``, default ``flowmetal``.
 
-Tables (schema version 2; ``MIGRATIONS`` below):
+Tables (schema version 3; ``MIGRATIONS`` below):
 
     meta       key -> value                the schema version ("version")
     tasks      id, the ``TaskColumns``, runnable (NULL or false: not), log_seq and
-               output_seq (the last journal numbers, NULL: 0), record (CBOR); indexed
-               only by id, (status, id) and, for claiming, (updated, id) WHERE runnable
+               output_seq (the last journal numbers, NULL: 0), record (CBOR), version
+               (counts every change of the row); indexed only by id, (status, id) and,
+               for claiming, (updated, id) WHERE runnable; ``check_tasks(ids, versions)``
+               locks rows and fails the transaction if one has another version
     task_keys  id -> program, name, parent, root, created: the columns that never change
                after a task is made, with the listings' indexes.  Kept apart so that a
                step, which rewrites its task's row, inserts into 3 indexes, not 8.
@@ -33,10 +36,11 @@ b-tree indexes.
 How a write transaction is made cheap: writes are kept in the transaction and sent when
 it commits, or earlier when a read needs them, as one statement per table over arrays
 (``INSERT ... SELECT FROM unnest(...)``, binary parameters); the whole transaction runs
-in pipeline mode, so statements whose results are not needed do not wait for the server.
-A worker's round costs two round trips: its first read (BEGIN, the clock, the records
-of the steps, and the claim and due-timers queries asked ahead: see ``PgTables``), and
-the commit.
+in pipeline mode on a connection in autocommit mode (BEGIN and COMMIT are statements in
+the pipeline), so statements whose results are not needed do not wait for the server.
+A transaction costs two round trips: its first read (BEGIN, the clock, the read, and
+the claim and due-timers queries asked ahead), and the commit.  A worker's round that
+follows its last round costs one: the last round's commit began it (see ``PgTables``).
 
 Journal numbers: a task's last log and output numbers are kept in its ``tasks`` row and
 read with its record, so an append needs no ``max(seq)``.  This is safe because the
@@ -66,7 +70,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .base import StoreError, StoreRetry, StoreUnavailable
@@ -158,6 +162,22 @@ MIGRATIONS: list[str] = [
                             task text COLLATE "C" NOT NULL, data bytea NOT NULL);
     CREATE INDEX callbacks_task ON callbacks (task);
     """,
+    # Rows a worker keeps from its last round are used without reading them again, and
+    # checked at commit: every change to a task's row counts up its version.
+    """
+    ALTER TABLE tasks ADD COLUMN version bigint NOT NULL DEFAULT 0;
+    CREATE FUNCTION check_tasks(ids text[], versions bigint[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF (SELECT count(*) FROM (SELECT t.id, t.version FROM tasks t
+                                  WHERE t.id = ANY(ids) ORDER BY t.id FOR UPDATE) s
+            JOIN unnest(ids, versions) AS v(id, version)
+            ON v.id = s.id AND v.version = s.version) <> cardinality(ids) THEN
+            RAISE EXCEPTION 'a task changed since this process read it'
+                USING ERRCODE = 'serialization_failure';
+        END IF;
+    END $$;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -241,7 +261,13 @@ def _fault(exc: psycopg.Error, location: str) -> StoreError:
 # One transaction
 
 _ROW = ("id, record, runnable IS TRUE, updated, lease_worker, lease_until, program, name, "
-        "parent, root, created, coalesce(log_seq, 0), coalesce(output_seq, 0)")
+        "parent, root, created, coalesce(log_seq, 0), coalesce(output_seq, 0), version")
+# What a write to a task's row returns: its new version and what the database decides.
+_RETURNING = ("RETURNING {t}.id, {t}.version, {t}.runnable IS TRUE, coalesce({t}.log_seq, 0), "
+              "coalesce({t}.output_seq, 0)")
+_BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
+_BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+_CHECK = "SELECT check_tasks(%b::text[], %b::int8[])"
 _TASKS_UPSERT = """
 INSERT INTO tasks AS t (id, status, program, name, parent, root, created, updated,
     lease_worker, lease_until, waiting_on, waiting_until, runnable, log_seq, output_seq,
@@ -256,8 +282,9 @@ ON CONFLICT (id) DO UPDATE SET status = excluded.status, program = excluded.prog
     waiting_on = excluded.waiting_on, waiting_until = excluded.waiting_until,
     runnable = coalesce(excluded.runnable, t.runnable),
     log_seq = coalesce(excluded.log_seq, t.log_seq),
-    output_seq = coalesce(excluded.output_seq, t.output_seq), record = excluded.record
-"""
+    output_seq = coalesce(excluded.output_seq, t.output_seq), record = excluded.record,
+    version = t.version + 1
+""" + _RETURNING.format(t="t")
 _KEYS_UPSERT = """
 INSERT INTO task_keys AS k (id, program, name, parent, root, created)
 SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
@@ -269,11 +296,12 @@ WHERE (k.program, k.name, k.parent, k.root, k.created) IS DISTINCT FROM
 """
 _TASKS_MARKS = """
 UPDATE tasks SET runnable = coalesce(v.r, tasks.runnable),
-    log_seq = coalesce(v.l, tasks.log_seq), output_seq = coalesce(v.o, tasks.output_seq)
+    log_seq = coalesce(v.l, tasks.log_seq), output_seq = coalesce(v.o, tasks.output_seq),
+    version = tasks.version + 1
 FROM unnest(%b::text[], %b::bool[], %b::int8[], %b::int8[]) AS v(id, r, l, o)
 WHERE tasks.id = v.id AND (tasks.runnable IS DISTINCT FROM v.r AND v.r IS NOT NULL
     OR v.l IS NOT NULL OR v.o IS NOT NULL)
-"""
+""" + _RETURNING.format(t="tasks")
 _CLAIM = (f"SELECT {_ROW} FROM tasks WHERE runnable AND (lease_until IS NULL OR "
           "lease_until <= %s OR lease_worker = %s) AND NOT (id = ANY(%b::text[])) "
           "ORDER BY updated, id LIMIT %s")
@@ -286,11 +314,35 @@ _CLAIM_AHEAD = (f"SELECT {_ROW} FROM tasks WHERE runnable AND (lease_until IS NU
                 "FOR UPDATE SKIP LOCKED")
 _DUE_AHEAD = (f"SELECT due, task, request, data FROM timers WHERE due <= {_NOW} "
               "ORDER BY due, task, request LIMIT %s FOR UPDATE SKIP LOCKED")
+# The same without locks, asked by a transaction begun ahead (see ``PgTables``).
+_CLAIM_PEEK = (f"SELECT {_ROW} FROM tasks WHERE runnable AND (lease_until IS NULL OR "
+               f"lease_until <= {_NOW} OR lease_worker = %s) ORDER BY updated, id LIMIT %s")
+_DUE_PEEK = (f"SELECT due, task, request, data FROM timers WHERE due <= {_NOW} "
+             "ORDER BY due, task, request LIMIT %s")
 _AHEAD_MAX = 10_000  # no larger claim or timer query is asked ahead
+AHEAD_SECONDS = 0.25  # a transaction begun ahead is used this long, then rolled back
+_KEEP_MAX = 10_000  # rows kept from a transaction for the next (more: none kept)
 
 _TimerKey = tuple[float, str, int]  # (due, task, request) of a timer
 _Keys = tuple[str, str, "str | None", str, float]  # program, name, parent, root, created
-_Row = tuple[bytes, bool, float, "str | None", "float | None", _Keys]
+# record, runnable, updated, lease worker, lease until, keys, version (None: not known)
+_Row = tuple[bytes, bool, float, "str | None", "float | None", _Keys, "int | None"]
+
+
+class _Ahead:
+    """A write transaction begun ahead (see ``PgTables``): the cursors of its clock and
+    of its claim and due-timers queries, and (set once its BEGIN came back) where."""
+
+    __slots__ = ("clock", "claim", "timers", "conn", "pipeline", "context", "at", "thread")
+
+    def __init__(self, clock: psycopg.Cursor, claim: tuple[psycopg.Cursor, str, int],
+                 timers: tuple[psycopg.Cursor, int] | None):
+        self.clock, self.claim, self.timers = clock, claim, timers
+        self.conn: Any = None
+        self.pipeline: Any = None
+        self.context: Any = None
+        self.at = 0.0
+        self.thread = 0
 
 
 class PgTables:
@@ -306,24 +358,39 @@ class PgTables:
     round asked them (same worker, same limits, ``now`` the transaction's clock); when
     asked, their rows are merged with what the transaction changed meanwhile, or, if
     that cannot be exact (other arguments, too few rows left), asked again.
+
+    A round that claimed tasks begins the next transaction ahead, in the round trip of
+    its COMMIT: BEGIN, the clock and the two queries, without locks (``_Ahead``).  The
+    next write transaction of that thread, if it comes within ``AHEAD_SECONDS``, is
+    that one (``optimistic``): it takes the task rows the last transaction kept (those
+    it read or wrote, with their versions) instead of reading them, and the rows the
+    claim query found; before its first write it locks them and checks that their
+    versions are still those (``check_tasks``, which fails the transaction otherwise,
+    as a serialization failure: the engine runs it again the ordinary way).  So a
+    worker's round is one round trip.
     """
 
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection, write: bool):
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection, write: bool,
+                 ahead: _Ahead | None = None):
         self._store = store
         self._conn = conn
         self._write = write
         self._read_cur = conn.cursor(binary=True)
         self._write_cur = conn.cursor()
-        self._clock_cur = conn.cursor(binary=True)
-        self._clock_cur.execute("SELECT " + _NOW)
         self._now: float | None = None
         # what was read: task id -> (record, runnable, updated, lease worker, lease until,
-        # (program, name, parent, root, created))
+        # (program, name, parent, root, created), version)
         self._rows: dict[str, _Row] = {}
         self._absent: set[str] = set()        # tasks read and found missing
         self._seqs: dict[str, list[int]] = {}  # task -> [last log seq, last output seq]
         self._seqs_dirty: set[str] = set()
         self._conts: dict[str, bytes | None] = {}
+        # rows used without a lock, by version, until ``_verify`` sends their check
+        self._unverified: dict[str, int] = {}
+        self._returning: list[psycopg.Cursor] = []  # writes to tasks: their versions
+        self._commit_cur: psycopg.Cursor | None = None
+        self._claimed = False  # a worker's claim found tasks: it will be back soon
+        self._next: _Ahead | None = None  # the transaction begun after this one
         # what waits to be written (None: delete)
         self._p_tasks: dict[str, tuple[bytes, TaskColumns]] = {}
         self._p_runnable: dict[str, bool] = {}
@@ -337,10 +404,19 @@ class PgTables:
         self._p_workers: dict[str, bytes | None] = {}
         self._wake = False
         self._failed: StoreError | None = None
+        self._sent_tasks = self._sent_timers = False  # flushed before a claim, timers_due
+        self.optimistic = ahead is not None
+        if ahead is not None:
+            self._clock_cur = ahead.clock
+            self._ahead_claim = ahead.claim
+            self._ahead_timers = ahead.timers
+            return
+        self._write_cur.execute(_BEGIN_WRITE if write else _BEGIN_READ)
+        self._clock_cur = conn.cursor(binary=True)
+        self._clock_cur.execute("SELECT " + _NOW)
         # Asked ahead, with the first read, as the last round of this store asked them.
         self._ahead_claim: tuple[psycopg.Cursor, str, int] | None = None
         self._ahead_timers: tuple[psycopg.Cursor, int] | None = None
-        self._sent_tasks = self._sent_timers = False  # flushed before a claim, timers_due
         if write and store._hint_timers is not None:
             cur = conn.cursor(binary=True)
             cur.execute(_DUE_AHEAD, (store._hint_timers,))
@@ -380,13 +456,21 @@ class PgTables:
         except psycopg.Error as exc:
             raise self._fail(exc) from None
 
-    def _send(self, query: str, params: Any = None) -> None:
-        """Queue a statement whose result is not needed."""
+    def _send(self, query: str, params: Any = None, returning: bool = False) -> None:
+        """Queue a statement whose result is not needed now (with ``returning``, the
+        rows it returns are read after the commit), after the check of the rows used
+        unchecked."""
         self._need_write()
+        if self._unverified:
+            self._verify()
         if self._failed is not None:
             raise self._failed
+        cur = self._write_cur
+        if returning:
+            cur = self._conn.cursor(binary=True)
+            self._returning.append(cur)
         try:
-            self._write_cur.execute(query, params)
+            cur.execute(query, params)
         except psycopg.Error as exc:
             raise self._fail(exc) from None
 
@@ -397,15 +481,57 @@ class PgTables:
     def _lock(self) -> str:
         return " FOR UPDATE" if self._write else ""
 
-    def _take_rows(self, rows: Iterable[tuple]) -> dict[str, bytes]:
+    def _take_rows(self, rows: Iterable[tuple], locked: bool = True) -> dict[str, bytes]:
+        """Note rows read (``locked``: with FOR UPDATE); a row this transaction uses
+        unchecked that has changed fails it (``StoreConflict``)."""
         out = {}
+        unverified = self._unverified
         for (task_id, record, runnable, updated, worker, until, program, name, parent, root,
-             created, log_seq, out_seq) in rows:
+             created, log_seq, out_seq, version) in rows:
+            expected = unverified.get(task_id)
+            if expected is not None:
+                if expected != version:
+                    raise self._changed()
+                if locked:
+                    del unverified[task_id]
+                out[task_id] = self._rows[task_id][0]
+                continue
             self._rows[task_id] = (record, runnable, updated, worker, until,
-                                   (program, name, parent, root, created))
+                                   (program, name, parent, root, created), version)
             self._seqs.setdefault(task_id, [log_seq, out_seq])
+            if not locked:
+                unverified[task_id] = version
             out[task_id] = record
         return out
+
+    def _changed(self) -> StoreError:
+        if self._failed is None:
+            self._failed = StoreConflict(f"the store at {self._store.location}: a task "
+                                         "changed since this process read it (try again)")
+        return self._failed
+
+    def _kept(self, task_id: str) -> bytes | None:
+        """The task's record as the last transaction left it, used unchecked (an
+        optimistic transaction only; None if not kept)."""
+        if not self.optimistic:
+            return None
+        kept = self._store._kept.get(task_id)
+        if kept is None:
+            return None
+        row, seqs = kept
+        self._rows[task_id] = row
+        self._seqs.setdefault(task_id, list(seqs))
+        self._unverified[task_id] = row[6]
+        return row[0]
+
+    def _verify(self) -> None:
+        """Send the check of the rows used unchecked (before any write)."""
+        unverified = self._unverified
+        if unverified:
+            ids = sorted(unverified)
+            versions = [unverified[i] for i in ids]
+            unverified.clear()
+            self._send(_CHECK, (ids, versions))
 
     def clock(self) -> float:
         """The database's ``now()`` (the transaction's start), in seconds since the epoch."""
@@ -439,7 +565,7 @@ class PgTables:
             ids = sorted(pending)
             cols = [pending[i][1] for i in ids]
             seqs = [self._seqs.get(i) for i in ids]
-            self._send(_TASKS_UPSERT, (
+            self._send(_TASKS_UPSERT, returning=True, params=(
                 ids, [c.status for c in cols], [c.program for c in cols],
                 [c.name for c in cols], [c.parent for c in cols], [c.root for c in cols],
                 [float(c.created) for c in cols], [float(c.updated) for c in cols],
@@ -458,7 +584,8 @@ class PgTables:
                 runnable = marks.pop(i, None)
                 if runnable is None:
                     runnable = row[1] if row is not None else False
-                self._rows[i] = (data, runnable, c.updated, c.lease_worker, c.lease_until, keys)
+                self._rows[i] = (data, runnable, c.updated, c.lease_worker, c.lease_until, keys,
+                                 None)  # the version comes back with the commit
                 self._absent.discard(i)
                 dirty.discard(i)
             if new_keys:
@@ -470,15 +597,15 @@ class PgTables:
         ids = sorted(i for i in set(marks) | dirty if i not in self._absent)
         if ids:
             seqs = [self._seqs[i] if i in dirty else None for i in ids]
-            self._send(_TASKS_MARKS, (ids, [marks.get(i) for i in ids],
-                                      [s[0] if s else None for s in seqs],
-                                      [s[1] if s else None for s in seqs]))
+            self._send(_TASKS_MARKS, returning=True, params=(
+                ids, [marks.get(i) for i in ids], [s[0] if s else None for s in seqs],
+                [s[1] if s else None for s in seqs]))
             for i in ids:
                 dirty.discard(i)
                 row = self._rows.get(i)
                 if row is not None:  # else it may have no row: the mark waits too
-                    if i in marks:
-                        self._rows[i] = (row[0], marks.pop(i), *row[2:])
+                    runnable = marks.pop(i) if i in marks else row[1]
+                    self._rows[i] = (row[0], runnable, *row[2:6], None)
 
     def _flush_timers(self) -> None:
         pending = self._p_timers
@@ -578,12 +705,64 @@ class PgTables:
         pending.clear()
 
     def _finish(self) -> None:
-        """Send what is left, and the wake-up if one is due, before the commit."""
+        """Send what is left, the wake-up if one is due, and COMMIT; after a worker's
+        round that claimed tasks, begin the next transaction too (``_Ahead``)."""
+        if self._failed is not None:
+            raise self._failed
+        cur = self._commit_cur = self._conn.cursor()
         if not self._write:
+            cur.execute("COMMIT")
             return
         self.flush()
         if self._wake:
             self._send("SELECT pg_notify(%s, '')", (self._store.channel,))
+        self._verify()
+        try:
+            cur.execute("COMMIT")
+        except psycopg.Error as exc:
+            raise self._fail(exc) from None
+        store = self._store
+        if self._claimed and store._hint_claim is not None:
+            conn = self._conn
+            try:
+                self._write_cur.execute(_BEGIN_WRITE)
+                clock = conn.cursor(binary=True)
+                clock.execute("SELECT " + _NOW)
+                timers = None
+                if store._hint_timers is not None:
+                    timers = (conn.cursor(binary=True), store._hint_timers)
+                    timers[0].execute(_DUE_PEEK, (timers[1],))
+                worker, limit = store._hint_claim
+                claim = (conn.cursor(binary=True), worker, limit)
+                claim[0].execute(_CLAIM_PEEK, (worker, limit))
+            except psycopg.Error as exc:
+                raise self._fail(exc) from None
+            self._next = _Ahead(clock, claim, timers)
+
+    def _commit_ok(self) -> bool:
+        """Whether the COMMIT went through (known once its result came back)."""
+        cur = self._commit_cur
+        result = cur.pgresult if cur is not None else None
+        return result is not None and result.command_status == b"COMMIT"
+
+    def _committed(self) -> None:
+        """After the commit: keep the task rows this transaction read or wrote, with
+        their versions, for the next."""
+        if not self._write:
+            return
+        rows, seqs = self._rows, self._seqs
+        for cur in self._returning:
+            for task_id, version, runnable, log_seq, out_seq in cur.fetchall():
+                row = rows.get(task_id)
+                if row is not None:
+                    rows[task_id] = (row[0], runnable, *row[2:6], version)
+                    seqs[task_id] = [log_seq, out_seq]
+        kept = {}
+        if len(rows) <= _KEEP_MAX:
+            for task_id, row in rows.items():
+                if row[6] is not None and task_id not in self._seqs_dirty:
+                    kept[task_id] = (row, tuple(seqs.get(task_id) or (0, 0)))
+        self._store._kept = kept
 
     # task records and continuations ----------------------------------------------------
 
@@ -595,6 +774,9 @@ class PgTables:
         row = self._rows.get(task_id)
         if row is not None:
             return row[0]
+        kept = self._kept(task_id)
+        if kept is not None:
+            return kept
         found = self._take_rows(self._query(
             f"SELECT {_ROW} FROM tasks WHERE id = %s{self._lock()}", (task_id,)))
         if task_id not in found:
@@ -613,6 +795,8 @@ class PgTables:
                 out[task_id] = pending[0]
             elif row is not None:
                 out[task_id] = row[0]
+            elif (kept := self._kept(task_id)) is not None:
+                out[task_id] = kept
             else:
                 wanted.append(task_id)
         if wanted:
@@ -805,9 +989,11 @@ class PgTables:
         ahead, self._ahead_timers = self._ahead_timers, None
         if self._write:
             self._store._hint_timers = limit if limit <= _AHEAD_MAX else None
+        rows = self._fetch(ahead[0]) if ahead is not None else []
+        if self.optimistic and rows:
+            ahead = None  # asked without locks: used only when no timer was due
         if ahead is not None and not self._sent_timers and limit <= ahead[1] and \
                 now == self.clock():
-            rows = self._fetch(ahead[0])
             pending = self._p_timers
             got = {(due, task, request): data for due, task, request, data in rows
                    if (due, task, request) not in pending}
@@ -1045,8 +1231,11 @@ class PgTables:
             rows = [r for r in fetched if r[0] not in local]
             if len(fetched) >= ahead[2] and len(rows) < limit:
                 rows = None  # tasks beyond those asked ahead may belong here
+            elif self.optimistic and any(r[4] != worker for r in rows):
+                rows = None  # asked without locks: only this worker's own are taken so
             else:
-                self._take_rows(r for r in rows if r[0] not in self._rows)
+                self._take_rows((r for r in rows if r[0] not in self._rows or
+                                 r[0] in self._unverified), locked=not self.optimistic)
         if rows is None:
             lock = " FOR UPDATE SKIP LOCKED" if self._write else ""
             rows = self._query(_CLAIM + lock, (float(now), worker, list(local), limit))
@@ -1056,7 +1245,10 @@ class PgTables:
             if runnable and (until is None or until <= now or lease_worker == worker):
                 found.append((updated, task_id))
         found.sort()
-        return [task_id for _, task_id in found[:limit]]
+        out = [task_id for _, task_id in found[:limit]]
+        if out and self._write:
+            self._claimed = True
+        return out
 
     def leased(self) -> list[str]:
         """The ids of the tasks that have a lease, in id order.  Only runnable tasks
@@ -1185,6 +1377,10 @@ class PostgresStore:
         # query and the limit of its timers query.
         self._hint_claim: tuple[str, int] | None = None
         self._hint_timers: int | None = None
+        # The last write transaction's task rows (id -> (row, seqs)), and the write
+        # transaction begun ahead by a worker's round (see ``PgTables``).
+        self._kept: dict[str, tuple[_Row, tuple[int, int]]] = {}
+        self._ahead: _Ahead | None = None
         self.init(create)
         self.open()
 
@@ -1207,7 +1403,7 @@ class PostgresStore:
             pool = psycopg_pool.ConnectionPool(
                 self.conninfo, min_size=1, max_size=self._max_connections, open=False,
                 kwargs={"connect_timeout": max(1, round(self.connect_timeout)),
-                        "prepare_threshold": 1},
+                        "prepare_threshold": 1, "autocommit": True},
                 timeout=self.connect_timeout, name=f"flowmetal:{self.schema}",
                 reconnect_timeout=max(60.0, self.connect_timeout))
             try:
@@ -1227,6 +1423,10 @@ class PostgresStore:
     def close(self) -> None:
         """Close the pool and the listening connection."""
         with self._pool_lock:
+            ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            self._drop_ahead(ahead)
+        with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
@@ -1239,28 +1439,45 @@ class PostgresStore:
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[PgTables]:
+        # Connections are in autocommit mode: BEGIN and COMMIT are sent in the pipeline
+        # with the statements, so that neither costs a round trip of its own.
+        ahead = self._take_ahead() if write else None
         pool = self._get_pool()
-        try:
-            conn = pool.getconn()
-        except psycopg.Error as exc:
-            raise _fault(exc, self.location) from None
-        broken = False
+        if ahead is not None:
+            conn, context, pipeline = ahead.conn, ahead.context, ahead.pipeline
+        else:
+            try:
+                conn = pool.getconn()
+            except psycopg.Error as exc:
+                raise _fault(exc, self.location) from None
+            context = pipeline = None
+        broken = keep = False
         tables: PgTables | None = None
         try:
             try:
-                conn.isolation_level = (psycopg.IsolationLevel.READ_COMMITTED if write else
-                                        psycopg.IsolationLevel.REPEATABLE_READ)
-                # A write leaves it to the server: a read-only server refuses it.
-                conn.read_only = None if write else True
-                with conn.pipeline():
-                    tables = PgTables(self, conn, write)
-                    try:
-                        yield tables
-                        tables._finish()
-                        conn.commit()
-                    except BaseException:
-                        _rollback(conn)
+                if context is None:
+                    context = conn.pipeline()
+                    pipeline = context.__enter__()
+                tables = PgTables(self, conn, write, ahead)
+                try:
+                    yield tables
+                    tables._finish()
+                    if tables._next is not None:
+                        pipeline.sync()  # the commit and the next transaction's start
+                        keep = True
+                    else:
+                        context, leave = None, context
+                        leave.__exit__(None, None, None)  # one sync: the commit
+                except psycopg.Error:
+                    if tables._commit_ok():
+                        keep = False  # committed; what failed is the next one's start
+                    else:
+                        self._kept = {}
                         raise
+                except BaseException:
+                    self._kept = {}
+                    raise
+                tables._committed()
             except psycopg.Error as exc:
                 if tables is not None:
                     raise tables._fail(exc) from None
@@ -1269,9 +1486,45 @@ class PostgresStore:
             broken = not isinstance(exc, StoreConflict)
             raise
         finally:
-            pool.putconn(conn)
-            if broken:
-                _check_pool(pool)
+            if keep:
+                assert tables is not None and tables._next is not None
+                nxt = tables._next
+                nxt.conn, nxt.context, nxt.pipeline = conn, context, pipeline
+                nxt.at, nxt.thread = time.monotonic(), threading.get_ident()
+                with self._pool_lock:
+                    old, self._ahead = self._ahead, nxt
+                if old is not None:
+                    self._drop_ahead(old)
+            else:
+                _end(conn, context, pipeline, rollback=tables is None or
+                     not tables._commit_ok())
+                pool.putconn(conn)
+                if broken:
+                    _check_pool(pool)
+
+    def _take_ahead(self) -> _Ahead | None:
+        """The write transaction this thread's last round began, if it is recent."""
+        with self._pool_lock:
+            ahead = self._ahead
+            if ahead is None:
+                return None
+            fresh = time.monotonic() - ahead.at <= AHEAD_SECONDS
+            if ahead.thread != threading.get_ident() and fresh:
+                return None
+            self._ahead = None
+        if fresh:
+            return ahead
+        self._drop_ahead(ahead)
+        return None
+
+    def _drop_ahead(self, ahead: _Ahead) -> None:
+        """Roll a transaction begun ahead back and give its connection back."""
+        _end(ahead.conn, ahead.context, ahead.pipeline, rollback=True)
+        pool = self._pool
+        if pool is not None:
+            pool.putconn(ahead.conn)
+        else:
+            ahead.conn.close()
 
     def read(self) -> Any:
         """A read-only snapshot transaction (a context manager yielding ``PgTables``)."""
@@ -1392,9 +1645,18 @@ class PostgresStore:
             return t.worker_alive(worker)
 
 
-def _rollback(conn: psycopg.Connection) -> None:
+def _end(conn: psycopg.Connection, context: Any, pipeline: Any, rollback: bool) -> None:
+    """Leave pipeline mode (if still in it) and, with ``rollback``, end the transaction
+    (if one is open): the connection can go back to the pool."""
     with contextlib.suppress(psycopg.Error):  # a broken connection is dropped anyway
-        conn.rollback()
+        if context is not None:
+            if rollback:
+                with contextlib.suppress(psycopg.Error):
+                    pipeline.sync()  # the results of an aborted pipeline
+                conn.rollback()
+            context.__exit__(None, None, None)
+        if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            conn.rollback()
 
 
 def _check_pool(pool: psycopg_pool.ConnectionPool) -> None:
