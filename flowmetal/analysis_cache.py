@@ -37,7 +37,6 @@ import pickle
 import sys
 import tempfile
 from contextlib import suppress
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from .analysis import link_all, link_lazily, node_flags, program_from_record, pr
 from .machine import UNSET, FrameKind
 from .procedures import PRIMITIVES, Primitive
 from .program import Program
+from .structs import dataclass
 from .values import EMPTY, FALSE, TRUE, Regex, Span
 
 MAGIC = b"flowmetal-cache/1\n"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from typing import Any
 
 from . import nodes as N
@@ -34,6 +33,7 @@ from .machine import MAX_SIMPLE_DEPTH, Machine, apply_procedure
 from .procedures import PRIMITIVES, PURE, Closure, Primitive
 from .program import Program
 from .reader import Syntax, strip, to_syntax
+from .structs import dataclass, replace
 from .values import (
     EMPTY,
     FALSE,

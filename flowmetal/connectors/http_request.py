@@ -17,12 +17,12 @@ answer: a 404 is a response, not an error.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
 from .. import json_values
 from ..printer import bounded_string
+from ..structs import dataclass, field, fields
 from ..values import FlowmetalError, Keyword, Map, Vector, kw, truthy
 
 DEFAULT_TIMEOUT = 60.0          # seconds for the whole request, retries included

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from .. import limits
 from ..printer import display_string, shown
 from ..procedures import define
+from ..structs import dataclass
 from ..values import FlowmetalError, Regex, is_number, truthy
 
 _SPEC = re.compile(r"%(?:(\d+)\$|(<))?([-#+ 0,(]*)(\d+)?(?:\.(\d+))?([a-zA-Z%])")

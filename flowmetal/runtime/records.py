@@ -14,14 +14,12 @@ import copy
 import operator
 import os
 import time
-from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
 import cbor2
 
-from ..codec import decode_value, encode_value
-from ..interpreter import base
+from ..structs import dataclass, field, fields
 
 TASK_FORMAT = 2
 
@@ -446,12 +444,19 @@ def new_task_id() -> str:
 
 def encode_data(value: Any) -> bytes:
     """A value (message, result, answer) as bytes for a record."""
+    from ..codec import encode_value  # (here: listing tasks needs no language)
+
     return encode_value(value)
 
 
 def decode_data(data: bytes | None) -> Any:
     """The value of ``encode_data`` bytes."""
-    return None if data is None else decode_value(data, base().globals)
+    if data is None:
+        return None
+    from ..codec import decode_value
+    from ..interpreter import base
+
+    return decode_value(data, base().globals)
 
 
 def result_value(rec: TaskRecord) -> Any:

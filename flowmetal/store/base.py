@@ -33,9 +33,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..structs import dataclass, field
 from .tables import ALL_TASKS, TaskFilter
 
 STORE_FORMAT = "flowmetal-store/3"

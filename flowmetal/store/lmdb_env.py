@@ -37,11 +37,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import lmdb
 
+from ..structs import dataclass
 from .base import StoreError, StoreReadOnly, StoreRetry, StoreUnavailable
 
 try:

@@ -14,10 +14,10 @@ When the wait ends otherwise (its timeout, a cancel, the task's end) the entry g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from ..runtime.records import Answer, OutboxEntry, RecordError, TaskRecord
+from ..structs import dataclass
 from .base import Request, StepCommit
 from .engine import Unit, deliver, event, fail_request, wait
 

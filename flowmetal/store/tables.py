@@ -23,8 +23,9 @@ Within a write transaction:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol
+
+from ..structs import dataclass
 
 
 class TaskColumns(NamedTuple):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..codec import CodecError
@@ -15,6 +15,7 @@ from ..runtime import inspect
 from ..runtime.records import TaskError, decode_data
 from ..server.app import log_events, output_after, tasks_page
 from ..store.tables import TaskFilter
+from ..structs import replace
 
 PAGE_SIZE = 50
 TIMELINE_MAX = 2000     # log entries a task page shows at once (the newest)
