@@ -30,7 +30,6 @@ Two kinds of entry:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -45,6 +44,7 @@ import cbor2
 
 from . import nodes as N
 from .analysis import link_all, link_lazily, node_flags, program_from_record, program_record
+from .hashing import sha256
 from .machine import UNSET, FrameKind
 from .procedures import PRIMITIVES, Primitive
 from .program import Program
@@ -79,7 +79,7 @@ def directory() -> Path:
 def code_digest() -> str:
     """The hash of this Flowmetal's language: the source of its modules (``_CODE_DIRS``),
     the cache format and the Python implementation."""
-    digest = hashlib.sha256(MAGIC + sys.implementation.cache_tag.encode() + b"\0")
+    digest = sha256(MAGIC + sys.implementation.cache_tag.encode() + b"\0")
     for folder in _CODE_DIRS:
         for path in sorted(folder.glob("*.py")):
             digest.update(f"{folder.name}/{path.name}\0".encode())
@@ -89,7 +89,7 @@ def code_digest() -> str:
 
 def entry_key(kind: str, *parts: str) -> str:
     """The key of an entry of ``kind`` made from ``parts`` by this Flowmetal."""
-    digest = hashlib.sha256(f"{kind}\0{code_digest()}\0".encode())
+    digest = sha256(f"{kind}\0{code_digest()}\0".encode())
     for part in parts:
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\0")
@@ -110,7 +110,7 @@ def read(kind: str, key: str) -> bytes | None:
     if data[:len(MAGIC)] != MAGIC or data[len(MAGIC):head] != key.encode():
         return None
     payload = data[head + _DIGEST:]
-    if hashlib.sha256(payload).digest() != data[head:head + _DIGEST]:
+    if sha256(payload).digest() != data[head:head + _DIGEST]:
         return None
     return payload
 
@@ -125,7 +125,7 @@ def write(kind: str, key: str, payload: bytes) -> bool:
         return False
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + key.encode() + hashlib.sha256(payload).digest() + payload)
+            f.write(MAGIC + key.encode() + sha256(payload).digest() + payload)
         os.replace(temp, _path(kind, key))
     except OSError:
         with suppress(OSError):

@@ -387,7 +387,9 @@ def follow(store: Any, task_id: str, print_value: bool = False,
 
     tune_gc()
     worker = Worker(store) if slice_size is None else Worker(store, slice_size=slice_size)
-    worker.connector = http_connector(store)
+    # (A scratch store, the one thing not resumable, has nothing in its outbox until its
+    # task puts it there.)
+    worker.connector = http_connector(store) if resumable else _ConnectorWhenAsked(store)
     with stop_signals() as stopped:
         try:
             rec = api.run_foreground(store, task_id, write_stdout, worker, stop=stopped)
@@ -738,6 +740,40 @@ def http_connector(store: Any, concurrency: int = 100) -> Any:
     from .connectors.http import HttpConnector
 
     return HttpConnector(store, concurrency=concurrency, log=_err)
+
+
+class _ConnectorWhenAsked:
+    """The HTTP connector of a store no other process writes to (``flowmetal -e``'s),
+    made when a step first makes an outbox entry: there is nothing to claim before, and
+    importing the connector is a part of every start."""
+
+    def __init__(self, store: Any):
+        self.store = store
+        self.real: Any = None
+
+    @property
+    def busy(self) -> bool:
+        return self.real is not None and self.real.busy
+
+    def round_part(self, asked: bool) -> Any:
+        if self.real is None:
+            if not asked:
+                return None  # (the worker's round then has no part of a connector)
+            self.real = http_connector(self.store)
+        return self.real.round_part(asked)
+
+    def round_done(self, part: Any, result: Any) -> int:
+        return self.real.round_done(part, result)
+
+    def round_failed(self, part: Any) -> None:
+        self.real.round_failed(part)
+
+    def wait(self, timeout: float) -> None:
+        self.real.wait(timeout)
+
+    def stop(self) -> None:
+        if self.real is not None:
+            self.real.stop()
 
 
 def cmd_connector(args: list[str], store_path: str | None) -> int:

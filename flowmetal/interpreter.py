@@ -16,7 +16,6 @@ resumes on the standard library it was made with whatever this Flowmetal ships.
 from __future__ import annotations
 
 import gc
-import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -31,6 +30,7 @@ from .analysis import CodeUnavailable, link_all, load_program, program_record
 from .analysis_cache import StdlibImage
 from .analyzer import Analyzer, CompileEnv
 from .codec import register_base
+from .hashing import sha256
 from .machine import Machine
 from .primitives import install
 from .procedures import PRIMITIVES, Closure
@@ -64,7 +64,7 @@ _NONE = object()
 def stdlib_root() -> str:
     """Where the standard library's hash chain starts: the analyzer version and the
     primitives (name, kind, arity) that analysis can link to."""
-    digest = hashlib.sha256(f"flowmetal-stdlib\0{ANALYZER_VERSION}\0".encode())
+    digest = sha256(f"flowmetal-stdlib\0{ANALYZER_VERSION}\0".encode())
     for name in sorted(PRIMITIVES):
         p = PRIMITIVES[name]
         digest.update(f"{name}\0{p.kind}\0{p.min_args}\0{p.max_args}\n".encode())
@@ -73,7 +73,7 @@ def stdlib_root() -> str:
 
 def chain_hash(prefix: str, program_hash: str) -> str:
     """The hash of a standard library prefix ``prefix`` followed by one more program."""
-    return hashlib.sha256(f"{prefix}\0{program_hash}".encode()).hexdigest()
+    return sha256(f"{prefix}\0{program_hash}".encode()).hexdigest()
 
 
 class Base:

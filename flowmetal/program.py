@@ -10,11 +10,11 @@ never analyzed again.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 from . import nodes as N
 from .fastpath import Batch, enabled
+from .hashing import sha256
 from .machine import link, simple_exec
 
 # Nodes whose per-node function is already a single step.
@@ -27,7 +27,7 @@ def program_hash(file: str, source: str, base: str = "",
                  analyzer: str = ANALYZER_VERSION) -> str:
     """The hash naming the analysis of ``source`` (as ``file``) against standard library
     ``base`` by analyzer version ``analyzer``."""
-    digest = hashlib.sha256()
+    digest = sha256()
     for part in (analyzer, base, file, source):
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")

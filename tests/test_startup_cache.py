@@ -351,6 +351,43 @@ def test_code_the_cache_loaded_unlinked_runs_from_calls_states_and_compiled_code
     assert compiled == [b"[True]", b"[True]", b"[False]"]
 
 
+# What a command imports that it does not need, printed by the process at its end.
+IMPORTS = ("import sys, atexit; atexit.register(lambda: print(sorted(m for m in {} if m in "
+           "sys.modules), file=sys.stderr)); from flowmetal.cli import main; "
+           "sys.exit(main(sys.argv[1:]))")
+UNNEEDED = ("dataclasses", "inspect", "hashlib", "secrets", "socket", "asyncio",
+            "flowmetal.connectors.http", "flowmetal.codec", "flowmetal.interpreter")
+
+
+def imported(cache: Path, store: Path, *args: str, unneeded=UNNEEDED) -> list[str]:
+    full = {k: v for k, v in os.environ.items() if k != "FLOWMETAL_NO_CACHE"}
+    full.update(FLOWMETAL_CACHE=str(cache), FLOWMETAL_HOME=str(store))
+    r = subprocess.run([sys.executable, "-c", IMPORTS.format(unneeded), *args], cwd=ROOT,
+                       env=full, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return eval(r.stderr.strip().splitlines()[-1])  # noqa: S307 (a list of names it printed)
+
+
+def test_commands_import_only_what_they_use(tmp_path):
+    cache, store = tmp_path / "cache", tmp_path / "store"
+    hello = str(ROOT / "examples" / "hello.fm")
+    assert imported(cache, store, "start", hello) == ["flowmetal.codec",
+                                                       "flowmetal.interpreter"]
+    assert imported(cache, store, "tasks") == []
+    assert imported(cache, store, "-e", "1") == ["flowmetal.codec", "flowmetal.interpreter"]
+
+
+def test_a_request_made_by_flowmetal_e_or_run_is_made(tmp_path, service):
+    cache, store = tmp_path / "cache", tmp_path / "store"
+    request = f'(:status (http {{:url "{service.url("/ok")}"}} :timeout 10))'
+    r = flowmetal(cache, "-e", request)
+    assert (r.returncode, r.stdout) == (0, "200\n"), r.stderr
+    script = tmp_path / "get.fm"
+    script.write_text(f"(println {request})\n")
+    r = flowmetal(cache, "--store", str(store), "run", str(script))
+    assert (r.returncode, r.stdout) == (0, "200\n"), r.stderr
+
+
 @pytest.mark.slow
 def test_the_startup_benchmark_prints_every_figure(tmp_path):
     r = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--quick", "--dir",

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import queue
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +50,7 @@ class HttpConnector:
                  log: Callable[[str], None] | None = None):
         self.store = store
         self.id = connector_id or \
-            f"{socket.gethostname()}:{os.getpid()}:http:{secrets.token_hex(4)}"
+            f"{os.uname().nodename}:{os.getpid()}:http:{os.urandom(4).hex()}"
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.log = log or (lambda text: None)

@@ -24,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import secrets
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -113,7 +111,7 @@ class Worker:
         self.store = store
         self.draft = draft
         self.id = worker_id or \
-            f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+            f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.slice_size = slice_size
         self.batch = batch
         self.lease_seconds = lease_seconds
@@ -144,7 +142,7 @@ class Worker:
     def hold(self) -> None:
         """Register with the store and take this worker's liveness lock (once)."""
         if self.lock is None:
-            self.lock = self.store.hold_worker(self.id, socket.gethostname(), os.getpid())
+            self.lock = self.store.hold_worker(self.id, os.uname().nodename, os.getpid())
 
     def round(self, stopping: bool = False) -> int:
         """Commit the last round's steps, fire timers, lease and run tasks.

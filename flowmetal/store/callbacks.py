@@ -13,10 +13,9 @@ store's ``public-url`` setting (``flowmetal serve --public-url``) with
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from enum import Enum
 
+from ..hashing import sha256
 from ..runtime.records import Answer, CallbackRecord, RecordError, Status, TaskRecord
 from ..values import Map, kw
 from .base import Request, StepCommit
@@ -38,7 +37,7 @@ class Delivery(Enum):
 
 def digest(token: str) -> str:
     """The key a callback is kept under: the SHA-256 of its token, in hex."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    return sha256(token.encode()).hexdigest()
 
 
 def callback_path(token: str) -> str:
@@ -58,6 +57,8 @@ def handle_callback(unit: Unit, rec: TaskRecord, request_id: int, req: Request,
         return
     spec = req.spec or {}
     lifetime = spec.get("timeout")
+    import secrets  # (here: it loads OpenSSL, see hashing)
+
     token = secrets.token_urlsafe(32)
     cb = CallbackRecord(rec.id, request_id, bool(spec.get("multi")),
                         now + (rec.limits.wait if lifetime is None else lifetime),

@@ -13,7 +13,6 @@ for ``now``) are small.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 
 import cbor2
 
+from ..hashing import sha256
 from ..runtime.records import (
     FINISHED,
     Answer,
@@ -1368,7 +1368,7 @@ def _copy_requests(s: Tables, d: Tables, task_id: str) -> None:
 
 
 def _key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _put_programs(t: Tables, records: dict[str, dict | bytes]) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import math
 import os
 import struct
@@ -47,6 +46,7 @@ from typing import Any
 import cbor2
 import lmdb
 
+from ..hashing import sha256
 from .base import STORE_FORMAT, StoreError
 from .lmdb_env import Environment
 from .tables import TaskColumns, TaskFilter
@@ -572,7 +572,7 @@ class LmdbStore:
     def _lock_path(self, worker: str) -> str:
         directory = os.path.join(self.path, "workers")
         os.makedirs(directory, exist_ok=True)
-        return os.path.join(directory, hashlib.sha256(worker.encode()).hexdigest()[:32]
+        return os.path.join(directory, sha256(worker.encode()).hexdigest()[:32]
                             + ".lock")
 
     def hold_worker(self, worker: str) -> WorkerLock:

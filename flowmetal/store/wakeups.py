@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import select
-import socket
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
 
 
 class Wakeups:
@@ -29,9 +31,11 @@ class Wakeups:
     def _own(self) -> socket.socket | None:
         if self._sock is not None and self._pid == os.getpid():
             return self._sock
+        import socket  # (here: a command that never waits needs none)
+
         try:
             os.makedirs(self.dir, exist_ok=True)
-            name = f"{os.getpid()}-{secrets.token_hex(4)}.sock"
+            name = f"{os.getpid()}-{os.urandom(4).hex()}.sock"
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sock.bind(os.path.join(self.dir, name))
             sock.setblocking(False)
@@ -59,6 +63,8 @@ class Wakeups:
             return
         if not names:
             return
+        import socket
+
         sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sender.setblocking(False)
         try:
