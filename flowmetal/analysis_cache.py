@@ -1,16 +1,16 @@
 """The analysis cache: the loaded standard library and analyzed programs kept in files,
 so a command starts without analyzing them again.
 
-Derived data only.  An entry is named by a key that hashes everything it was made from:
-the cache format, the Python implementation, the source of every module of the language
-(``code_digest``: the analyzer, the machine, the primitives, ...) and the input itself
-(the standard library's files; a program's hash, which covers its file name, source and
-standard library).  So a change to any of them makes another key and an old entry is
-never used; deleting the cache changes nothing but speed.
+Derived data only.  An entry is named by a key that hashes (BLAKE2b) everything it was
+made from: the cache format, the Python implementation, the source of every module of
+the language (``code_digest``: the analyzer, the machine, the primitives, ...) and the
+input itself (the standard library's files; a program's hash, which covers its file
+name, source and standard library).  So a change to any of them makes another key and an
+old entry is never used; deleting the cache changes nothing but speed.
 
 Where: ``$FLOWMETAL_CACHE``, else ``$XDG_CACHE_HOME/flowmetal``, else
 ``~/.cache/flowmetal``; ``FLOWMETAL_NO_CACHE=1`` turns the cache off.  A file is
-``MAGIC``, its key, the SHA-256 of its payload, then the payload; it is written to a
+``MAGIC``, its key, the CRC-32 of its payload, then the payload; it is written to a
 temporary file and renamed, so a reader sees a whole file or none.  A file that is
 truncated, corrupt, of another key or that fails to load is ignored (and replaced by the
 next write); a directory that cannot be written only means nothing is kept.
@@ -30,11 +30,13 @@ Two kinds of entry:
 
 from __future__ import annotations
 
+import copyreg
 import io
 import os
 import pickle
 import sys
 import tempfile
+import zlib
 from contextlib import suppress
 from functools import lru_cache
 from pathlib import Path
@@ -44,15 +46,15 @@ import cbor2
 
 from . import nodes as N
 from .analysis import link_all, link_lazily, node_flags, program_from_record, program_record
-from .hashing import sha256
+from .hashing import blake2b
 from .machine import UNSET, FrameKind
 from .procedures import PRIMITIVES, Primitive
 from .program import Program
 from .structs import dataclass
 from .values import EMPTY, FALSE, TRUE, Regex, Span
 
-MAGIC = b"flowmetal-cache/1\n"
-_DIGEST = 32  # bytes of the SHA-256 of a payload
+MAGIC = b"flowmetal-cache/2\n"
+_DIGEST = 4  # bytes of the CRC-32 of a payload
 _HERE = Path(__file__).resolve().parent
 # The language's modules: what analysis, loading and running the standard library read.
 _CODE_DIRS = (_HERE, _HERE / "primitives", _HERE / "connectors")
@@ -79,17 +81,19 @@ def directory() -> Path:
 def code_digest() -> str:
     """The hash of this Flowmetal's language: the source of its modules (``_CODE_DIRS``),
     the cache format and the Python implementation."""
-    digest = sha256(MAGIC + sys.implementation.cache_tag.encode() + b"\0")
+    digest = blake2b(MAGIC + sys.implementation.cache_tag.encode() + b"\0", digest_size=32)
     for folder in _CODE_DIRS:
-        for path in sorted(folder.glob("*.py")):
-            digest.update(f"{folder.name}/{path.name}\0".encode())
-            digest.update(path.read_bytes())
+        where = os.fspath(folder)
+        for name in sorted(n for n in os.listdir(where) if n.endswith(".py")):
+            digest.update(f"{folder.name}/{name}\0".encode())
+            with open(os.path.join(where, name), "rb") as f:
+                digest.update(f.read())
     return digest.hexdigest()
 
 
 def entry_key(kind: str, *parts: str) -> str:
     """The key of an entry of ``kind`` made from ``parts`` by this Flowmetal."""
-    digest = sha256(f"{kind}\0{code_digest()}\0".encode())
+    digest = blake2b(f"{kind}\0{code_digest()}\0".encode(), digest_size=32)
     for part in parts:
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\0")
@@ -110,7 +114,7 @@ def read(kind: str, key: str) -> bytes | None:
     if data[:len(MAGIC)] != MAGIC or data[len(MAGIC):head] != key.encode():
         return None
     payload = data[head + _DIGEST:]
-    if sha256(payload).digest() != data[head:head + _DIGEST]:
+    if zlib.crc32(payload).to_bytes(_DIGEST, "big") != data[head:head + _DIGEST]:
         return None
     return payload
 
@@ -125,7 +129,8 @@ def write(kind: str, key: str, payload: bytes) -> bool:
         return False
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + key.encode() + sha256(payload).digest() + payload)
+            f.write(MAGIC + key.encode() + zlib.crc32(payload).to_bytes(_DIGEST, "big") +
+                    payload)
         os.replace(temp, _path(kind, key))
     except OSError:
         with suppress(OSError):
@@ -223,16 +228,8 @@ def store_stdlib(key: str, image: StdlibImage) -> bool:
 _DERIVED = ("ev", "exec", "resume", "slow")
 
 
-def _node(cls: type) -> N.Node:
-    return object.__new__(cls)
-
-
 def _program(file: str, source: str, base: str, analyzer: str) -> Program:
     return Program(file, source, base, analyzer)
-
-
-def _span(*parts: Any) -> Span:
-    return Span(*parts)
 
 
 def _regex(pattern: str) -> Regex:
@@ -252,13 +249,14 @@ class _Pickler(pickle.Pickler):
             state = {name: getattr(obj, name) for name in t.FIELDS}
             state.update(id=obj.id, span=obj.span, proc=obj.proc, program=obj.program)
             state.update(dict.fromkeys(_DERIVED))
-            return _node, (t,), (None, state)
+            # (copyreg.__newobj__: pickle's NEWOBJ, the class made in C, no call back)
+            return copyreg.__newobj__, (t,), (None, state)
         if t is Program:
             self.programs.append(obj)
             return (_program, (obj.file, obj.source, obj.base, obj.analyzer),
                     {"nodes": obj.nodes, "forms": obj.forms, "entry": obj.entry})
         if t is Span:
-            return _span, tuple(obj)
+            return copyreg.__newobj__, (Span, *obj)
         if t is Regex:
             return _regex, (obj.pattern,)
         return NotImplemented
@@ -279,10 +277,10 @@ _SINGLETON_NAMES = {id(v): k for k, v in _SINGLETONS.items()}
 # What an entry may build: the language's data classes and the functions above.
 _ALLOWED = {
     ("flowmetal.analysis_cache", name) for name in
-    ("StdlibImage", "_node", "_program", "_span", "_regex")
+    ("StdlibImage", "_program", "_regex")
 } | {
     ("flowmetal.values", name) for name in
-    ("Symbol", "Keyword", "Pair", "Vector", "Map", "Set", "Atom", "Delay")
+    ("Symbol", "Keyword", "Pair", "Vector", "Map", "Set", "Atom", "Delay", "Span")
 } | {("flowmetal.procedures", "Closure"), ("flowmetal.procedures", "Continuation"),
      ("fractions", "Fraction")} | {
     ("flowmetal.nodes", name) for name, cls in vars(N).items()
