@@ -893,6 +893,23 @@ def test_due_timers_found_ahead_are_asked_again_with_locks(pg_store):
     join()
 
 
+def test_statements_deallocated_under_the_store_are_a_conflict_then_prepared_again(
+        pg_store):
+    with pg_store.write() as t:
+        add(t, "t1", runnable=True)
+    for _ in range(3):
+        claim_round(pg_store)  # its commits go through libpq, with statements of its own
+    assert pg_store._ahead is not None
+    with pg_store.write() as t:
+        for name in postgres._prepared_names[t._conn].values():  # as psycopg's
+            t._conn.execute(f"DEALLOCATE {name.decode()}")  # DEALLOCATE ALL would
+        t.get_task("t1")
+    with pytest.raises(StoreConflict, match="does not exist"):
+        claim_round(pg_store)
+    assert claim_round(pg_store) == ["t1"]
+    assert claim_round(pg_store) == ["t1"]
+
+
 def test_migration_from_version_2_adds_versions(pg_url, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(postgres, "SCHEMA_VERSION", 2)

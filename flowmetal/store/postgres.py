@@ -58,10 +58,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import itertools
 import random
 import re
+import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -70,7 +73,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
-from psycopg import pq, sql
+from psycopg import generators, pq, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .base import StoreError, StoreRetry, StoreUnavailable
@@ -268,13 +271,23 @@ _RETURNING = ("RETURNING {t}.id, {t}.version, {t}.runnable IS TRUE, coalesce({t}
 _BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 _CHECK = "SELECT check_tasks(%b::text[], %b::int8[])"
-_TASKS_UPSERT = """
+# Each row comes with the version this transaction saw it at (NULL: none, or it read
+# it locked): a row another transaction changed since (or deleted) makes the new
+# version other than one more, and fails the transaction at once (``check_tasks`` of
+# the expected version raises), before anything of it is committed.
+_TASKS_UPSERT_CTES = """
+WITH v AS (SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[],
+    %b::text[], %b::text[], %b::float8[], %b::float8[], %b::text[], %b::float8[],
+    %b::text[], %b::float8[], %b::bool[], %b::int8[], %b::int8[], %b::bytea[],
+    %b::int8[]) AS v(id, status, program, name, parent, root, created, updated,
+    lease_worker, lease_until, waiting_on, waiting_until, runnable, log_seq, output_seq,
+    record, expect)),
+u AS (
 INSERT INTO tasks AS t (id, status, program, name, parent, root, created, updated,
     lease_worker, lease_until, waiting_on, waiting_until, runnable, log_seq, output_seq,
     record)
-SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-    %b::text[], %b::float8[], %b::float8[], %b::text[], %b::float8[], %b::text[],
-    %b::float8[], %b::bool[], %b::int8[], %b::int8[], %b::bytea[])
+SELECT id, status, program, name, parent, root, created, updated, lease_worker,
+    lease_until, waiting_on, waiting_until, runnable, log_seq, output_seq, record FROM v
 ON CONFLICT (id) DO UPDATE SET status = excluded.status, program = excluded.program,
     name = excluded.name, parent = excluded.parent, root = excluded.root,
     created = excluded.created, updated = excluded.updated,
@@ -284,7 +297,41 @@ ON CONFLICT (id) DO UPDATE SET status = excluded.status, program = excluded.prog
     log_seq = coalesce(excluded.log_seq, t.log_seq),
     output_seq = coalesce(excluded.output_seq, t.output_seq), record = excluded.record,
     version = t.version + 1
-""" + _RETURNING.format(t="t")
+""" + _RETURNING.format(t="t") + ")"
+_TASKS_UPSERT_END = """
+SELECT u.*, (CASE WHEN u.version <> v.expect + 1 THEN
+    check_tasks(ARRAY[u.id], ARRAY[v.expect]) END) IS NULL
+FROM u JOIN v ON v.id = u.id
+"""
+_TASKS_UPSERT = _TASKS_UPSERT_CTES + _TASKS_UPSERT_END
+_CONTS_PUT = ("INSERT INTO conts (id, data) SELECT * FROM unnest(%b::text[], %b::bytea[]) "
+              "ON CONFLICT (id) DO UPDATE SET data = excluded.data")
+_LOG_PUT = "INSERT INTO log (task, seq, data) SELECT * FROM unnest(%b::text[], %b::int8[], " \
+    "%b::bytea[])"
+_OUTPUT_PUT = "INSERT INTO output (task, seq, text) SELECT * FROM unnest(%b::text[], " \
+    "%b::int8[], %b::text[])"
+# Statements sent through libpq right after the upsert go in it, as more of its CTEs:
+# one statement for a step's record, continuation and journals.
+_JOINS_UPSERT = frozenset({_CONTS_PUT, _LOG_PUT, _OUTPUT_PUT})
+_joined: dict[tuple[str, ...], str] = {}
+
+
+def _join_upsert(out: list[tuple[str, Any, bool]]) -> list[tuple[str, Any, bool]]:
+    """``out`` with the writes that follow the tasks upsert made part of it."""
+    n = 1
+    while n < len(out) and out[n][0] in _JOINS_UPSERT:
+        n += 1
+    if n == 1:
+        return out
+    key = tuple(q for q, _, _ in out[1:n])
+    query = _joined.get(key)
+    if query is None:
+        query = _joined[key] = (_TASKS_UPSERT_CTES + "".join(
+            f", w{i} AS ({q})" for i, q in enumerate(key)) + _TASKS_UPSERT_END)
+    params = [*out[0][1]]
+    for _, p, _ in out[1:n]:
+        params += p
+    return [(query, params, True), *out[n:]]
 _KEYS_UPSERT = """
 INSERT INTO task_keys AS k (id, program, name, parent, root, created)
 SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
@@ -316,9 +363,22 @@ _DUE_AHEAD = (f"SELECT due, task, request, data FROM timers WHERE due <= {_NOW} 
               "ORDER BY due, task, request LIMIT %s FOR UPDATE SKIP LOCKED")
 # The same without locks, asked by a transaction begun ahead (see ``PgTables``).
 _CLAIM_PEEK = (f"SELECT {_ROW} FROM tasks WHERE runnable AND (lease_until IS NULL OR "
-               f"lease_until <= {_NOW} OR lease_worker = %s) ORDER BY updated, id LIMIT %s")
+               f"lease_until <= {_NOW} OR lease_worker = %s::text) ORDER BY updated, id "
+               "LIMIT %s::int8")
 _DUE_PEEK = (f"SELECT due, task, request, data FROM timers WHERE due <= {_NOW} "
-             "ORDER BY due, task, request LIMIT %s")
+             "ORDER BY due, task, request LIMIT %s::int8")
+# The three in one statement (for ``PgTables._raw``): kind 0 is the clock (in updated),
+# 1 a due timer (task in id, data in record, due in updated, request in log_seq), 2 a
+# claimable task's row.
+_PEEK = (f"(SELECT 0::int8, NULL::text, NULL::bytea, NULL::bool, {_NOW}, NULL::text, "
+         "NULL::float8, NULL::text, NULL::text, NULL::text, NULL::text, NULL::float8, "
+         "NULL::int8, NULL::int8, NULL::int8) UNION ALL "
+         "(SELECT 1, task, data, NULL, due, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+         f"request, NULL, NULL FROM timers WHERE due <= {_NOW} "
+         "ORDER BY due, task, request LIMIT %s::int8) UNION ALL "
+         f"(SELECT 2, {_ROW} FROM tasks WHERE runnable AND (lease_until IS NULL OR "
+         f"lease_until <= {_NOW} OR lease_worker = %s::text) ORDER BY updated, id "
+         "LIMIT %s::int8)")
 _AHEAD_MAX = 10_000  # no larger claim or timer query is asked ahead
 AHEAD_SECONDS = 0.25  # a transaction begun ahead is used this long, then rolled back
 _KEEP_MAX = 10_000  # rows kept from a transaction for the next (more: none kept)
@@ -327,6 +387,111 @@ _TimerKey = tuple[float, str, int]  # (due, task, request) of a timer
 _Keys = tuple[str, str, "str | None", str, float]  # program, name, parent, root, created
 # record, runnable, updated, lease worker, lease until, keys, version (None: not known)
 _Row = tuple[bytes, bool, float, "str | None", "float | None", _Keys, "int | None"]
+
+
+# ---------------------------------------------------------------------------------------
+# A transaction's last flush (its writes, COMMIT and the next transaction's start) sent
+# straight through libpq: psycopg's execute costs ~25 us of Python a statement in pipeline
+# mode (it talks to the socket at each one, and adapts each array parameter), which was
+# most of a worker's round.  Statements are prepared once per connection under names of
+# their own; parameters and results are in binary, by the types the SQL casts them to.
+
+_I4 = struct.Struct("!i")
+_F8 = struct.Struct("!d")
+_I8 = struct.Struct("!q")
+_ARRAY_HEAD = struct.Struct("!iiIii")
+
+
+def _encode_array(oid: int, encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    def encode_array(values: Any) -> bytes:
+        if not values:
+            return struct.pack("!iiI", 0, 0, oid)
+        parts = []
+        nulls = 0
+        for value in values:
+            if value is None:
+                parts.append(b"\xff\xff\xff\xff")
+                nulls = 1
+            else:
+                data = encode(value)
+                parts.append(_I4.pack(len(data)) + data)
+        return _ARRAY_HEAD.pack(1, nulls, oid, len(values), 1) + b"".join(parts)
+    return encode_array
+
+
+def _encode_text(value: str) -> bytes:
+    return value.encode()
+
+
+def _encode_bool(value: bool) -> bytes:
+    return b"\x01" if value else b"\x00"
+
+
+# type -> (oid, encoder)
+_RAW_TYPES: dict[str, tuple[int, Callable[[Any], bytes]]] = {
+    "text": (25, _encode_text), "float8": (701, _F8.pack), "int8": (20, _I8.pack),
+    "bool": (16, _encode_bool), "bytea": (17, bytes),
+}
+for _name, (_oid, _enc) in list(_RAW_TYPES.items()):
+    _RAW_TYPES[_name + "[]"] = ({25: 1009, 701: 1022, 20: 1016, 16: 1000, 17: 1001}[_oid],
+                                _encode_array(_oid, _enc))
+_RAW_COMMANDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT"})
+_PLACEHOLDER = re.compile(r"%[sb](?:::([a-z0-9]+(?:\[\])?))?")
+_RawStatement = tuple[bytes, list[int], list[Callable[[Any], bytes]]]
+_raw_statements: dict[str, _RawStatement | None] = {}
+
+
+def _raw_statement(query: str) -> _RawStatement | None:
+    """($n text, parameter oids, encoders) of a statement whose every parameter is cast
+    to a type known here; None for any other."""
+    try:
+        return _raw_statements[query]
+    except KeyError:
+        pass
+    types: list[str] = []
+
+    def number(m: re.Match) -> str:
+        types.append(m.group(1) or "?")
+        return f"${len(types)}{m.group(0)[2:]}"
+    text = _PLACEHOLDER.sub(number, query)
+    known = all(t in _RAW_TYPES for t in types) and "%" not in text and \
+        query.lstrip(" \n(").split(None, 1)[0].upper() in _RAW_COMMANDS
+    out = (text.encode(), [_RAW_TYPES[t][0] for t in types],
+           [_RAW_TYPES[t][1] for t in types]) if known else None
+    _raw_statements[query] = out
+    return out
+
+
+def _decode_text(data: bytes) -> str:
+    return data.decode()
+
+
+def _decode_f8(data: bytes) -> float:
+    return _F8.unpack(data)[0]
+
+
+def _decode_i8(data: bytes) -> int:
+    return _I8.unpack(data)[0]
+
+
+def _decode_bool(data: bytes) -> bool:
+    return data == b"\x01"
+
+
+_T, _B, _F, _I, _L = _decode_text, bytes, _decode_f8, _decode_i8, _decode_bool
+_ROW_TYPES = (_T, _B, _L, _F, _T, _F, _T, _T, _T, _T, _F, _I, _I, _I)  # of _ROW
+_RETURNING_TYPES = (_T, _I, _L, _I, _I)
+# connection -> {statement: name}; names are never used twice in a process, so that a
+# connection whose statements psycopg deallocated (it does after a rollback) is told so
+# at their next use (then they are prepared again), never that a name is taken.
+_prepared_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_statement_numbers = itertools.count()
+
+
+def _rows_of(result: Any, types: tuple) -> list[tuple]:
+    get = result.get_value
+    return [tuple(None if (v := get(r, c)) is None else decode(v)
+                  for c, decode in enumerate(types)) for r in range(result.ntuples)]
 
 
 class _Ahead:
@@ -387,8 +552,10 @@ class PgTables:
         self._conts: dict[str, bytes | None] = {}
         # rows used without a lock, by version, until ``_verify`` sends their check
         self._unverified: dict[str, int] = {}
-        self._returning: list[psycopg.Cursor] = []  # writes to tasks: their versions
+        self._out: list[tuple[str, Any, bool]] = []  # statements not sent yet
+        self._returning: list[Any] = []  # writes to tasks: their versions (cursors, rows)
         self._commit_cur: psycopg.Cursor | None = None
+        self._committed_raw = False  # the COMMIT sent through libpq came back done
         self._claimed = False  # a worker's claim found tasks: it will be back soon
         self._next: _Ahead | None = None  # the transaction begun after this one
         # what waits to be written (None: delete)
@@ -440,6 +607,8 @@ class PgTables:
         """Run a query and fetch its rows (sending the writes queued before it)."""
         if self._failed is not None:
             raise self._failed
+        if self._out:
+            self._push()
         cur = self._read_cur
         try:
             cur.execute(query, params)
@@ -447,10 +616,13 @@ class PgTables:
         except psycopg.Error as exc:
             raise self._fail(exc) from None
 
-    def _fetch(self, cur: psycopg.Cursor) -> list[tuple]:
-        """The rows of a query sent earlier on ``cur``."""
+    def _fetch(self, cur: Any) -> list[tuple]:
+        """The rows of a query sent earlier on ``cur`` (or the rows themselves, read
+        with the last commit)."""
         if self._failed is not None:
             raise self._failed
+        if isinstance(cur, list):
+            return cur
         try:
             return cur.fetchall()
         except psycopg.Error as exc:
@@ -459,18 +631,24 @@ class PgTables:
     def _send(self, query: str, params: Any = None, returning: bool = False) -> None:
         """Queue a statement whose result is not needed now (with ``returning``, the
         rows it returns are read after the commit), after the check of the rows used
-        unchecked."""
+        unchecked.  It goes out with the next read, or at commit."""
         self._need_write()
         if self._unverified:
             self._verify()
         if self._failed is not None:
             raise self._failed
-        cur = self._write_cur
-        if returning:
-            cur = self._conn.cursor(binary=True)
-            self._returning.append(cur)
+        self._out.append((query, params, returning))
+
+    def _push(self) -> None:
+        """Send the queued statements through psycopg (before a read)."""
+        out, self._out = self._out, []
         try:
-            cur.execute(query, params)
+            for query, params, returning in out:
+                cur = self._write_cur
+                if returning:
+                    cur = self._conn.cursor(binary=True)
+                    self._returning.append(cur)
+                cur.execute(query, params)
         except psycopg.Error as exc:
             raise self._fail(exc) from None
 
@@ -538,6 +716,9 @@ class PgTables:
         if self._now is None:
             if self._failed is not None:
                 raise self._failed
+            if isinstance(self._clock_cur, float):
+                self._now = self._clock_cur
+                return self._now
             try:
                 row = self._clock_cur.fetchone()
             except psycopg.Error as exc:
@@ -565,6 +746,8 @@ class PgTables:
             ids = sorted(pending)
             cols = [pending[i][1] for i in ids]
             seqs = [self._seqs.get(i) for i in ids]
+            unverified = self._unverified
+            expect = [unverified.pop(i, None) for i in ids]  # the upsert checks them
             self._send(_TASKS_UPSERT, returning=True, params=(
                 ids, [c.status for c in cols], [c.program for c in cols],
                 [c.name for c in cols], [c.parent for c in cols], [c.root for c in cols],
@@ -572,7 +755,7 @@ class PgTables:
                 [c.lease_worker for c in cols], [_float(c.lease_until) for c in cols],
                 [c.waiting_on for c in cols], [_float(c.waiting_until) for c in cols],
                 [marks.get(i) for i in ids], [s[0] if s else None for s in seqs],
-                [s[1] if s else None for s in seqs], [pending[i][0] for i in ids]))
+                [s[1] if s else None for s in seqs], [pending[i][0] for i in ids], expect))
             # The indexed copy of the keys is written when they are new or changed.
             new_keys = []
             for i, c in zip(ids, cols):
@@ -635,9 +818,7 @@ class PgTables:
                 self._send("DELETE FROM conts WHERE id = ANY(%b::text[])", (gone,))
             if put:
                 put.sort()
-                self._send("INSERT INTO conts (id, data) SELECT * FROM unnest(%b::text[], "
-                           "%b::bytea[]) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-                           ([k for k, _ in put], [v for _, v in put]))
+                self._send(_CONTS_PUT, ([k for k, _ in put], [v for _, v in put]))
             self._conts.update(self._p_conts)
             self._p_conts.clear()
         self._flush_inbox()
@@ -678,15 +859,13 @@ class PgTables:
     def _flush_journals(self) -> None:
         if self._p_log:
             log = self._p_log
-            self._send("INSERT INTO log (task, seq, data) SELECT * FROM unnest(%b::text[], "
-                       "%b::int8[], %b::bytea[])",
-                       ([r[0] for r in log], [r[1] for r in log], [r[2] for r in log]))
+            self._send(_LOG_PUT, ([r[0] for r in log], [r[1] for r in log],
+                                  [r[2] for r in log]))
             self._p_log = []
         if self._p_output:
             out = self._p_output
-            self._send("INSERT INTO output (task, seq, text) SELECT * FROM unnest(%b::text[], "
-                       "%b::int8[], %b::text[])",
-                       ([r[0] for r in out], [r[1] for r in out], [r[2] for r in out]))
+            self._send(_OUTPUT_PUT, ([r[0] for r in out], [r[1] for r in out],
+                                     [r[2] for r in out]))
             self._p_output = []
 
     def _flush_workers(self) -> None:
@@ -709,20 +888,26 @@ class PgTables:
         round that claimed tasks, begin the next transaction too (``_Ahead``)."""
         if self._failed is not None:
             raise self._failed
-        cur = self._commit_cur = self._conn.cursor()
         if not self._write:
+            self._push()
+            cur = self._commit_cur = self._conn.cursor()
             cur.execute("COMMIT")
             return
         self.flush()
         if self._wake:
-            self._send("SELECT pg_notify(%s, '')", (self._store.channel,))
+            self._send("SELECT pg_notify(%s::text, '')", (self._store.channel,))
         self._verify()
+        store = self._store
+        ahead = store._hint_claim if self._claimed else None
+        if ahead is not None and self._raw(ahead):  # (else one sync ends it all)
+            return
+        self._push()
+        cur = self._commit_cur = self._conn.cursor()
         try:
             cur.execute("COMMIT")
         except psycopg.Error as exc:
             raise self._fail(exc) from None
-        store = self._store
-        if self._claimed and store._hint_claim is not None:
+        if ahead is not None:
             conn = self._conn
             try:
                 self._write_cur.execute(_BEGIN_WRITE)
@@ -732,15 +917,107 @@ class PgTables:
                 if store._hint_timers is not None:
                     timers = (conn.cursor(binary=True), store._hint_timers)
                     timers[0].execute(_DUE_PEEK, (timers[1],))
-                worker, limit = store._hint_claim
+                worker, limit = ahead
                 claim = (conn.cursor(binary=True), worker, limit)
                 claim[0].execute(_CLAIM_PEEK, (worker, limit))
             except psycopg.Error as exc:
                 raise self._fail(exc) from None
             self._next = _Ahead(clock, claim, timers)
 
+    def _raw(self, ahead: tuple[str, int] | None) -> bool:
+        """Send the queued statements, COMMIT and (with ``ahead``, the worker and limit
+        of its claim) the next transaction's start straight through libpq, in one round
+        trip; False if they cannot go that way (psycopg still has results to read, or a
+        statement has a parameter of a type not known here)."""
+        conn = self._conn
+        pipeline = getattr(conn, "_pipeline", None)
+        if pipeline is None or getattr(pipeline, "command_queue", True) or \
+                getattr(pipeline, "result_queue", True):
+            return False
+        store = self._store
+        out = self._out
+        if out and out[0][0] is _TASKS_UPSERT:
+            out = _join_upsert(out)
+        items: list[tuple[str, Any, Any]] = [(q, p, _RETURNING_TYPES if r else None)
+                                            for q, p, r in out]
+        items.append(("COMMIT", (), "commit"))
+        if ahead is not None:
+            items += [(_BEGIN_WRITE, (), None),
+                      (_PEEK, (store._hint_timers or 0, *ahead), "peek")]
+        statements = [_raw_statement(q) for q, _, _ in items]
+        if None in statements:
+            return False
+        self._out = []
+        pgconn = conn.pgconn
+        names = _prepared_names.get(conn)
+        if names is None:
+            names = _prepared_names[conn] = {}
+        expect: list[Any] = []  # per result: what it is
+        preparing: dict[bytes, bytes] = {}
+        error: psycopg.Error | None = None
+        clock: Any = None
+        claim = timers = None
+        try:
+            for (_, params, kind), statement in zip(items, statements):
+                assert statement is not None
+                text, oids, encoders = statement
+                name = names.get(text) or preparing.get(text)
+                if name is None:
+                    name = preparing[text] = b"fm_%d" % next(_statement_numbers)
+                    pgconn.send_prepare(name, text, param_types=oids)
+                    expect.append(("prepare", text, name))
+                pgconn.send_query_prepared(
+                    name, [None if v is None else enc(v) for enc, v in zip(encoders, params)],
+                    param_formats=[1] * len(encoders), result_format=1)
+                expect.append(kind)
+            pgconn.pipeline_sync()
+            conn.wait(generators.send(pgconn))
+            for kind in expect:
+                results = conn.wait(generators.fetch_many(pgconn))
+                result = results[-1] if results else None
+                status = result.status if result is not None else None
+                if status == pq.ExecStatus.FATAL_ERROR:
+                    if error is None:
+                        error = pg_errors.error_from_result(result, encoding="utf-8")
+                    continue
+                if status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+                    continue  # skipped after an error
+                if isinstance(kind, tuple) and kind[0] == "prepare":
+                    names[kind[1]] = kind[2]
+                elif kind == "commit":
+                    self._committed_raw = result.command_status == b"COMMIT"
+                elif kind == "peek":
+                    rows: list[list[tuple]] = [[], [], []]
+                    for row in _rows_of(result, (_I, *_ROW_TYPES)):
+                        rows[row[0]].append(row[1:])
+                    clock = rows[0][0][3]
+                    if store._hint_timers is not None:
+                        timers = ([(r[3], r[0], r[11], r[1]) for r in rows[1]],
+                                  store._hint_timers)
+                    claim = (rows[2], *ahead)
+                elif kind is not None:
+                    self._returning.append(_rows_of(result, kind))
+            sync = conn.wait(generators.fetch_many(pgconn))
+            if not sync or sync[-1].status != pq.ExecStatus.PIPELINE_SYNC:
+                raise psycopg.OperationalError("the pipeline lost its place")
+        except psycopg.Error as exc:
+            _prepared_names.pop(conn, None)
+            raise self._fail(exc) from None
+        if error is not None:
+            if isinstance(error, pg_errors.InvalidSqlStatementName):
+                # psycopg deallocated every statement (it does after a rollback)
+                _prepared_names.pop(conn, None)
+                self._failed = StoreConflict(f"the store at {store.location}: {error} "
+                                             "(try again)")
+            raise self._fail(error)
+        if ahead is not None and clock is not None and claim is not None:
+            self._next = _Ahead(clock, claim, timers)
+        return True
+
     def _commit_ok(self) -> bool:
         """Whether the COMMIT went through (known once its result came back)."""
+        if self._committed_raw:
+            return True
         cur = self._commit_cur
         result = cur.pgresult if cur is not None else None
         return result is not None and result.command_status == b"COMMIT"
@@ -752,7 +1029,8 @@ class PgTables:
             return
         rows, seqs = self._rows, self._seqs
         for cur in self._returning:
-            for task_id, version, runnable, log_seq, out_seq in cur.fetchall():
+            returned = cur if isinstance(cur, list) else cur.fetchall()
+            for task_id, version, runnable, log_seq, out_seq, *_ in returned:
                 row = rows.get(task_id)
                 if row is not None:
                     rows[task_id] = (row[0], runnable, *row[2:6], version)
@@ -1462,7 +1740,9 @@ class PostgresStore:
                 try:
                     yield tables
                     tables._finish()
-                    if tables._next is not None:
+                    if tables._committed_raw:  # sent and synced through libpq
+                        keep = tables._next is not None
+                    elif tables._next is not None:
                         pipeline.sync()  # the commit and the next transaction's start
                         keep = True
                     else:
