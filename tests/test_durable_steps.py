@@ -645,3 +645,18 @@ def test_a_step_that_cannot_be_committed_fails_only_its_task(store, tmp_path, mo
     assert len(failed) == 1
     assert ":internal-error" in failed[0]["error"]
     assert "no randomness today" in failed[0]["error"]
+
+
+def test_a_worker_keeps_a_bounded_number_of_sleeping_tasks_machines(store, tmp_path):
+    # A worker keeps the machines of tasks it let go of while they wait (to take them
+    # back without decoding), but never those of every sleeping task in the store.
+    from flowmetal.runtime import worker as worker_module
+
+    many = worker_module.PARKED_MAX + 100
+    ids = [api.start(store, f"(sleep 600) {i}", str(tmp_path / "sleepy.fm"))
+           for i in range(many)]
+    worker = Worker(store, batch=200)
+    while worker.round():
+        pass
+    assert {status(store, t) for t in ids} == {"waiting"}
+    assert len(worker.parked) == worker_module.PARKED_MAX

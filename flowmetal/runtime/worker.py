@@ -62,7 +62,11 @@ TEXT_LIMIT = 200     # characters of a request or error kept in the event log
 TEXTS_KEPT = 256     # HTTP requests' log texts kept for the next request of the same map
 BACKOFF_MAX = 5.0    # seconds between attempts while the store cannot commit
 ATOMS = frozenset({int, float, str, type(None), TaskId})
-PARKED_BYTES = 8 << 20  # bytes of committed states whose machines are kept for later
+# Machines of committed states kept for later (a task let go of while it waits): at most
+# this many bytes of states, and this many machines (one in memory is some 10-30 kB,
+# however small its state: a worker with 100,000 tasks asleep must not keep them all).
+PARKED_BYTES = 8 << 20
+PARKED_MAX = 512
 WAITING_OPS = frozenset({"sleep", "next-message", "join", "http", "await", "select",
                          "task-event"})
 # The requests of sequence runs (``sequences.effects``): their arguments as JSON data.
@@ -261,7 +265,7 @@ class Worker:
             self.parked_bytes -= len(old[0])
         self.parked[task_id] = (state, m)
         self.parked_bytes += len(state)
-        while self.parked_bytes > PARKED_BYTES:
+        while self.parked_bytes > PARKED_BYTES or len(self.parked) > PARKED_MAX:
             dropped, _ = self.parked.pop(next(iter(self.parked)))
             self.parked_bytes -= len(dropped)
 
