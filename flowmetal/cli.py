@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
-import json
+import functools
 import math
 import os
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .printer import to_string
 from .report import format_error, format_source_error
 from .source import read_script
 from .values import FlowmetalError
+
+if TYPE_CHECKING:
+    import argparse
 
 USAGE = """\
 usage: flowmetal [--store DIR] FILE.fm [ARGS...]
@@ -452,6 +453,8 @@ def stop_signals() -> Iterator[Callable[[], bool]]:
         requested.append(signum)
         slices.request_stop()
 
+    import signal
+
     slices.reset_stop()
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -466,20 +469,26 @@ def stop_signals() -> Iterator[Callable[[], bool]]:
 # Commands
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, reporting through UsageError and Exit instead of exiting."""
+@functools.cache
+def _parser_class() -> type:
+    """argparse, reporting through UsageError and Exit instead of exiting (made on first
+    use: ``flowmetal -e`` and a script's run parse no options)."""
+    import argparse
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog.split()[-1]}: {message}", self.format_usage())
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise UsageError(f"{self.prog.split()[-1]}: {message}", self.format_usage())
 
-    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore
-        if message:
-            _err(message.rstrip())
-        raise Exit(status)
+        def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore
+            if message:
+                _err(message.rstrip())
+            raise Exit(status)
+
+    return _Parser
 
 
-def _parser(name: str, description: str, store_path: str | None) -> _Parser:
-    p = _Parser(prog=f"flowmetal {name}", description=description)
+def _parser(name: str, description: str, store_path: str | None) -> Any:
+    p = _parser_class()(prog=f"flowmetal {name}", description=description)
     p.add_argument("--store", "--server", metavar="DIR|URL", default=store_path,
                    help="the store: a directory, a postgresql:// URL, or the http(s):// URL "
                    "of a control plane (with $FLOWMETAL_TOKEN) (default: "
@@ -1378,7 +1387,7 @@ def cmd_store(args: list[str], store_path: str | None) -> int:
 
 def cmd_evaluate(args: list[str], store_path: str | None) -> int:
     """flowmetal evaluate SLO.yaml: judge SLI values by an SLO file, as Keptn does."""
-    p = _Parser(prog="flowmetal evaluate", description="Evaluate SLI values against an SLO "
+    p = _parser_class()(prog="flowmetal evaluate", description="Evaluate SLI values against an SLO "
                 "file (Keptn's slo.yaml) and print the evaluation as JSON: result (pass, "
                 "warning, fail), score and indicatorResults.")
     p.add_argument("slo", metavar="SLO.yaml", help="the SLO file")
@@ -1438,6 +1447,8 @@ def _text_of(path: str) -> str:
 
 
 def _json_of(path: str) -> Any:
+    import json
+
     text = _text_of(path)
     try:
         return json.loads(text)
@@ -1654,6 +1665,8 @@ def _detail_text(d: dict) -> str:
 
 
 def _short(key: str, value: Any) -> str:
+    import json
+
     text = value if isinstance(value, str) else json.dumps(value)
     return text[:12] if key == "program" else text
 
@@ -1683,6 +1696,8 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _print_json(data: Any) -> None:
+    import json
+
     _out(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 

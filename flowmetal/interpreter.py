@@ -28,14 +28,12 @@ from . import analysis_cache
 from . import nodes as N
 from .analysis import CodeUnavailable, link_all, load_program, program_record
 from .analysis_cache import StdlibImage
-from .analyzer import Analyzer, CompileEnv
 from .codec import register_base
 from .hashing import sha256
 from .machine import Machine
 from .primitives import install
 from .procedures import PRIMITIVES, Closure
 from .program import ANALYZER_VERSION, PROGRAMS, Program, program_hash, register
-from .reader import read_syntax_all
 from .values import FlowmetalError, Keyword, Map, Symbol
 
 STDLIB_FORMAT = "flowmetal-stdlib/1"
@@ -82,13 +80,16 @@ class Base:
     stdlib/ORDER's); ``Base.from_records`` builds a stored one."""
 
     def __init__(self, files: list[tuple[str, str]] | None = None) -> None:
+        from .analyzer import Analyzer, CompileEnv
+        from .reader import read_syntax_all
+
         self.globals: dict = install({})
-        self.cenv = CompileEnv(self.globals)
+        self._cenv = CompileEnv(self.globals)
         self.programs: list[Program] = []
         self.root = prefix = stdlib_root()
         for name, source in stdlib_files() if files is None else files:
             program = Program(f"stdlib/{name}", source, prefix)
-            analyzer = Analyzer(self.cenv, program)
+            analyzer = Analyzer(self._cenv, program)
             for form in read_syntax_all(source, program.file):
                 for node in analyzer.analyze_toplevel([form]):
                     m = Machine(self.globals, node)
@@ -98,7 +99,7 @@ class Base:
             self.programs.append(register(program))
             prefix = chain_hash(prefix, program.hash)
         self.hash = prefix
-        self.macros = dict(self.cenv.macros)
+        self.macros = dict(self._cenv.macros)
         self._records: dict[str, dict] | None = None
         self._encoded: dict[str, bytes] | None = None
         register_base(self.globals, self.hash)
@@ -109,10 +110,18 @@ class Base:
         b = cls.__new__(cls)
         b.globals, b.root, b.hash, b.macros = image.globals, image.root, image.hash, image.macros
         b.programs = [register(p) for p in image.programs]
-        b.cenv = CompileEnv(b.globals, b.macros)
+        b._cenv = None
         b._records, b._encoded = None, image.records
         register_base(b.globals, b.hash)
         return b
+
+    @property
+    def cenv(self) -> Any:
+        """The compile environment of these globals and macros (``analyzer.CompileEnv``),
+        made on first use: a command that analyzes nothing never imports the analyzer."""
+        if self._cenv is None:
+            self._cenv = _compile_env(self.globals, self.macros)
+        return self._cenv
 
     def image(self) -> StdlibImage:
         """What the analysis cache keeps of this standard library."""
@@ -194,7 +203,7 @@ class Base:
                 macros[Symbol(name)] = Closure(PROGRAMS[h].nodes[node_id], None)
         except (KeyError, IndexError, TypeError, ValueError):
             raise CodeUnavailable(f"standard library {short}: malformed macros") from None
-        b.cenv = CompileEnv(b.globals, macros)
+        b._cenv = None
         b.macros = macros
         b._records, b._encoded = None, None
         register_base(b.globals, b.hash)
@@ -204,6 +213,12 @@ class Base:
 def _message(error: Any) -> str:
     message = error.get(Keyword("message")) if type(error) is Map else None
     return message if isinstance(message, str) else repr(error)
+
+
+def _compile_env(globals_: dict, macros: dict) -> Any:
+    from .analyzer import CompileEnv  # (here: loading from the cache analyzes nothing)
+
+    return CompileEnv(globals_, macros)
 
 
 @lru_cache(maxsize=1)
@@ -289,10 +304,21 @@ class Session:
         b = base() if base_ is None else base_
         self.base = b
         self.globals: dict = dict(b.globals)
-        self.cenv = CompileEnv(self.globals, b.macros)
+        self._cenv: Any = None
+
+    @property
+    def cenv(self) -> Any:
+        """The session's compile environment (``analyzer.CompileEnv``: its globals and
+        macros), made when it first analyzes."""
+        if self._cenv is None:
+            self._cenv = _compile_env(self.globals, self.base.macros)
+        return self._cenv
 
     def load(self, source: str, file: str = "<string>") -> Program:
         """Read and analyze a whole program (macros it defines apply to its later forms)."""
+        from .analyzer import Analyzer
+        from .reader import read_syntax_all
+
         forms = read_syntax_all(source, file)  # first: text that is not Unicode has no hash
         program = Program(file, source, self.base.hash)
         analyzer = Analyzer(self.cenv, program)
@@ -309,9 +335,9 @@ class Session:
         keeps it, and kept there when not.  (So the macros it defines may not be added
         to this session: analysis in a session with definitions of its own depends on
         them, and is always done afresh.)"""
-        fresh = self.cenv.macros == self.base.macros and len(self.globals) == \
-            len(self.base.globals) and all(self.globals.get(k, _NONE) is v
-                                            for k, v in self.base.globals.items())
+        fresh = (self._cenv is None or self._cenv.macros == self.base.macros) and \
+            len(self.globals) == len(self.base.globals) and \
+            all(self.globals.get(k, _NONE) is v for k, v in self.base.globals.items())
         if not fresh or not analysis_cache.enabled():
             return self.load(source, file)
         try:

@@ -9,7 +9,6 @@ keyword keys, arrays are vectors, null is nil.  NaN and the infinities have no J
 
 from __future__ import annotations
 
-import json
 import math
 from fractions import Fraction
 from typing import Any
@@ -91,12 +90,16 @@ def from_plain(data: Any) -> Any:
 
 def encode(value: Any) -> str:
     """The value as JSON text."""
+    import json  # (here: most commands never read or write JSON)
+
     return json.dumps(to_plain(value), ensure_ascii=False, separators=(",", ":"))
 
 
 def decode(text: str | bytes) -> Any:
     """The Flowmetal value of JSON text (FlowmetalError with the position if it is not
     JSON)."""
+    import json
+
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

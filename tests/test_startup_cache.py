@@ -351,18 +351,19 @@ def test_code_the_cache_loaded_unlinked_runs_from_calls_states_and_compiled_code
     assert compiled == [b"[True]", b"[True]", b"[False]"]
 
 
-# What a command imports that it does not need, printed by the process at its end.
+# The modules of ``NAMES`` a command imported, printed by the process at its end.
 IMPORTS = ("import sys, atexit; atexit.register(lambda: print(sorted(m for m in {} if m in "
            "sys.modules), file=sys.stderr)); from flowmetal.cli import main; "
            "sys.exit(main(sys.argv[1:]))")
-UNNEEDED = ("dataclasses", "inspect", "hashlib", "secrets", "socket", "asyncio",
-            "flowmetal.connectors.http", "flowmetal.codec", "flowmetal.interpreter")
+NAMES = ("dataclasses", "inspect", "hashlib", "secrets", "socket", "asyncio", "json",
+         "argparse", "signal", "flowmetal.connectors.http", "flowmetal.codec",
+         "flowmetal.interpreter", "flowmetal.analyzer", "flowmetal.reader")
 
 
-def imported(cache: Path, store: Path, *args: str, unneeded=UNNEEDED) -> list[str]:
+def imported(cache: Path, store: Path, *args: str) -> list[str]:
     full = {k: v for k, v in os.environ.items() if k != "FLOWMETAL_NO_CACHE"}
     full.update(FLOWMETAL_CACHE=str(cache), FLOWMETAL_HOME=str(store))
-    r = subprocess.run([sys.executable, "-c", IMPORTS.format(unneeded), *args], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-c", IMPORTS.format(NAMES), *args], cwd=ROOT,
                        env=full, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return eval(r.stderr.strip().splitlines()[-1])  # noqa: S307 (a list of names it printed)
@@ -371,10 +372,16 @@ def imported(cache: Path, store: Path, *args: str, unneeded=UNNEEDED) -> list[st
 def test_commands_import_only_what_they_use(tmp_path):
     cache, store = tmp_path / "cache", tmp_path / "store"
     hello = str(ROOT / "examples" / "hello.fm")
+    assert "flowmetal.analyzer" in imported(cache, store, "start", hello)  # (analyzes)
+    # The analysis from the cache: no analyzer, no reader.
     assert imported(cache, store, "start", hello) == ["flowmetal.codec",
                                                        "flowmetal.interpreter"]
-    assert imported(cache, store, "tasks") == []
-    assert imported(cache, store, "-e", "1") == ["flowmetal.codec", "flowmetal.interpreter"]
+    assert imported(cache, store, "tasks") == ["argparse"]
+    assert imported(cache, store, "-e", "1") == ["flowmetal.analyzer", "flowmetal.codec",
+                                                 "flowmetal.interpreter",
+                                                 "flowmetal.reader", "signal"]
+    assert imported(cache, store, "-e", "1") == ["flowmetal.codec", "flowmetal.interpreter",
+                                                 "signal"]
 
 
 def test_a_request_made_by_flowmetal_e_or_run_is_made(tmp_path, service):

@@ -16,7 +16,6 @@ answer: a 404 is a response, not an error.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -259,6 +258,8 @@ def response_value(status: int, headers: list[tuple[str, str]], body: bytes) -> 
            kw("body"): body.decode("utf-8", "replace")}
     ctype = merged.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json" or ctype.endswith("+json"):
+        import json  # (here: a command's start needs no JSON)
+
         try:
             out[kw("json")] = json_values.from_plain(json.loads(body))
         except (ValueError, RecursionError):

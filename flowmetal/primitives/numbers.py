@@ -10,8 +10,6 @@ from typing import Any
 from .. import limits
 from ..printer import shown
 from ..procedures import binary, define
-from ..reader import _parse_int as parse_digits  # digit strings of any length
-from ..reader import read_all
 from ..values import FALSE, TRUE, FlowmetalError, boolean
 
 NUMS = (int, float, Fraction)
@@ -556,6 +554,9 @@ def parse_integer(text: str, radix: int = 10) -> int | None:
     if m is None or not m.group(2).isascii() or any(
             int(c, 36) >= radix for c in m.group(2)):
         return None
+    from ..reader import _parse_int as parse_digits  # (digit strings of any length; the
+    # reader is imported where text is read: most starts read none)
+
     value = parse_digits(m.group(2), radix)
     return -value if m.group(1) == "-" else value
 
@@ -589,6 +590,8 @@ def string_to_number(s: Any, radix: Any = 10) -> Any:
 def _read_number(s: str) -> Any:
     if not _NUMBER_TOKEN.fullmatch(s):
         return None
+    from ..reader import read_all
+
     try:
         forms = read_all(s, "<string->number>")
     except FlowmetalError:
