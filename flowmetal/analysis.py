@@ -242,7 +242,9 @@ def link_lazily(program: Program, flags: Any, batches: list[int]) -> None:
     holds, a frame a decoded state holds, or compiled code: each clause is given what
     callers read of it (``Lambda.single``, ``Clause.extra``/``fixed``...) and an ``enter``
     that links the batch first; ``codec`` and ``compiled`` call ``need``.  Once linked,
-    a batch is what ``link_program`` makes of it."""
+    a batch is what ``link_program`` makes of it.  The nodes come without what linking
+    attaches (the analysis cache keeps none of it): a node not linked yet has no ``ev``,
+    ``exec``, ``resume`` or ``slow`` at all."""
     nodes = program.nodes
     bounds = list(batches)
     if len(flags) != len(nodes) or bounds != sorted(set(bounds)) or \
@@ -314,6 +316,7 @@ class _Lazy:
             start, end = (self.ends[i - 1] if i else 0), self.ends[i]
             for node in program.nodes[start:end]:
                 flag = flags[node.id]
+                node.ev = node.exec = node.resume = node.slow = None  # (not kept)
                 link(node)
                 if flag & F_SIMPLE and not flag & F_EV:
                     node.ev = None

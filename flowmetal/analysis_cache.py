@@ -225,9 +225,6 @@ def store_stdlib(key: str, image: StdlibImage) -> bool:
 # Pickling: nodes and programs by their data fields, the language's singletons and
 # registered objects (primitives, frame kinds) by name.
 
-_DERIVED = ("ev", "exec", "resume", "slow")
-
-
 def _program(file: str, source: str, base: str, analyzer: str) -> Program:
     return Program(file, source, base, analyzer)
 
@@ -247,8 +244,8 @@ class _Pickler(pickle.Pickler):
         t = type(obj)
         if isinstance(obj, N.Node):
             state = {name: getattr(obj, name) for name in t.FIELDS}
+            # (Not what linking attaches, ev, exec, resume and slow: link_lazily sets them.)
             state.update(id=obj.id, span=obj.span, proc=obj.proc, program=obj.program)
-            state.update(dict.fromkeys(_DERIVED))
             # (copyreg.__newobj__: pickle's NEWOBJ, the class made in C, no call back)
             return copyreg.__newobj__, (t,), (None, state)
         if t is Program:

@@ -38,15 +38,19 @@ __all__ = ["bounded_string", "display_string", "shown", "to_string"]
 
 
 def _escapes() -> dict[int, str]:
-    # The control characters (Unicode category Cc) and the surrogates.
-    codes = [*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000)]
-    table = {code: f"\\u{code:04x}" for code in codes}
-    table.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r", 0: "\\0"})
-    table.update({ord('"'): '\\"', ord("\\"): "\\\\"})
-    return table
+    """The escapes of a printed string, made when one is first printed (2,000 entries:
+    half a millisecond of a start that prints none)."""
+    if not _STRING_ESCAPES:
+        # The control characters (Unicode category Cc) and the surrogates.
+        codes = [*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000)]
+        table = {code: f"\\u{code:04x}" for code in codes}
+        table.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r", 0: "\\0"})
+        table.update({ord('"'): '\\"', ord("\\"): "\\\\"})
+        _STRING_ESCAPES.update(table)
+    return _STRING_ESCAPES
 
 
-_STRING_ESCAPES = _escapes()
+_STRING_ESCAPES: dict[int, str] = {}
 
 # Python refuses str(int) beyond a configurable digit count (640 at the least), so larger
 # ints are converted piecewise.
@@ -74,7 +78,7 @@ def _atom(value: Any) -> str | None:
     """The text of a non-collection value, or None for a collection to print item by item."""
     t = type(value)
     if t is str:
-        return '"' + value.translate(_STRING_ESCAPES) + '"'
+        return '"' + value.translate(_STRING_ESCAPES or _escapes()) + '"'
     if t is int:
         return "-" + _int_digits(-value) if value < 0 else _int_digits(value)
     if t is float:

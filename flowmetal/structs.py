@@ -6,11 +6,12 @@ was about a fifth of its start-up (compiling is most of it).  ``dataclass`` here
 same classes for the part of ``dataclasses`` Flowmetal uses: ``@dataclass``, with
 ``frozen=True`` and ``slots=True``; fields from annotations, with defaults and
 ``field(default_factory=...)``; ``fields``, ``replace``.  Only ``__init__`` is compiled
-(as ``dataclasses`` writes it: a record is made at every step); ``__repr__``, ``__eq__``,
-``__hash__`` (as ``dataclasses`` decides it) and a frozen class's ``__setattr__`` and
-``__delattr__`` are closures doing what its do.  A method the class defines itself is
-kept.  ``tests/test_structs.py`` checks the classes against those of ``dataclasses``.
-Other modules (the UI, the REPL, the sequences) use ``dataclasses`` itself.
+(as ``dataclasses`` writes it: a record is made at every step), when the class is first
+instantiated; ``__repr__``, ``__eq__``, ``__hash__`` (as ``dataclasses`` decides it) and
+a frozen class's ``__setattr__`` and ``__delattr__`` are closures doing what its do.  A
+method the class defines itself is kept.  ``tests/test_structs.py`` checks the classes
+against those of ``dataclasses``.  Other modules (the UI, the REPL, the sequences) use
+``dataclasses`` itself.
 """
 
 from __future__ import annotations
@@ -127,8 +128,17 @@ def _process(cls: type, frozen: bool, slots: bool) -> type:
             value = name
         body.append(f" setter(self, {name!r}, {value})" if frozen else f" self.{name} = {value}")
     source = "\n".join([f"def __init__({', '.join(params)}):", *(body or [" pass"])])
-    exec(source, space)  # noqa: S102 (made here of the field names)
-    methods: dict[str, Any] = {"__init__": space["__init__"]}
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        # Compiled when the class is first instantiated (most classes a command imports
+        # it never makes), then the class's own.
+        exec(source, space)  # noqa: S102 (made here of the field names)
+        made = space["__init__"]
+        made.__qualname__ = f"{owner[0].__qualname__}.__init__"
+        owner[0].__init__ = made
+        made(self, *args, **kwargs)
+
+    methods: dict[str, Any] = {"__init__": __init__}
     get = _getter(names)
 
     def __repr__(self: Any) -> str:
