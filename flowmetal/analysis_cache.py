@@ -33,7 +33,6 @@ from __future__ import annotations
 import copyreg
 import io
 import os
-import pickle
 import sys
 import tempfile
 import zlib
@@ -43,6 +42,11 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+
+try:  # the C pickler alone: pickle.py's own is most of its import, at every start
+    import _pickle as pickle
+except ImportError:  # pragma: no cover (another Python)
+    import pickle
 
 from . import nodes as N
 from .analysis import link_all, link_lazily, node_flags, program_from_record, program_record
