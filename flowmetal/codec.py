@@ -532,10 +532,10 @@ def _doc_head(base: str | None) -> bytes:
 
 
 _ROOT_KEY = cbor2.dumps("root")
+_IMMEDIATE_HEAD = _DOC_HEAD + b"\x80" + _ROOT_KEY  # encode_value of an immediate value
 _MACHINE_KEY = cbor2.dumps("machine")
 
 
-_IMMEDIATE_HEAD = _DOC_HEAD + b"\x80" + _ROOT_KEY  # encode_value of an immediate value
 class Image:
     """A machine's encoded state kept between its steps, so that a step encodes only the
     objects it made or changed: objects already encoded are immutable (frames, closures,
@@ -625,9 +625,6 @@ def encode_value(value: Any) -> bytes:
 
 def decode_value(data: bytes, base_globals: dict | None = None) -> Any:
     """The value encoded by ``encode_value``."""
-    return _decode(data, base_globals, "root")
-
-
     if data.startswith(_IMMEDIATE_HEAD):  # a number, string, boolean or nil: no records
         try:
             item = cbor2.loads(memoryview(data)[len(_IMMEDIATE_HEAD):])
@@ -635,6 +632,9 @@ def decode_value(data: bytes, base_globals: dict | None = None) -> Any:
             raise CodecError(f"not CBOR: {exc}") from None
         if type(item) in (float, str, bytes, bool, type(None)):
             return Decoder([]).item(item)
+    return _decode(data, base_globals, "root")
+
+
 def _decode(data: bytes, base_globals: dict | None, key: str) -> Any:
     top = _load(data)
     named = top.get("base")
