@@ -219,8 +219,10 @@ def test_abort_cancels_the_run_and_its_worker_learns_it(world):
 
 def test_runs_of_one_stage_and_service_queue_while_another_service_runs(world):
     project = world.apply(shipyard("queued", "- name: checknumber\n"))
-    world.python_worker("py-q1", "checknumber", work=2)
-    world.python_worker("py-q2", "checknumber", work=2)
+    # Long enough tasks that the first is still running when the other service's starts
+    # (on a loaded machine the start took over 2 s).
+    world.python_worker("py-q1", "checknumber", work=6)
+    world.python_worker("py-q2", "checknumber", work=6)
     first = world.trigger(project, "dev", "check", {"service": "a", "number": 1})
     until(lambda: world.task_events(first["task"], "started"), 20, "the first run's task")
     second = world.trigger(project, "dev", "check", {"service": "a", "number": 2})
@@ -240,3 +242,22 @@ def test_runs_of_one_stage_and_service_queue_while_another_service_runs(world):
     finished_at = next(e["at"] for e in world.log(first["task"]) if e["kind"] == "task-event"
                        and e["details"] == first_done)
     assert triggered["at"] >= finished_at
+
+
+def test_a_worker_that_hangs_up_mid_poll_is_handed_no_event(world):
+    # A worker stopped during its long poll must not have events locked to it: they
+    # would wait out the lock before another worker could take them.
+    import requests
+
+    project = world.apply(shipyard("hangup", "- name: checknumber\n"))
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(f"{world.url}/api/v1/task-events/claim", timeout=0.5,
+                      headers={"Authorization": f"Bearer {world.token}"},
+                      json={"worker": "gone", "types": ["checknumber"], "waitSeconds": 20,
+                            "lockSeconds": 60})
+    run = world.trigger(project, "dev", "check", {"number": 5})
+    world.python_worker("py-after", "checknumber")
+    status, result = world.outcome(run["task"], 20)
+    assert status == "done" and result["checknumber"]["inRange"] is True
+    claims = world.task_events(run["task"], "claimed")
+    assert [(c["worker"], c["attempt"]) for c in claims] == [("py-after", 1)]

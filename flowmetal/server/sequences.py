@@ -131,6 +131,11 @@ async def claim_task_events(request: web.Request) -> web.Response:
     await _note(request, worker, types)
     end = time.monotonic() + wait
     while True:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # The worker hung up (it stopped): lock nothing to it, or its events would
+            # wait out their locks before another worker may take them.
+            return web.json_response({"events": []})
         claimed = await call(request, store.transact,
                              lambda unit: task_events.claim(unit, worker, types, int(limit),
                                                             lock_for))
