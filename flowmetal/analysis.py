@@ -224,15 +224,21 @@ def link_program(program: Program, flags: Any, batches: list[int]) -> None:
     differently."""
     pending = list(reversed(batches))
     for node, flag in zip(program.nodes, flags, strict=True):
-        link(node)
-        if flag & F_SIMPLE and not flag & F_EV:
-            node.ev = None
-        if (node.slow is not None) != bool(flag & F_SIMPLE):
-            raise CodeUnavailable(f"program {program.file}: this machine links node "
-                                  f"{node.id} ({type(node).__name__} at {node.span!r}) "
-                                  "differently")
+        _link_as_analyzed(program, node, flag)
         if pending and pending[-1] == node.id + 1:
             program.finish(pending.pop())
+
+
+def _link_as_analyzed(program: Program, node: N.Node, flag: int) -> None:
+    """Link one node as analysis did (``flag``: its ``node_flags``); ``CodeUnavailable``
+    if this machine links it differently."""
+    link(node)
+    if flag & F_SIMPLE and not flag & F_EV:
+        node.ev = None
+    if (node.slow is not None) != bool(flag & F_SIMPLE):
+        raise CodeUnavailable(f"program {program.file}: this machine links node "
+                              f"{node.id} ({type(node).__name__} at {node.span!r}) "
+                              "differently")
 
 
 def link_lazily(program: Program, flags: Any, batches: list[int]) -> None:
@@ -315,15 +321,8 @@ class _Lazy:
             program, flags = self.program, self.flags
             start, end = (self.ends[i - 1] if i else 0), self.ends[i]
             for node in program.nodes[start:end]:
-                flag = flags[node.id]
                 node.ev = node.exec = node.resume = node.slow = None  # (not kept)
-                link(node)
-                if flag & F_SIMPLE and not flag & F_EV:
-                    node.ev = None
-                if (node.slow is not None) != bool(flag & F_SIMPLE):
-                    raise CodeUnavailable(f"program {program.file}: this machine links node "
-                                          f"{node.id} ({type(node).__name__} at "
-                                          f"{node.span!r}) differently")
+                _link_as_analyzed(program, node, flags[node.id])
             program.prepare(start, end)
             self.linked[i] = 1
             self.left -= 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import requests
 
 from .pg_helpers import require_postgres
 from .sequence_world import ROOT, World, until
@@ -191,11 +192,17 @@ def test_a_task_type_nobody_serves_is_warned_about_and_times_out(world):
     assert "is a worker subscribed to nobody-serves-this?" in error["message"]
 
 
-def test_pause_withdraws_the_task_from_its_worker_and_resume_offers_it_again(world):
-    project = world.apply(shipyard("paused", "- name: checknumber\n"))
-    slow = world.python_worker("py-slow", "checknumber", lock=3, work=60)
+def slow_run(world, project: str, worker: str):
+    """A run of one checknumber task that a slow worker has started (heartbeats every
+    second or so): (the worker, the run, its task event's id)."""
+    project = world.apply(shipyard(project, "- name: checknumber\n"))
+    slow = world.python_worker(worker, "checknumber", lock=3, work=60)
     run = world.trigger(project, "dev", "check", {"number": 3})
-    event_id = slow.expect(r"started checknumber (\S+) ").group(1)
+    return slow, run, slow.expect(r"started checknumber (\S+) ").group(1)
+
+
+def test_pause_withdraws_the_task_from_its_worker_and_resume_offers_it_again(world):
+    slow, run, event_id = slow_run(world, "paused", "py-slow")
     world.control(run["task"], "pause")
     slow.expect(rf"abandoned checknumber {event_id} \(410: ")  # at its next heartbeat
     until(lambda: world.run(run["task"])["state"] == "paused", 10, "the run paused")
@@ -208,10 +215,7 @@ def test_pause_withdraws_the_task_from_its_worker_and_resume_offers_it_again(wor
 
 
 def test_abort_cancels_the_run_and_its_worker_learns_it(world):
-    project = world.apply(shipyard("aborted", "- name: checknumber\n"))
-    slow = world.python_worker("py-aborted", "checknumber", lock=3, work=60)
-    run = world.trigger(project, "dev", "check", {"number": 3})
-    event_id = slow.expect(r"started checknumber (\S+) ").group(1)
+    slow, run, event_id = slow_run(world, "aborted", "py-aborted")
     world.control(run["task"], "abort")
     assert world.outcome(run["task"])[0] == "cancelled"
     slow.expect(rf"abandoned checknumber {event_id} \(410: ")
@@ -247,8 +251,6 @@ def test_runs_of_one_stage_and_service_queue_while_another_service_runs(world):
 def test_a_worker_that_hangs_up_mid_poll_is_handed_no_event(world):
     # A worker stopped during its long poll must not have events locked to it: they
     # would wait out the lock before another worker could take them.
-    import requests
-
     project = world.apply(shipyard("hangup", "- name: checknumber\n"))
     with pytest.raises(requests.ReadTimeout):
         requests.post(f"{world.url}/api/v1/task-events/claim", timeout=0.5,

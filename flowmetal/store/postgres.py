@@ -465,10 +465,8 @@ def _one_row_of(query: str, params: Any) -> tuple[str, Any]:
 def _raw_statement(query: str) -> _RawStatement | None:
     """($n text, parameter oids, encoders) of a statement whose every parameter is cast
     to a type known here; None for any other."""
-    try:
+    if query in _raw_statements:  # (None is kept too: a statement sent the usual way)
         return _raw_statements[query]
-    except KeyError:
-        pass
     types: list[str] = []
 
     def number(m: re.Match) -> str:
