@@ -660,3 +660,17 @@ def test_a_server_shares_only_the_shipyards_settings(plane):
             remote.setting(key)
         with pytest.raises(Exception, match="is not used through a server"):
             remote.set_setting(key, "http://elsewhere")
+
+
+def test_a_selector_value_that_looks_like_an_exponent_stays_text_in_yaml():
+    # Plain 0E0 reads as a number (YAML 1.2), so the YAML written must quote it.
+    sy = parse_shipyard(json.dumps({
+        "apiVersion": "spec.keptn.sh/0.2.0", "kind": "Shipyard", "metadata": {"name": "a"},
+        "spec": {"stages": [{"name": "a", "sequences": [
+            {"name": "a", "tasks": []},
+            {"name": "b", "tasks": [], "triggeredOn": [
+                {"event": "a.a.finished", "selector": {"match": {"a": "0E0"}}}]}]}]}}),
+        "s.json")
+    again = parse_shipyard(shipyard_yaml(sy), "s.yaml")
+    assert again == sy
+    assert again.stages[0].sequences[1].triggered_on[0].match == {"a": "0E0"}

@@ -672,7 +672,21 @@ def shipyard_yaml(shipyard: Shipyard) -> str:
     """The shipyard as YAML text in Keptn's shape (characters beyond ASCII as they are,
     unless one would not read back so: PyYAML writes a NEL, U+0085, unescaped)."""
     data = shipyard_to_json(shipyard)
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False)
     if text.isascii() or yaml.load(text, Loader=_LOADER) == data:
         return text
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting the strings this module reads as numbers when plain
+    (``1e5``: YAML 1.2's floats, which PyYAML's YAML 1.1 writes unquoted)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = '"' if _EXPONENT.fullmatch(value) else None
+    return dumper.represent_scalar(_TAG + "str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
