@@ -562,10 +562,25 @@ class Image:
         self.rebuild_at = 0
         self.size = 0  # bytes of the chunks
         self.rebuild_size = 0
+        self._code: tuple | None = None  # (encoder, its programs' count, ``code()``)
 
     def reset(self) -> None:
         """Forget everything: the next ``encode`` is a full one (no unreachable records)."""
         self.enc = None
+
+    def code(self) -> tuple[str, ...]:
+        """The hashes of the programs the encoded state's code comes from and of its
+        standard library, sorted (what a task record lists as its code)."""
+        enc = self.enc
+        known = self._code
+        if known is not None and known[0] is enc and known[1] == len(enc.programs):
+            return known[2]
+        hashes = set(enc.programs) if enc is not None else set()
+        if self.base:
+            hashes.add(self.base)
+        code = tuple(sorted(hashes))
+        self._code = (enc, len(hashes if enc is None else enc.programs), code)
+        return code
 
     def encode(self, m: Machine, programs: set | None = None) -> bytes:
         """The machine's state as bytes; adds its code's program hashes to ``programs``."""

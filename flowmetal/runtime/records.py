@@ -298,13 +298,18 @@ class Event:
 
     def to_bytes(self) -> bytes:
         """The record as stored."""
-        return cbor2.dumps([1, self.at, self.kind, self.details])
+        return event_bytes(self.at, self.kind, self.details)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Event:
         """The event stored as ``data``."""
         at, kind, details = _load(data, 1, "event")
         return cls(at, kind, details)
+
+
+def event_bytes(at: float, kind: str, details: dict) -> bytes:
+    """The stored bytes of ``Event(at, kind, details)`` (without making one)."""
+    return cbor2.dumps([1, at, kind, details])
 
 
 @dataclass(slots=True)

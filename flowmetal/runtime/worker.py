@@ -395,17 +395,15 @@ class Worker:
                     count_frames(m.k, limits.depth) > limits.depth:
                 return self._limit(rec, step, "depth",
                                    f"continuation deeper than {limits.depth} frames")
-            programs: set = set()
-            step.state = image.encode(m, programs)
+            step.state = image.encode(m)
             if len(step.state) > limits.state:
                 # Perhaps only unreachable records: encode afresh before judging.
                 image.reset()
-                programs = set()
-                step.state = image.encode(m, programs)
+                step.state = image.encode(m)
             if len(step.state) > limits.state:
                 return self._limit(rec, step, "state", f"state of {len(step.state)} bytes "
                                                        f"exceeds {limits.state}")
-            step.programs = code_of(m, programs)
+            step.programs = image.code()
         if m.status == "running":
             self.machines[rec.id] = (epoch, m)
         elif m.status == "waiting":

@@ -103,7 +103,7 @@ def apply(unit: Unit, draft: Draft, step: StepCommit) -> bool:
         return False
     for name, args in draft.writes:
         getattr(t, name)(*args)
-    t.put_task(task_id, draft.data, _columns(draft.record))
+    t.put_task(task_id, draft.data, _columns(draft.record) if t.needs_columns else None)
     unit.cache[task_id] = draft.record
     if unit.known is not None:
         unit.known[task_id] = (draft.data, draft.record)

@@ -38,6 +38,7 @@ from ..runtime.records import (
     Waiting,
     WorkerRecord,
     encode_data,
+    event_bytes,
     new_task_id,
 )
 from .base import (
@@ -169,10 +170,12 @@ class Unit:
 
     def flush(self) -> None:
         """Write the changed records."""
+        t = self.t
+        indexed = t.needs_columns
         for task_id in sorted(self.dirty):
             rec = self.cache[task_id]
             data = rec.to_bytes()
-            self.t.put_task(task_id, data, columns(rec))
+            t.put_task(task_id, data, columns(rec) if indexed else None)
             if self.known is not None:
                 self.known[task_id] = (data, rec)
         self.dirty.clear()
@@ -185,7 +188,7 @@ class Unit:
 
 def event(unit: Unit, task_id: str, kind: str, now: float, **details: Any) -> None:
     """Append an event to a task's log."""
-    unit.t.log_append(task_id, Event(now, kind, details).to_bytes())
+    unit.t.log_append(task_id, event_bytes(now, kind, details))
 
 
 # ---------------------------------------------------------------------------------------
@@ -1680,7 +1683,7 @@ def copy_store(src: TaskStore, dst: TaskStore, say: Callable[[str], None] | None
                     rec = TaskRecord.from_bytes(data)
                     after = rec.id
                     rec.lease = None
-                    d.put_task(rec.id, rec.to_bytes(), columns(rec))
+                    d.put_task(rec.id, rec.to_bytes(), columns(rec) if d.needs_columns else None)
                     state = s.get_cont(rec.id)
                     if state is not None:
                         d.put_cont(rec.id, state)

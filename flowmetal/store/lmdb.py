@@ -87,6 +87,8 @@ def _numbered(first: int, chunk: bytes, after: int) -> Iterator[tuple[int, Any]]
 class LmdbTables:
     """One transaction on an LMDB store (see ``tables.Tables`` for the methods)."""
 
+    needs_columns = False  # listings filter the records themselves
+
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, object]):
         self.txn = txn
         self.dbs = dbs
@@ -114,7 +116,7 @@ class LmdbTables:
                 out[task_id] = data
         return out
 
-    def put_task(self, task_id: str, data: bytes, columns: TaskColumns) -> None:
+    def put_task(self, task_id: str, data: bytes, columns: TaskColumns | None) -> None:
         self.txn.put(task_id.encode(), data, db=self.dbs["tasks"])
 
     def scan_tasks(self, where: TaskFilter, after: str = "", limit: int = 100,

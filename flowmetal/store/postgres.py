@@ -586,6 +586,8 @@ class PgTables:
     worker's round is one round trip.
     """
 
+    needs_columns = True
+
     def __init__(self, store: PostgresStore, conn: psycopg.Connection, write: bool,
                  ahead: _Ahead | None = None):
         self._store = store

@@ -65,6 +65,10 @@ ALL_TASKS = TaskFilter()
 class Tables(Protocol):
     """One transaction on a store's tables."""
 
+    # Whether ``put_task`` uses the columns it is given (a store that indexes them);
+    # callers pass None where it does not, and skip making them.
+    needs_columns: bool
+
     def clock(self) -> float:
         """The store's clock, fixed for the transaction (seconds since the epoch)."""
 
@@ -76,8 +80,9 @@ class Tables(Protocol):
     def get_tasks(self, task_ids: Iterable[str]) -> dict[str, bytes]:
         """The records of those of ``task_ids`` that exist (locked, in id order)."""
 
-    def put_task(self, task_id: str, data: bytes, columns: TaskColumns) -> None:
-        """Write (insert or replace) a task record and its columns."""
+    def put_task(self, task_id: str, data: bytes, columns: TaskColumns | None) -> None:
+        """Write (insert or replace) a task record and its columns (None when
+        ``needs_columns`` is false)."""
 
     def scan_tasks(self, where: TaskFilter, after: str = "", limit: int = 100,
                    descending: bool = False) -> list[bytes]:
