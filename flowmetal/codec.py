@@ -36,6 +36,8 @@ stored programs).
 from __future__ import annotations
 
 from fractions import Fraction
+from itertools import compress, islice
+from operator import is_not
 from typing import Any
 
 import cbor2
@@ -219,12 +221,16 @@ class Encoder:
         while stack:
             obj = stack.pop()
             if obj is expanded:
-                obj = stack.pop()
+                # Its record, begun before, goes on after the items it had.
+                obj, record, children = stack.pop()
+                if not self._append_items(record, islice(children, len(record) - 1, None)):
+                    raise CodecError("a value was not added before the record that "
+                                     "refers to it")
                 if type(obj) in _MUTABLE:
-                    records[index[id(obj)]] = self._record(obj)
+                    records[index[id(obj)]] = record
                 elif id(obj) not in index:
                     index[id(obj)] = len(records)
-                    records.append(self._record(obj))
+                    records.append(record)
                 continue
             t = type(obj)
             if t in immediate:
@@ -234,7 +240,7 @@ class Encoder:
                 continue
             if t in compound and key not in base_names:
                 keep.append(obj)
-                children = _children(obj)
+                children = obj if t is tuple or t is list else _children(obj)
                 if t is Pair:
                     if children[-1] is EMPTY:
                         children = children[:-1]
@@ -250,7 +256,7 @@ class Encoder:
                 if t in _MUTABLE:
                     index[key] = len(records)
                     records.append(None)
-                stack.append(obj)
+                stack.append((obj, record, children))
                 stack.append(expanded)
                 stack.extend([c for c in reversed(children)
                               if type(c) not in immediate and id(c) not in index])
@@ -318,6 +324,21 @@ class Encoder:
         if not self._append_items(out, values):
             raise CodecError("a value was not added before the record that refers to it")
         return out
+
+    def item_adding(self, x: Any) -> Any:
+        """The CBOR item of ``x``, adding it first if it is compound and not added yet."""
+        tx = type(x)
+        if tx in _IMMEDIATE_ITEM:
+            return x
+        if tx is int:
+            return int_item(x)
+        if tx is Boolean:
+            return x.value
+        at = self.index.get(id(x))
+        if at is None:
+            self.add_all((x,))
+            at = self.index[id(x)]
+        return at
 
     def _append_items(self, out: list, values: Any) -> bool:
         """Append the items of ``values`` to ``out``; False (leaving ``out`` partly
@@ -517,7 +538,8 @@ def array_header(n: int) -> bytes:
 
 def _items_bytes(items: list) -> bytes:
     """The CBOR items of ``items``, one after another (an array's body, no header)."""
-    return cbor2.dumps(items)[len(array_header(len(items))):]
+    n = len(items)
+    return cbor2.dumps(items)[1 if n < 24 else len(array_header(n)):]
 
 
 _DOC_HEAD = b"\xa3" + cbor2.dumps("format") + cbor2.dumps(FORMAT) + cbor2.dumps("records")
@@ -563,6 +585,7 @@ class Image:
         self.size = 0  # bytes of the chunks
         self.rebuild_size = 0
         self._code: tuple | None = None  # (encoder, its programs' count, ``code()``)
+        self.registers: tuple | None = None  # (the registers encoded last, their items)
 
     def reset(self) -> None:
         """Forget everything: the next ``encode`` is a full one (no unreachable records)."""
@@ -603,23 +626,31 @@ class Image:
                 records[at] = enc._record(env)
                 if at in where:
                     stale.add(where[at])
+        # A register holding the object it held at the last encode has the same item.
         state = _machine_state(m)
-        enc.add_all(state)
-        items = enc.items(state)
+        if rebuild or self.registers is None:
+            items = [enc.item_adding(x) for x in state]
+        else:
+            items = self.registers[1].copy()
+            for i in compress(_REGISTER_AT, map(is_not, state, self.registers[0])):
+                items[i] = enc.item_adding(state[i])
+        self.registers = (state, items)
         for i in stale:
             first, last = self.bounds[i]
             chunk = _items_bytes(records[first:last])
             self.size += len(chunk) - len(chunks[i])
             chunks[i] = chunk
         first = self.bounds[-1][1] if self.bounds else 0
-        if first < len(records):
+        end = len(records)
+        if first < end:
             number = len(chunks)
-            for at in range(first, len(records)):
-                if records[at][0] in _FILLED_LAST:
+            new = records[first:]
+            for at, record in enumerate(new, first):
+                if record[0] in _FILLED_LAST:
                     where[at] = number
-            chunk = _items_bytes(records[first:])
+            chunk = _items_bytes(new)
             chunks.append(chunk)
-            self.bounds.append((first, len(records)))
+            self.bounds.append((first, end))
             self.size += len(chunk)
         if rebuild:
             self.rebuild_at = 2 * len(records) + self.SLACK_RECORDS
@@ -694,6 +725,7 @@ def _base_names(base_globals: dict) -> dict[int, tuple[Any, str]]:
 
 MACHINE_FIELDS = ("node", "env", "k", "val", "winders", "error", "own", "status",
                   "reductions", "gensym_counter", "request")
+_REGISTER_AT = range(len(MACHINE_FIELDS))
 
 
 def _machine_state(m: Machine) -> tuple:
