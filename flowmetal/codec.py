@@ -10,6 +10,9 @@ and a machine's state has ``"machine": [item, ...]``, the items of its registers
 order of ``MACHINE_FIELDS``, in place of ``"root"``, and ``"base": hash`` (between
 "format" and "records") naming the standard library whose globals its ``R_BASE`` records
 and its own globals are over (``state_base`` reads it without decoding the records).
+A value that needs no records (nil, a boolean, a number but a ratio, a string: the most
+common answers and results) is encoded as its item alone, which is never a CBOR map;
+the map form of such a value, which earlier versions wrote, is read too.
 
 Every compound object becomes one *record*, a CBOR array whose first element is its kind
 (the ``R_*`` numbers below); an *item* is either an immediate value (nil, true, false, a
@@ -664,20 +667,23 @@ class Image:
 def encode_value(value: Any) -> bytes:
     """Encode a Flowmetal value (any state reachable from it) as bytes."""
     if type(value) in _IMMEDIATE:  # no records: the most common answers (now, random)
-        return b"".join((_DOC_HEAD, b"\x80", _ROOT_KEY, cbor2.dumps(_immediate_item(value))))
+        return cbor2.dumps(_immediate_item(value))
     enc = Encoder()
     return enc.finish(enc.add(value))
 
 
 def decode_value(data: bytes, base_globals: dict | None = None) -> Any:
     """The value encoded by ``encode_value``."""
-    if data.startswith(_IMMEDIATE_HEAD):  # a number, string, boolean or nil: no records
+    alone = data[:1] and not 0xa0 <= data[0] <= 0xbf  # an item alone, not a map
+    if alone or data.startswith(_IMMEDIATE_HEAD):  # a number, string, boolean or nil
         try:
-            item = cbor2.loads(memoryview(data)[len(_IMMEDIATE_HEAD):])
+            item = cbor2.loads(memoryview(data)[0 if alone else len(_IMMEDIATE_HEAD):])
         except Exception as exc:
             raise CodecError(f"not CBOR: {exc}") from None
         if type(item) in (float, str, bytes, bool, type(None)):
             return Decoder([]).item(item)
+        if alone:
+            raise CodecError("not an encoded value")
     return _decode(data, base_globals, "root")
 
 
