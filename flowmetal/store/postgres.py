@@ -57,8 +57,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import hashlib
 import itertools
+import operator
 import random
 import re
 import struct
@@ -424,17 +426,13 @@ def _encode_array(oid: int, encode: Callable[[Any], bytes]) -> Callable[[Any], b
     return encode_array
 
 
-def _encode_text(value: str) -> bytes:
-    return value.encode()
-
-
 def _encode_bool(value: bool) -> bytes:
     return b"\x01" if value else b"\x00"
 
 
 # type -> (oid, encoder)
 _RAW_TYPES: dict[str, tuple[int, Callable[[Any], bytes]]] = {
-    "text": (25, _encode_text), "float8": (701, _F8.pack), "int8": (20, _I8.pack),
+    "text": (25, str.encode), "float8": (701, _F8.pack), "int8": (20, _I8.pack),
     "bool": (16, _encode_bool), "bytea": (17, bytes),
 }
 for _name, (_oid, _enc) in list(_RAW_TYPES.items()):
@@ -446,19 +444,26 @@ _RawStatement = tuple[bytes, list[int], list[Callable[[Any], bytes]]]
 _raw_statements: dict[str, _RawStatement | None] = {}
 _UNNEST = re.compile(r"unnest\(((?:\s*%b::[a-z0-9]+\[\],?)+)\)(\s+AS\b)?")
 _one_row: dict[str, str] = {}
+_FIRST = operator.itemgetter(0)
 
 
 def _one_row_of(query: str, params: Any) -> tuple[str, Any]:
     """A statement over arrays of one item each, as one over the items: the server
     runs it faster, and the items take less to encode."""
-    if "unnest(" not in query or not all(
-            type(p) is not list or len(p) == 1 for p in params):
+    if "unnest(" not in query:
+        return query, params
+    if set(map(type, params)) == {list}:  # (the usual case, looked at in C)
+        if set(map(len, params)) != {1}:
+            return query, params
+    elif not all(type(p) is not list or len(p) == 1 for p in params):
         return query, params
     text = _one_row.get(query)
     if text is None:
         text = _one_row[query] = _UNNEST.sub(
             lambda m: "(VALUES (" + m.group(1).replace("[]", "") + "))" + (
                 m.group(2) or " AS one"), query)
+    if set(map(type, params)) == {list}:
+        return text, list(map(_FIRST, params))
     return text, [p[0] if type(p) is list else p for p in params]
 
 
@@ -481,23 +486,13 @@ def _raw_statement(query: str) -> _RawStatement | None:
     return out
 
 
-def _decode_text(data: bytes) -> str:
-    return data.decode()
-
-
 def _decode_f8(data: bytes) -> float:
     return _F8.unpack(data)[0]
 
 
-def _decode_i8(data: bytes) -> int:
-    return _I8.unpack(data)[0]
-
-
-def _decode_bool(data: bytes) -> bool:
-    return data == b"\x01"
-
-
-_T, _B, _F, _I, _L = _decode_text, bytes, _decode_f8, _decode_i8, _decode_bool
+# Decoders called without a Python frame where there is one (a result's every field).
+_decode_i8 = functools.partial(int.from_bytes, byteorder="big", signed=True)
+_T, _B, _F, _I, _L = bytes.decode, bytes, _decode_f8, _decode_i8, b"\x01".__eq__
 _ROW_TYPES = (_T, _B, _L, _F, _T, _F, _T, _T, _T, _T, _F, _I, _I, _I)  # of _ROW
 _RETURNING_TYPES = (_T, _I, _L, _I, _I)
 # connection -> {statement: name}; names are never used twice in a process, so that a
