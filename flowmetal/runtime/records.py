@@ -157,21 +157,22 @@ class TaskRecord:
         """The record as stored: ``[TASK_FORMAT, *fields]``, nested records as arrays.
 
         A step changes a few fields: the runs of fields that rarely change are encoded
-        once and kept by task id while their values stay equal (``_KeptRun``)."""
+        once and kept by task id while their values stay equal (``_kept_runs``)."""
+        head, code, tail = _kept_runs(self)
         lease, waiting, answer = self.lease, self.waiting, self.answer
         if answer is not None:
             answer = list(_ANSWER_GET(answer))
             answer[_KIND_AT] = answer[_KIND_AT]._value_  # cbor2: a str subclass is slow
         return b"".join((
-            _TASK_HEAD, _HEAD_RUN.bytes(self),
+            _TASK_HEAD, head,
             cbor2.dumps([self.status._value_, self.parent, self.root, self.created,
                          self.updated])[1:],
-            _CODE_RUN.bytes(self),
+            code,
             cbor2.dumps([None if lease is None else list(_LEASE_GET(lease)), self.epoch,
                          None if waiting is None else list(_WAITING_GET(waiting)), answer,
                          self.request_seq, self.inbox_seq, self.steps, self.reductions,
                          self.state_bytes, self.result, self.error])[1:],
-            _TAIL_RUN.bytes(self)))
+            tail))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TaskRecord:
@@ -230,42 +231,35 @@ _NESTED_GET = [(_TASK_FIELDS.index(name), operator.attrgetter(*(f.name for f in 
 _LIMITS_GET, _LEASE_GET, _WAITING_GET, _ANSWER_GET = (get for _, get in _NESTED_GET)
 
 
-class _KeptRun:
-    """The encoding of a run of a task record's fields (an array's items, without its
-    header), kept per task id while ``key_of`` the record (an immutable snapshot of
-    those fields) stays equal.  A kept entry is replaced whole, never changed, so
-    threads may share it."""
+_TAIL_FIELDS = ("joiners", "cancel", "cancel_delivered", "trace", "shown", "moved_to",
+                "blocked", "spawnable")
+_TAIL_SCALARS = operator.attrgetter(*_TAIL_FIELDS[1:-1])
+_KEPT_TASKS = 4096  # tasks whose runs are kept; past that the memory starts again
+# task id -> (a snapshot of the kept runs' fields, the runs' bytes); an entry is replaced
+# whole, never changed, so threads may share the memory.
+_kept: dict[str, tuple[tuple, tuple[bytes, bytes, bytes]]] = {}
 
-    KEEP = 4096  # tasks whose runs are kept; past that the memory starts again
 
-    def __init__(self, key_of: Any, items_of: Any):
-        self.key_of, self.items_of = key_of, items_of
-        self.kept: dict[str, tuple[Any, bytes]] = {}
-
-    def bytes(self, rec: TaskRecord) -> bytes:
-        """The run's bytes for ``rec``."""
-        key = self.key_of(rec)
-        kept = self.kept.get(rec.id)
-        if kept is not None and kept[0] == key:
-            return kept[1]
-        items = self.items_of(rec)
-        data = cbor2.dumps(items)[1:]  # (fewer than 24 items: a one-byte header)
-        if len(self.kept) >= self.KEEP:
-            self.kept = {}
-        self.kept[rec.id] = (key, data)
-        return data
+def _kept_runs(rec: TaskRecord) -> tuple[bytes, bytes, bytes]:
+    """The bytes (array items without a header) of a task record's three runs of rarely
+    changing fields: id to program, limits to children, joiners to spawnable."""
+    global _kept
+    key = (rec.name, rec.program, _LIMITS_GET(rec.limits), tuple(rec.programs),
+           tuple(rec.children), tuple(rec.joiners), _TAIL_SCALARS(rec),
+           tuple(rec.spawnable.items()))
+    kept = _kept.get(rec.id)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    runs = (cbor2.dumps([TASK_FORMAT, rec.id, rec.name, rec.program])[1:],
+            cbor2.dumps([list(key[2]), rec.programs, rec.children])[1:],
+            cbor2.dumps([rec.joiners, *key[6], rec.spawnable])[1:])  # (< 24 items each)
+    if len(_kept) >= _KEPT_TASKS:
+        _kept = {}
+    _kept[rec.id] = (key, runs)
+    return runs
 
 
 _TASK_HEAD = cbor2.dumps([None] * (1 + len(_TASK_FIELDS)))[:-(1 + len(_TASK_FIELDS))]
-_HEAD_RUN = _KeptRun(operator.attrgetter("name", "program"),
-                     lambda r: [TASK_FORMAT, r.id, r.name, r.program])
-_CODE_RUN = _KeptRun(lambda r: (_LIMITS_GET(r.limits), tuple(r.programs), tuple(r.children)),
-                     lambda r: [list(_LIMITS_GET(r.limits)), r.programs, r.children])
-_TAIL_FIELDS = ("joiners", "cancel", "cancel_delivered", "trace", "shown", "moved_to",
-                "blocked", "spawnable")
-_TAIL_RUN = _KeptRun(lambda r: (tuple(r.joiners), r.cancel, r.cancel_delivered, r.trace,
-                                r.shown, r.moved_to, r.blocked, tuple(r.spawnable.items())),
-                     operator.attrgetter(*_TAIL_FIELDS))
 # The runs and the fields encoded at each step, in the order of the record's fields:
 assert _TASK_FIELDS == ("id", "name", "program", "status", "parent", "root", "created",
                         "updated", "limits", "programs", "children", "lease", "epoch",
