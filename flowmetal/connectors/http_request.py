@@ -79,10 +79,11 @@ class HttpSpec:
     retry: RetryPolicy
     max_body: int = DEFAULT_MAX_BODY
 
-    def as_dict(self) -> dict:
+    def as_dict(self, max_body: int | None = None) -> dict:
         """The spec as plain data (CBOR-able): the method, the URL and the fields that
         differ from their defaults (an outbox entry is encoded and decoded a few times
-        per request, at a cost per item; ``from_dict`` fills the rest in)."""
+        per request, at a cost per item; ``from_dict`` fills the rest in); with
+        ``max_body``, the body limit of the task that asks in place of its own."""
         out: dict[str, Any] = {"method": self.method, "url": self.url}
         if self.headers:
             out["headers"] = [list(h) for h in self.headers]
@@ -92,6 +93,8 @@ class HttpSpec:
             out["body"] = self.body
         for name, default in _SPEC_DEFAULTS:
             value = getattr(self, name)
+            if name == "max_body" and max_body is not None:
+                value = max_body
             if value != default:
                 out[name] = value
         retry = self.retry

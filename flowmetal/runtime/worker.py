@@ -465,13 +465,13 @@ class Worker:
         elif op == "http":
             made = getattr(m, "http_spec", None)  # by the primitive, in this slice
             if made is not None and made[0] is req:
-                spec = made[1]
-                spec.max_body = rec.limits.response_body
+                spec = made[1]  # (shared: read only)
             else:
                 options = {key.name: value for key, value in (arg("options") or {}).items()}
-                spec = http_spec(arg("request"), options, rec.limits.response_body)
+                spec = http_spec(arg("request"), options)
             m.http_spec = None
-            out.spec, out.timeout = spec.as_dict(), spec.timeout
+            out.spec = spec.as_dict(rec.limits.response_body)
+            out.timeout = spec.timeout
         elif op == "callback":
             out.spec = {"timeout": arg("timeout"), "multi": arg("multi") is TRUE,
                         "secret": arg("secret")}
