@@ -77,6 +77,23 @@ def _seq(key: bytes) -> int:
     return _U64.unpack(key[-8:])[0]
 
 
+def _bytes_item(data: bytes) -> bytes:
+    """``data`` as a CBOR byte string (what ``cbor2.dumps(data)`` makes, without a call
+    into it)."""
+    n = len(data)
+    if n < 24:
+        head = bytes((0x40 + n,))
+    elif n < 0x100:
+        head = bytes((0x58, n))
+    elif n < 0x10000:
+        head = b"\x59" + n.to_bytes(2, "big")
+    elif n < 0x100000000:
+        head = b"\x5a" + n.to_bytes(4, "big")
+    else:
+        head = b"\x5b" + n.to_bytes(8, "big")
+    return head + data
+
+
 def _numbered(first: int, chunk: bytes, after: int) -> Iterator[tuple[int, Any]]:
     """The items of a journal chunk whose first is number ``first``, above ``after``."""
     for i, value in enumerate(cbor2.loads(chunk)):
@@ -295,7 +312,7 @@ class LmdbTables:
         self.txn.delete(self._tail_key(table, task_id), db=self.dbs["tails"])
 
     def log_append(self, task_id: str, data: bytes) -> int:
-        return self._journal_append("log", task_id, cbor2.dumps(data))
+        return self._journal_append("log", task_id, _bytes_item(data))
 
     def log_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, bytes]]:
         return self._journal_items("log", task_id, after)
