@@ -325,8 +325,8 @@ class HttpConnector:
         import aiohttp
 
         if self._session is None:
-            # No cookie jar: a cookie one task's request was sent is no business of
-            # another's (and keeping none costs nothing per request).
+            # No cookie jar: a cookie set by the answer to one task's request is no
+            # business of another task's requests (and keeping none costs nothing).
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=max(1, self.concurrency)),
                 cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)
