@@ -147,11 +147,21 @@ def write(kind: str, key: str, payload: bytes) -> bool:
 # Entries of a kind kept at most: the newest (a standard library for each of the last
 # versions a machine ran; the programs started last).
 KEEP = {"stdlib": 4, "program": 1000}
+# A process looks at the entries of a kind at its first write of that kind, then at
+# every this many writes (a tenth of what is kept): a look stats every entry, which a
+# new program's start cannot pay each time (1,000 entries: a few ms).
+_PRUNE_EVERY = {kind: max(1, keep // 10) for kind, keep in KEEP.items()}
+_written: dict[str, int] = {}
 
 
 def _prune(folder: Path, kind: str) -> None:
-    """Remove the oldest entries of ``kind`` beyond ``KEEP[kind]`` (another process may
-    remove them at the same time: a file gone is fine)."""
+    """Remove the oldest entries of ``kind`` beyond ``KEEP[kind]``, now and then (see
+    ``_PRUNE_EVERY``; another process may remove them at the same time: a file gone is
+    fine)."""
+    count = _written.get(kind, 0)
+    _written[kind] = count + 1
+    if count % _PRUNE_EVERY.get(kind, 10):
+        return
     try:
         entries = [(e.stat().st_mtime, e.path) for e in os.scandir(folder)
                    if e.name.startswith(f"{kind}-")]

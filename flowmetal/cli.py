@@ -744,11 +744,13 @@ def cmd_worker(args: list[str], store_path: str | None) -> int:
     return EXIT_OK
 
 
-def http_connector(store: Any, concurrency: int = 100) -> Any:
-    """An HTTP request connector on the store, saying on stderr when it loses a lease."""
+def http_connector(store: Any, concurrency: int = 100, threaded: bool = False) -> Any:
+    """An HTTP request connector on the store, saying on stderr when it loses a lease;
+    its event loop runs in the thread of the worker whose rounds it is part of, or
+    (``threaded``) in a thread of its own."""
     from .connectors.http import HttpConnector
 
-    return HttpConnector(store, concurrency=concurrency, log=_err)
+    return HttpConnector(store, concurrency=concurrency, log=_err, threaded=threaded)
 
 
 class _ConnectorWhenAsked:
@@ -780,6 +782,10 @@ class _ConnectorWhenAsked:
     def wait(self, timeout: float) -> None:
         self.real.wait(timeout)
 
+    def pump(self) -> None:
+        if self.real is not None:
+            self.real.pump()
+
     def stop(self) -> None:
         if self.real is not None:
             self.real.stop()
@@ -800,7 +806,7 @@ def cmd_connector(args: list[str], store_path: str | None) -> int:
     ns = p.parse_args(args)
     if ns.concurrency < 1 or not ns.lease > 0:
         p.error("--concurrency must be at least 1 and --lease above 0")
-    connector = http_connector(open_store(ns.store), ns.concurrency)
+    connector = http_connector(open_store(ns.store), ns.concurrency, threaded=True)
     connector.lease_seconds = ns.lease
     with stop_signals() as stopped:
         try:

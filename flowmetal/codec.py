@@ -39,7 +39,7 @@ stored programs).
 from __future__ import annotations
 
 from fractions import Fraction
-from itertools import compress, islice
+from itertools import chain, compress, islice
 from operator import is_not
 from typing import Any
 
@@ -668,8 +668,63 @@ def encode_value(value: Any) -> bytes:
     """Encode a Flowmetal value (any state reachable from it) as bytes."""
     if type(value) in _IMMEDIATE:  # no records: the most common answers (now, random)
         return cbor2.dumps(_immediate_item(value))
-    enc = Encoder()
-    return enc.finish(enc.add(value))
+    records: list = []
+    try:
+        root = _plain_item(value, records, {})
+    except (_NotPlain, RecursionError):
+        enc = Encoder()
+        return enc.finish(enc.add(value))
+    return cbor2.dumps({"format": FORMAT, "records": records, "root": root})
+
+
+class _NotPlain(Exception):
+    """A value with more than maps, vectors, keywords and immediate values in it."""
+
+
+def _plain_item(x: Any, records: list, index: dict[int, int]) -> Any:
+    """The item of ``x``, adding the records it needs, for plain data: maps, vectors,
+    keywords and immediate values (JSON's values, HTTP answers, most messages).  The
+    records are those ``Encoder`` makes, in its order (post-order, shared objects once),
+    made without its general walk; anything else raises ``_NotPlain``."""
+    t = type(x)
+    if t is str or t is float or x is None:
+        return x
+    if t is int:
+        return int_item(x)
+    if t is Boolean:
+        return x.value
+    at = index.get(id(x))
+    if at is not None:
+        return at
+    if t is Map:
+        record = [R_MAP]
+        children: Any = chain.from_iterable(x.items())
+    elif t is Vector:
+        record = [R_VECTOR]
+        children = x
+    elif t is Keyword:
+        record = [R_KEYWORD, x.name]
+        children = ()
+    else:
+        raise _NotPlain
+    append = record.append
+    for v in children:  # the common children (immediate values, keywords) inline
+        tv = type(v)
+        if tv is str or tv is float or v is None:
+            append(v)
+        elif tv is int:
+            append(int_item(v))
+        elif tv is Keyword:
+            at = index.get(id(v))
+            if at is None:
+                at = index[id(v)] = len(records)
+                records.append([R_KEYWORD, v.name])
+            append(at)
+        else:
+            append(_plain_item(v, records, index))
+    at = index[id(x)] = len(records)
+    records.append(record)
+    return at
 
 
 def decode_value(data: bytes, base_globals: dict | None = None) -> Any:

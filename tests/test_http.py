@@ -106,6 +106,19 @@ def test_a_timeout_raises_timeout_and_removes_the_request(store, service, tmp_pa
         assert view.outbox(tid) == []
 
 
+def test_one_request_map_in_a_loop_asks_with_each_call_s_own_options(store, service,
+                                                                       tmp_path):
+    tid = run(store, f"""
+    (def req {{:url "{service.url('/slow/0.5')}"}})
+    (vec (for [t [0.1 10 0.1 10.0]]
+      (try (:status (http req :timeout t)) (catch :timeout e :timed-out))))
+    """, tmp_path)
+    assert value(store, tid) == "[:timed-out 200 :timed-out 200]"
+    requests = [e["args"] for e in log_entries(store, tid) if e["kind"] == "request"]
+    assert [r.rsplit(":timeout ", 1)[1].rstrip("}") for r in requests] == \
+        ["0.1", "10", "0.1", "10.0"]
+
+
 def test_a_body_over_the_limit_fails_the_request(store, service, tmp_path):
     tid = run(store, f"""
     (try (http {{:url "{service.url('/big/2000000')}"}})

@@ -162,6 +162,21 @@ def test_a_cache_directory_that_cannot_be_written_is_fine(tmp_path):
         assert (r.returncode, r.stdout) == (0, "1\n")
 
 
+def test_old_entries_go_a_tenth_of_what_is_kept_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWMETAL_CACHE", str(tmp_path))
+    monkeypatch.setitem(analysis_cache.KEEP, "program", 20)
+    monkeypatch.setitem(analysis_cache._PRUNE_EVERY, "program", 2)
+    monkeypatch.setattr(analysis_cache, "_written", {})
+    counts = []
+    for i in range(40):
+        assert analysis_cache.write("program", f"{i:064x}", b"payload")
+        os.utime(tmp_path / f"program-{i:064x}", (i, i))  # written in this order
+        counts.append(len(list(tmp_path.glob("program-*"))))
+    assert max(counts) <= 20 + 2
+    kept = sorted(p.name for p in tmp_path.glob("program-*"))
+    assert kept[-1] == f"program-{39:064x}" and f"program-{10:064x}" not in kept
+
+
 def test_nothing_is_kept_when_the_cache_is_off(tmp_path):
     cache = tmp_path / "cache"
     r = flowmetal(cache, "-e", "1", FLOWMETAL_NO_CACHE="1")

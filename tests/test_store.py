@@ -566,3 +566,13 @@ def test_concurrent_updates_of_a_setting_lose_nothing(store):
     assert store.setting("counter") == "60"
     assert store.update_setting("counter", lambda v: None) is None
     assert store.setting("counter") is None
+
+
+def test_lmdb_journal_items_are_cbor_byte_strings_of_every_length():
+    import cbor2
+
+    from flowmetal.store.lmdb import _bytes_item
+
+    for n in (0, 1, 23, 24, 255, 256, 65535, 65536, 70000):
+        data = bytes(n)
+        assert _bytes_item(data) == cbor2.dumps(data)

@@ -1,14 +1,17 @@
 """The HTTP request connector: makes the HTTP requests tasks put in the outbox.
 
 ``HttpConnector`` claims ``http`` entries from the store with a lease, makes each
-attempt with aiohttp on an event loop in a thread of its own (many at once), and
-settles what the attempts did back in the store in one transaction per batch: the
-response delivered to the task, or the next attempt scheduled by the retry policy.
-Only the thread that calls ``tick`` uses the store, so the connector can run inside a
-worker (``flowmetal run``, ``flowmetal worker``) or on its own (``flowmetal connector
-http``).  Every attempt at a request carries the same ``Idempotency-Key`` header, also
-when a connector is killed and another takes the entry over after its lease expires;
-leases are renewed while an attempt runs.
+attempt with aiohttp on an event loop (many at once), and settles what the attempts
+did back in the store in one transaction per batch: the response delivered to the
+task, or the next attempt scheduled by the retry policy.  Only the thread that calls
+``tick`` uses the store, so the connector can run inside a worker (``flowmetal run``,
+``flowmetal worker``) or on its own (``flowmetal connector http``).  Its event loop runs
+in a thread of its own, or (``threaded=False``) in the caller's thread, when the caller
+calls ``pump`` between its rounds and ``wait`` when it has nothing else to do: one
+thread then does everything, with no turns to take on the interpreter's lock.  Every
+attempt at a request carries the same ``Idempotency-Key`` header, also when a connector
+is killed and another takes the entry over after its lease expires; leases are renewed
+while an attempt runs.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ KEPT = 256               # parsed URLs and timeouts kept for the next attempts
 # On its own, the connector lets attempts end for this long after each transaction, so
 # that the next one (and its sync to disk) settles many of them, not one or two.
 GATHER = 0.005
+DRAIN = 64               # most event-loop iterations one ``pump`` runs
 
 
 class HttpConnector:
@@ -47,8 +51,10 @@ class HttpConnector:
 
     def __init__(self, store: Any, connector_id: str | None = None, concurrency: int = 100,
                  lease_seconds: float = LEASE_SECONDS,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, threaded: bool = True):
         self.store = store
+        self.threaded = threaded           # the event loop has a thread of its own
+        self._stop_on_end = False          # (not threaded) ``wait`` stops at an end
         self.id = connector_id or \
             f"{os.uname().nodename}:{os.getpid()}:http:{os.urandom(4).hex()}"
         self.concurrency = concurrency
@@ -94,8 +100,9 @@ class HttpConnector:
 
     def round_part(self, asked: bool) -> OutboxRound:
         """What this connector does in a worker's round: settle the attempts that ended
-        and, when there may be new entries (``asked``: the round's steps make some),
-        claim.  Renews its leases first, in a transaction of its own, when due."""
+        and claim: the entries the round's steps make (``asked``: they make some), and
+        others when there may be some due.  Renews its leases first, in a transaction of
+        its own, when due."""
         now = time.monotonic()
         if self.inflight and now - self._last_renew > self.lease_seconds / 3:
             self._renew()
@@ -103,14 +110,15 @@ class HttpConnector:
         self.ready.clear()
         results = self._drain()
         room = self.concurrency - len(self.inflight) + len(results)
-        claim = self._claim_now(room, asked, now)
-        return OutboxRound(self.id, (KIND,), results, room if claim else 0,
-                           self.lease_seconds)
+        scan = self._scan_now(room, now)
+        return OutboxRound(self.id, (KIND,), results, room if scan or asked else 0,
+                           self.lease_seconds, scan)
 
-    def _claim_now(self, room: int, asked: bool, now: float) -> bool:
-        """Whether to claim: there is room, and new entries may be due (told so, a retry
-        is due, or a claim interval has passed); if so, the claim is counted as made."""
-        if room <= 0 or not (asked or self.hint or now >= self.next_due or
+    def _scan_now(self, room: int, now: float) -> bool:
+        """Whether to look for due entries in the outbox: there is room, and some may be
+        due (told so, a retry is due, or a claim interval has passed); if so, the look
+        is counted as made."""
+        if room <= 0 or not (self.hint or now >= self.next_due or
                              now - self._last_claim >= CLAIM_EVERY):
             return False
         self.hint = False
@@ -156,7 +164,36 @@ class HttpConnector:
 
     def wait(self, timeout: float) -> None:
         """Wait until an attempt ends or a retry is due, at most ``timeout`` seconds."""
-        self.ready.wait(max(0.0, min(timeout, self.next_due - time.monotonic())))
+        timeout = max(0.0, min(timeout, self.next_due - time.monotonic()))
+        if self.threaded or self._loop is None:
+            self.ready.wait(timeout)
+        else:
+            self.pump(timeout)
+
+    def pump(self, timeout: float = 0.0) -> None:
+        """Without a thread of its own: run the event loop, so that the attempts started
+        are sent and what has arrived is read, until nothing more is ready (waiting up
+        to ``timeout`` seconds for an attempt to end when none has).  Threaded: nothing
+        to do."""
+        loop = self._loop
+        if self.threaded or loop is None:
+            return
+        if timeout > 0 and self.done.empty():
+            self._stop_on_end = True
+            timer = loop.call_later(timeout, loop.stop)
+            try:
+                loop.run_forever()
+            finally:
+                timer.cancel()
+                self._stop_on_end = False
+        # One iteration at a time until one leaves nothing ready: asyncio's queue of
+        # ready callbacks (``_ready``, every BaseEventLoop's); without it, a few.
+        ready = getattr(loop, "_ready", None)
+        for _ in range(DRAIN if ready is not None else 4):
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+            if ready is not None and not ready:
+                break
 
     def run(self, until: Callable[[], bool] | None = None, poll: float = 0.5) -> None:
         """Work until ``until()`` is true (forever without it); leases are given up on
@@ -221,20 +258,26 @@ class HttpConnector:
             return
         for claim in claims:
             self.inflight[(claim.task_id, claim.request)] = claim
-        if self._loop is None:
+        if self._loop is None and not self.threaded:
+            import asyncio
+
+            self._loop = asyncio.new_event_loop()
+        elif self._loop is None:
             ready = threading.Event()
             self._thread = threading.Thread(target=self._serve, args=(ready,),
                                             name=f"flowmetal-http-{self.id}", daemon=True)
             self._thread.start()
             ready.wait()
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._attempt_all, claims)
+        if self.threaded:
+            self._loop.call_soon_threadsafe(self._attempt_all, claims)
+        else:
+            self._attempt_all(claims)  # sent at the next ``pump``
 
     def _attempt_all(self, claims: list[OutboxClaim]) -> None:
-        import asyncio
-
+        create = self._loop.create_task
         for claim in claims:
-            task = asyncio.ensure_future(self._attempt(claim))
+            task = create(self._attempt(claim))
             self._attempts.add(task)  # the loop keeps only a weak reference
             task.add_done_callback(self._attempts.discard)
 
@@ -253,7 +296,7 @@ class HttpConnector:
 
     def _close(self) -> None:
         loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if loop is None or (thread is None and self.threaded):
             return
         import asyncio
 
@@ -264,19 +307,29 @@ class HttpConnector:
             if self._session is not None:
                 await self._session.close()
                 self._session = None
-            loop.stop()
+            if self.threaded:
+                loop.stop()
 
-        asyncio.run_coroutine_threadsafe(shut(), loop)
-        thread.join(timeout=5)
+        if self.threaded:
+            asyncio.run_coroutine_threadsafe(shut(), loop)
+            thread.join(timeout=5)
+        else:
+            try:
+                loop.run_until_complete(shut())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
         self._loop = self._thread = None
 
     def _client(self) -> aiohttp.ClientSession:
         import aiohttp
 
         if self._session is None:
+            # No cookie jar: a cookie set by the answer to one task's request is no
+            # business of another task's requests (and keeping none costs nothing).
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=max(1, self.concurrency)),
-                raise_for_status=False)
+                cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)
         return self._session
 
     def _url(self, url: str) -> Any:
@@ -303,7 +356,10 @@ class HttpConnector:
                 "http-error", f"http: the connector failed: {type(exc).__name__}: {exc}",
                 Map({kw("attempts"): claim.entry.attempts + 1}))))
         self.done.put(result)
-        if not self.ready.is_set():
+        if self._stop_on_end:
+            self._stop_on_end = False
+            self._loop.stop()
+        elif not self.ready.is_set():
             self.ready.set()
 
     async def _request(self, claim: OutboxClaim) -> OutboxResult:

@@ -31,6 +31,7 @@ DEFAULT_MAX_BODY = 1 << 20      # bytes of a response body a task accepts
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
 
+K_STATUS, K_HEADERS, K_BODY, K_JSON = kw("status"), kw("headers"), kw("body"), kw("json")
 _REQUEST_KEYS = ("method", "url", "headers", "query", "body", "json")
 _OPTION_KEYS = ("timeout", "connect-timeout", "read-timeout", "retry")
 _RETRY_KEYS = ("initial-interval", "backoff-coefficient", "maximum-interval",
@@ -78,10 +79,11 @@ class HttpSpec:
     retry: RetryPolicy
     max_body: int = DEFAULT_MAX_BODY
 
-    def as_dict(self) -> dict:
+    def as_dict(self, max_body: int | None = None) -> dict:
         """The spec as plain data (CBOR-able): the method, the URL and the fields that
         differ from their defaults (an outbox entry is encoded and decoded a few times
-        per request, at a cost per item; ``from_dict`` fills the rest in)."""
+        per request, at a cost per item; ``from_dict`` fills the rest in); with
+        ``max_body``, the body limit of the task that asks in place of its own."""
         out: dict[str, Any] = {"method": self.method, "url": self.url}
         if self.headers:
             out["headers"] = [list(h) for h in self.headers]
@@ -91,6 +93,8 @@ class HttpSpec:
             out["body"] = self.body
         for name, default in _SPEC_DEFAULTS:
             value = getattr(self, name)
+            if name == "max_body" and max_body is not None:
+                value = max_body
             if value != default:
                 out[name] = value
         retry = self.retry
@@ -107,18 +111,21 @@ class HttpSpec:
     def from_dict(cls, data: dict) -> HttpSpec:
         """The spec ``as_dict`` made (also one with every field, as stored before)."""
         get = data.get
+        retry = get("retry")
         return cls(data["method"], data["url"], [tuple(h) for h in get("headers", ())],
                    [tuple(q) for q in get("query", ())], get("body"),
                    get("timeout", DEFAULT_TIMEOUT),
                    get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
                    get("read_timeout", DEFAULT_READ_TIMEOUT),
-                   RetryPolicy(**get("retry", {})), get("max_body", DEFAULT_MAX_BODY))
+                   _DEFAULT_RETRY if retry is None else RetryPolicy(**retry),
+                   get("max_body", DEFAULT_MAX_BODY))
 
 
 _SPEC_DEFAULTS = (("timeout", DEFAULT_TIMEOUT), ("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
                   ("read_timeout", DEFAULT_READ_TIMEOUT), ("max_body", DEFAULT_MAX_BODY))
 _RETRY_DEFAULTS = tuple((name, getattr(RetryPolicy(), name))
                         for name in (f.name for f in fields(RetryPolicy)))
+_DEFAULT_RETRY = RetryPolicy()  # the policy of a spec without one (only ever read)
 
 
 def _fail(message: str) -> FlowmetalError:
@@ -254,14 +261,13 @@ def response_value(status: int, headers: list[tuple[str, str]], body: bytes) -> 
     for name, value in headers:
         name = name.lower()
         merged[name] = f"{merged[name]}, {value}" if name in merged else value
-    out = {kw("status"): status, kw("headers"): Map(merged),
-           kw("body"): body.decode("utf-8", "replace")}
+    out = {K_STATUS: status, K_HEADERS: Map(merged), K_BODY: body.decode("utf-8", "replace")}
     ctype = merged.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json" or ctype.endswith("+json"):
         import json  # (here: a command's start needs no JSON)
 
         try:
-            out[kw("json")] = json_values.from_plain(json.loads(body))
+            out[K_JSON] = json_values.from_plain(json.loads(body))
         except (ValueError, RecursionError):
             pass  # the body says what it is; :json is only there when it parses
     return Map(out)

@@ -12,6 +12,14 @@ from ..procedures import CONTROL, define
 from ..values import FlowmetalError, Keyword, Map, Vector, boolean, kw, truthy
 from .effects import K_OP, TaskId, _options, _request, _seconds
 
+# The requests of the last calls made with a request map, by its id: (the map, the
+# options given, the request, its spec).  A loop calling ``http`` with one literal map
+# and the same option values (the same objects) asks with the same request each time:
+# checked once, and a value its task's state has encoded already.  Values are immutable,
+# and a spec is only ever read.
+_CALLS: dict[int, tuple] = {}
+CALLS_KEPT = 256
+
 
 @define("http", CONTROL, 1, None)
 def http(m: Any, args: tuple, k: Any) -> tuple:
@@ -19,11 +27,20 @@ def http(m: Any, args: tuple, k: Any) -> tuple:
     HTTP request; its response {:status :headers :body :json}.  Sent once the step is
     committed, with an Idempotency-Key that stays the same across retries; a timeout
     raises {:type :timeout}, a request that fails for good {:type :http-error}."""
-    options = _options("http", args[1:], ("timeout", "connect-timeout", "read-timeout",
+    given, rest = args[0], args[1:]
+    kept = _CALLS.get(id(given))
+    if kept is not None and kept[0] is given and len(kept[1]) == len(rest) and \
+            all(a is b for a, b in zip(kept[1], rest)):
+        request, spec = kept[2], kept[3]
+    else:
+        options = _options("http", rest, ("timeout", "connect-timeout", "read-timeout",
                                           "retry"))
-    spec = http_spec(args[0], options)  # errors are raised here, where the call is
-    request = _request("http", request=args[0],
-                       options=Map({kw(k): v for k, v in options.items()}))
+        spec = http_spec(given, options)  # errors are raised here, where the call is
+        request = _request("http", request=given,
+                           options=Map({kw(k): v for k, v in options.items()}))
+        if len(_CALLS) >= CALLS_KEPT:
+            _CALLS.clear()
+        _CALLS[id(given)] = (given, rest, request, spec)
     m.http_spec = (request, spec)  # the worker takes it for this request (not stored)
     return m.suspend(request, k)
 

@@ -61,6 +61,7 @@ DRAFT_MODES = ("auto", "always", "never")
 TEXT_LIMIT = 200     # characters of a request or error kept in the event log
 TEXTS_KEPT = 256     # HTTP requests' log texts kept for the next request of the same map
 BACKOFF_MAX = 5.0    # seconds between attempts while the store cannot commit
+PUMP_EVERY = 0.002   # seconds of steps between runs of a connector's event loop in a round
 ATOMS = frozenset({int, float, str, type(None), TaskId})
 # Machines of committed states kept for later (a task let go of while it waits): at most
 # this many bytes of states, and this many machines (one in memory is some 10-30 kB,
@@ -157,9 +158,11 @@ class Worker:
         self.hold()
         steps = self.pending
         part = None
-        if self.connector is not None and not stopping:
+        connector = self.connector
+        if connector is not None and not stopping:
+            connector.pump()  # (its event loop, when it runs in this thread)
             asked = any(_makes_outbox_entry(s.request) for s in steps)
-            part = self.connector.round_part(asked)
+            part = connector.round_part(asked)
         if stopping:
             for step in steps:
                 step.keep_lease = False
@@ -193,7 +196,8 @@ class Worker:
             self.unavailable_since, self.backoff = None, 0.0
         self.pending = []
         if part is not None:
-            self.connector_work = self.connector.round_done(part, result)
+            self.connector_work = connector.round_done(part, result)
+            connector.pump()  # the requests claimed are sent now
         for step, ok in zip(steps, result.committed):
             if not ok or step.status not in ("runnable", "waiting"):
                 self.machines.pop(step.task_id, None)
@@ -210,6 +214,7 @@ class Worker:
             if task_id in states:
                 self._park(task_id, states[task_id], m)
         self.pending = []
+        pumped = time.monotonic()
         for c in result.claimed:
             if stop_requested():
                 break  # asked to stop: what is not run keeps its last committed step
@@ -218,6 +223,9 @@ class Worker:
             except Interrupted:
                 self.machines.pop(c.record.id, None)
                 break
+            if part is not None and time.monotonic() - pumped > PUMP_EVERY:
+                connector.pump()  # long steps hold up no request's bytes for long
+                pumped = time.monotonic()
         if self.pending and self.draft != "never" and not stop_requested():
             self.store.prepare(self.id, self.pending, self.lease_seconds,
                                always=self.draft == "always")
@@ -457,13 +465,13 @@ class Worker:
         elif op == "http":
             made = getattr(m, "http_spec", None)  # by the primitive, in this slice
             if made is not None and made[0] is req:
-                spec = made[1]
-                spec.max_body = rec.limits.response_body
+                spec = made[1]  # (shared: read only)
             else:
                 options = {key.name: value for key, value in (arg("options") or {}).items()}
-                spec = http_spec(arg("request"), options, rec.limits.response_body)
+                spec = http_spec(arg("request"), options)
             m.http_spec = None
-            out.spec, out.timeout = spec.as_dict(), spec.timeout
+            out.spec = spec.as_dict(rec.limits.response_body)
+            out.timeout = spec.timeout
         elif op == "callback":
             out.spec = {"timeout": arg("timeout"), "multi": arg("multi") is TRUE,
                         "secret": arg("secret")}

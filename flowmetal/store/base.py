@@ -164,13 +164,15 @@ class Round:
 class OutboxRound:
     """What a connector running inside a worker does in the worker's round: settle its
     attempts (``store.outbox.OutboxResult``s) and claim up to ``limit`` entries of
-    ``kinds`` (those the round's own steps make among them: they are committed first)."""
+    ``kinds``: first those the round's own steps make (written leased to it, in the
+    commit that makes them), then, with ``scan``, any others that are due."""
 
     connector: str
     kinds: tuple[str, ...]
     results: list
     limit: int
     lease_seconds: float
+    scan: bool = True
 
 
 class View(Protocol):

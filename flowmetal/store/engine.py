@@ -125,6 +125,10 @@ class Unit:
         # a worker may hand them over without decoding them.
         self.answers: dict[str, tuple[int, Any]] = {}
         self.woke = False  # something became runnable or a timer was armed
+        # A connector's part of this round (``base.OutboxRound``) while the round's steps
+        # are committed: the entries they make of its kinds are leased to it at once.
+        self.lease_new: Any = None
+        self.claimed_new: list = []  # those entries (``outbox.OutboxClaim``)
         self.ended: list[str] = []  # tasks that finished in this transaction
         self._now: float | None = None
 
@@ -869,6 +873,8 @@ class TaskStore:
                 drafts = drafts if drafts is not None and len(drafts) == len(steps) else \
                     [None] * len(steps)
                 unit.prefetch([s.task_id for s, d in zip(steps, drafts) if d is None])
+                if outbox is not None and outbox.limit > 0:
+                    unit.lease_new = outbox
                 committed = []
                 for step, draft in zip(steps, drafts):
                     if draft is not None and _apply_draft(unit, draft, step):
@@ -877,15 +883,18 @@ class TaskStore:
                     committed.append(commit_step(unit, step, worker, lease_seconds))
                     if step.blocked is not None:
                         claims.elsewhere[step.task_id] = unit.now + BLOCKED_RECHECK
+                unit.lease_new = None
                 settled, outbox_claimed = [], []
                 if outbox is not None:
-                    from .outbox import claim_entries, settle_entries
+                    from .outbox import claim_entries, settle_entries, still_claimed
 
                     settled = settle_entries(unit, outbox.connector, outbox.results) \
                         if outbox.results else []
-                    if outbox.limit > 0:
-                        outbox_claimed = claim_entries(unit, outbox.connector, outbox.kinds,
-                                                       outbox.limit, outbox.lease_seconds)
+                    outbox_claimed = still_claimed(unit)
+                    room = outbox.limit - len(outbox_claimed)
+                    if room > 0 and outbox.scan:
+                        outbox_claimed += claim_entries(unit, outbox.connector, outbox.kinds,
+                                                        room, outbox.lease_seconds)
                 fired = fire_timers(unit)
                 among = None
                 if watch:

@@ -77,6 +77,23 @@ def _seq(key: bytes) -> int:
     return _U64.unpack(key[-8:])[0]
 
 
+def _bytes_item(data: bytes) -> bytes:
+    """``data`` as a CBOR byte string (what ``cbor2.dumps(data)`` makes, without a call
+    into it)."""
+    n = len(data)
+    if n < 24:
+        head = bytes((0x40 + n,))
+    elif n < 0x100:
+        head = bytes((0x58, n))
+    elif n < 0x10000:
+        head = b"\x59" + n.to_bytes(2, "big")
+    elif n < 0x100000000:
+        head = b"\x5a" + n.to_bytes(4, "big")
+    else:
+        head = b"\x5b" + n.to_bytes(8, "big")
+    return head + data
+
+
 def _numbered(first: int, chunk: bytes, after: int) -> Iterator[tuple[int, Any]]:
     """The items of a journal chunk whose first is number ``first``, above ``after``."""
     for i, value in enumerate(cbor2.loads(chunk)):
@@ -95,6 +112,9 @@ class LmdbTables:
         self._now: float | None = None
         self._cursor = ""  # where claimable's rotation stands (kept by the backend)
         self.wake = False  # the transaction made work: wake the waiting processes
+        # Journal tails appended to in this transaction, written once at its end
+        # (``flush``): (table, task id) -> (first, count, items).
+        self._tails: dict[tuple[str, str], tuple[int, int, bytes]] = {}
 
     def clock(self) -> float:
         if self._now is None:
@@ -226,9 +246,10 @@ class LmdbTables:
         self.txn.delete(_key(task_id, seq), db=self.dbs["inbox"])
 
     # Journals (the event log, the output): append-only, in chunks.  The newest items
-    # of a task wait in its tail (one small value, rewritten at each append) until the
-    # tail is full and becomes a chunk, so that a commit of many tasks' steps rewrites
-    # a few densely packed tail pages rather than one journal page per task.
+    # of a task wait in its tail (one small value, rewritten by each transaction that
+    # appends, once) until the tail is full and becomes a chunk, so that a commit of
+    # many tasks' steps rewrites a few densely packed tail pages rather than one journal
+    # page per task.
 
     @staticmethod
     def _tail_key(table: str, task_id: str) -> bytes:
@@ -236,6 +257,9 @@ class LmdbTables:
 
     def _tail(self, table: str, task_id: str) -> tuple[int, int, bytes]:
         """(first sequence number, count, items) of the task's tail."""
+        kept = self._tails.get((table, task_id))
+        if kept is not None:
+            return kept
         data = self.txn.get(self._tail_key(table, task_id), db=self.dbs["tails"])
         if data is None:
             return 1, 0, b""
@@ -253,9 +277,15 @@ class LmdbTables:
             self.txn.put(_key(task_id, first), array_header(count) + items,
                          db=self.dbs[table])
             first, count, items = seq + 1, 0, b""
-        self.txn.put(self._tail_key(table, task_id), _TAIL_HEAD.pack(first, count) + items,
-                     db=self.dbs["tails"])
+        self._tails[(table, task_id)] = (first, count, items)
         return seq
+
+    def flush(self) -> None:
+        """Write the journal tails appended to (before the transaction commits)."""
+        put, db = self.txn.put, self.dbs["tails"]
+        for (table, task_id), (first, count, items) in self._tails.items():
+            put(self._tail_key(table, task_id), _TAIL_HEAD.pack(first, count) + items, db=db)
+        self._tails.clear()
 
     def _journal_items(self, table: str, task_id: str, after: int) -> Iterator[tuple[int, Any]]:
         prefix = _prefix(task_id)
@@ -276,12 +306,13 @@ class LmdbTables:
             yield from _numbered(first, array_header(count) + items, after)
 
     def _journal_delete(self, table: str, task_id: str) -> None:
+        self._tails.pop((table, task_id), None)
         for seq, _ in list(self._items(table, task_id, 0)):  # chunks start at seq 1 or more
             self.txn.delete(_key(task_id, seq), db=self.dbs[table])
         self.txn.delete(self._tail_key(table, task_id), db=self.dbs["tails"])
 
     def log_append(self, task_id: str, data: bytes) -> int:
-        return self._journal_append("log", task_id, cbor2.dumps(data))
+        return self._journal_append("log", task_id, _bytes_item(data))
 
     def log_items(self, task_id: str, after: int = 0) -> Iterator[tuple[int, bytes]]:
         return self._journal_items("log", task_id, after)
@@ -488,6 +519,12 @@ class _Writing:
         return tables
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            try:
+                self.tables.flush()
+            except BaseException as error:  # written nothing: the transaction is aborted
+                self.inner.__exit__(type(error), error, error.__traceback__)
+                raise
         self.inner.__exit__(exc_type, exc, tb)  # raises if the commit failed
         if exc is None:
             store, tables = self.store, self.tables

@@ -73,13 +73,33 @@ def put_entry(unit: Unit, task_id: str, request: int, entry: OutboxEntry) -> Non
                       entry.lease_until)
 
 
+def add_entry(unit: Unit, task_id: str, request: int, entry: OutboxEntry) -> None:
+    """Write a new entry; one of the kinds of the connector whose part of the round this
+    is (``Unit.lease_new``) is leased to it at once, as its claim would (there is room
+    for it), so that the claim neither looks for it nor writes it again."""
+    part = unit.lease_new
+    if part is not None and entry.kind in part.kinds and \
+            len(unit.claimed_new) < part.limit:
+        entry.epoch += 1
+        entry.lease_worker = part.connector
+        entry.lease_until = unit.now + part.lease_seconds
+        unit.claimed_new.append(OutboxClaim(task_id, request, entry))
+    put_entry(unit, task_id, request, entry)
+
+
+def still_claimed(unit: Unit) -> list[OutboxClaim]:
+    """The entries ``add_entry`` leased in this round whose task still waits on them."""
+    return [c for c in unit.claimed_new
+            if (rec := unit.get(c.task_id)) is not None and waits_on(rec, c.request)]
+
+
 def handle_outbox_request(unit: Unit, rec: TaskRecord, request_id: int, req: Request,
                           step: StepCommit, now: float) -> None:
     """Leave the task waiting on a request for a connector (``req.op`` names its kind),
     with its entry in the outbox and the wait's timeout armed."""
     entry = OutboxEntry(req.op, req.spec or {}, idempotency_key(rec.id, request_id), now,
                         now)
-    put_entry(unit, rec.id, request_id, entry)
+    add_entry(unit, rec.id, request_id, entry)
     wait(unit, rec, request_id, req.op, now, req.timeout)
 
 
@@ -157,12 +177,12 @@ def settle_entries(unit: Unit, connector: str, results: list[OutboxResult]) -> l
                   retry_in=r.retry_in, problem=r.error_text, **(r.note or {}))
             unit.woke = True
         else:
-            unit.t.outbox_delete(r.task_id, r.request)
             if r.note:
                 event(unit, r.task_id, "attempts", now, request=r.request,
                       attempts=r.attempts, **r.note)
-            deliver(unit, rec, Answer(r.request, r.ok, r.value), now, r.given,
-                    r.given is not None)
+            if not deliver(unit, rec, Answer(r.request, r.ok, r.value), now, r.given,
+                           r.given is not None):
+                unit.t.outbox_delete(r.task_id, r.request)  # (delivered: it went with it)
         taken.append(True)
     return taken
 

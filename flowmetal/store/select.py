@@ -112,9 +112,9 @@ def handle_select(unit: Unit, rec: TaskRecord, request_id: int, req: Request,
             target.joiners.append((rec.id, arm[1]))
             unit.put(target)
         elif arm[0] == "http":
-            from .outbox import idempotency_key, put_entry
+            from .outbox import add_entry, idempotency_key
 
-            put_entry(unit, rec.id, arm[1], OutboxEntry(
+            add_entry(unit, rec.id, arm[1], OutboxEntry(
                 "http", spec.get("spec") or {}, idempotency_key(rec.id, arm[1]), now, now))
     wait(unit, rec, request_id, "select", now, req.timeout, arms=arms)
 
