@@ -509,6 +509,28 @@ def _rows_of(result: Any, types: tuple) -> list[tuple]:
             for r in range(result.ntuples)]
 
 
+def _peek_rows(result: Any) -> tuple[float, list[tuple], list[tuple]]:
+    """The clock, the due timers ``(due, task, request, data)`` and the claimable rows
+    (``_ROW``) of a ``_PEEK`` result, each row's fields decoded only as its kind needs
+    (its first field: 0 the clock, 1 a timer, 2 a task)."""
+    get = result.get_value
+    clock, due, claimable = None, [], []
+    for r in range(result.ntuples):
+        kind = _decode_i8(get(r, 0))
+        if kind == 2:
+            claimable.append(tuple([None if (v := get(r, c)) is None else decode(v)
+                                    for c, decode in _ROW_COLUMNS]))
+        elif kind == 1:
+            due.append((_decode_f8(get(r, 4)), get(r, 1).decode(), _decode_i8(get(r, 12)),
+                        bytes(get(r, 2))))
+        else:
+            clock = _decode_f8(get(r, 4))
+    return clock, due, claimable
+
+
+_ROW_COLUMNS = tuple(enumerate(_ROW_TYPES, 1))  # (a row of a _PEEK result, after its kind)
+
+
 def _exchange(pgconn: Any, count: int) -> Any:
     """Generator: flush what was sent, then the results of ``count`` statements and of
     the Sync after them (each a list of results)."""
@@ -1048,14 +1070,10 @@ class PgTables:
                 elif kind == "commit":
                     self._committed_raw = result.command_status == b"COMMIT"
                 elif kind == "peek":
-                    rows: list[list[tuple]] = [[], [], []]
-                    for row in _rows_of(result, (_I, *_ROW_TYPES)):
-                        rows[row[0]].append(row[1:])
-                    clock = rows[0][0][3]
+                    clock, due, claimable = _peek_rows(result)
                     if store._hint_timers is not None:
-                        timers = ([(r[3], r[0], r[11], r[1]) for r in rows[1]],
-                                  store._hint_timers)
-                    claim = (rows[2], *ahead)
+                        timers = (due, store._hint_timers)
+                    claim = (claimable, *ahead)
                 elif kind is not None:
                     self._returning.append(_rows_of(result, kind))
             sync = got[-1]
