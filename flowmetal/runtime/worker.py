@@ -72,6 +72,9 @@ WAITING_OPS = frozenset({"sleep", "next-message", "join", "http", "await", "sele
                          "task-event"})
 # The requests of sequence runs (``sequences.effects``): their arguments as JSON data.
 SEQUENCE_OPS = frozenset({"task-event", "enqueue-run", "evaluations", "sequence-run"})
+# ``(now)`` asks with no arguments: every step that asks it shares one request (requests
+# are never changed once made).
+NOW_REQUEST = Request("now")
 
 
 def tune_gc() -> None:
@@ -442,6 +445,8 @@ class Worker:
 
         # Only a request the task may wait on is logged as a request (the others are
         # answered in the commit that makes them, and logged by their answer).
+        if op == "now":
+            return NOW_REQUEST
         out = Request(op, self._request_text(req, op) if op in WAITING_OPS else "")
         if op == "sleep":
             out.seconds = arg("seconds")
