@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import nodes as N
-from .machine import UNSET, _unset_error
+from .machine import UNSET, _unset_error, runs_on
 from .procedures import Closure, Primitive
 from .values import FALSE, TRUE
 
@@ -133,11 +133,11 @@ class Batch:
     """Functions for many nodes, generated together and compiled with one ``compile``."""
 
     def __init__(self, where: str) -> None:
-        from .machine import FlowmetalError, _deeper, apply_procedure
+        from .machine import FlowmetalError, _deeper, _located, _run_on, apply_procedure
 
         self.gen = Gen()
         self.gen.namespace.update(_apply=apply_procedure, FlowmetalError=FlowmetalError,
-                                  _deeper=_deeper)
+                                  _deeper=_deeper, _located=_located, _run_on=_run_on)
         self.where = where
         self.lines: list[str] = []
         self.targets: list[tuple[N.Node, str, str]] = []
@@ -232,6 +232,8 @@ class Batch:
                                    f"{indent}    return {part_name}.exec(env, frame, m)",
                                    f"{indent}except Exception as exc:",
                                    f"{indent}    raise _deeper(exc, frame) from None"]
+                elif runs_on(part, False):
+                    self.lines.append(f"{indent}return _run_on({part_name}, env, frame, m)")
                 else:
                     self.lines.append(f"{indent}return {part_name}, env, frame, None")
                 return
@@ -269,7 +271,8 @@ class Batch:
         self.lines.append("    raise ValueError(f'bad frame index {i}')")
 
     def if_exec(self, node: N.If) -> None:
-        """The exec of an ``if`` with a simple test: test and simple branches run inline."""
+        """The exec of an ``if`` with a simple test: test and simple branches run inline,
+        a branch the step runs on into (``machine.runs_on``) is run at once."""
         gen = self.gen
         self._def(node, "exec", "env, k, m")
         lines = self.lines
@@ -282,6 +285,11 @@ class Batch:
                 _with_fallback(lines, "v", gen.expr(branch, "env"),
                                gen.name(branch.slow, "slow"), indent)
                 lines.append(f"{indent}return None, env, k, v")
+            elif runs_on(branch, True):
+                name = gen.name(branch, "n")
+                lines += [f"{indent}try:", f"{indent}    return {name}.exec(env, k, m)",
+                          f"{indent}except Exception as exc:",
+                          f"{indent}    raise _deeper(_located(exc, {name}), k) from None"]
             else:
                 lines.append(f"{indent}return {gen.name(branch, 'n')}, env, k, None")
 
