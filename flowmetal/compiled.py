@@ -145,7 +145,9 @@ def clause_entry(cl: N.Clause, base: Callable | None) -> Callable:
             return by_machine(env, k, m)
         if skip:
             skip -= 1
-            return by_machine(env, k, m)
+            if base is not None:
+                return base(env, k, m)
+            return cl.body, env, k, None
         c = m.compiled_budget
         if c is None:
             c = m.compiled_budget = Budget()

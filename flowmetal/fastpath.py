@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import nodes as N
-from .machine import UNSET, _unset_error, runs_on
+from .machine import UNSET, _unset_error, runs_on, stepless
 from .procedures import Closure, Primitive
 from .values import FALSE, TRUE
 
@@ -133,11 +133,26 @@ class Batch:
     """Functions for many nodes, generated together and compiled with one ``compile``."""
 
     def __init__(self, where: str) -> None:
-        from .machine import FlowmetalError, _deeper, _located, _run_on, apply_procedure
+        from .machine import (
+            RESUMED_IN_STEP,
+            FlowmetalError,
+            _deeper,
+            _located_step,
+            _run_on,
+            apply_procedure,
+            call_cc,
+            continue_with,
+            python_error,
+        )
+        from .procedures import CONTROL, Continuation
 
         self.gen = Gen()
         self.gen.namespace.update(_apply=apply_procedure, FlowmetalError=FlowmetalError,
-                                  _deeper=_deeper, _located=_located, _run_on=_run_on)
+                                  _continue=continue_with, Continuation=Continuation,
+                                  RESUMED_IN_STEP=RESUMED_IN_STEP, _call_cc=call_cc,
+                                  _python_error=python_error,
+                                  Primitive=Primitive, CONTROL=CONTROL,
+                                  _deeper=_deeper, _located_step=_located_step, _run_on=_run_on)
         self.where = where
         self.lines: list[str] = []
         self.targets: list[tuple[N.Node, str, str]] = []
@@ -158,7 +173,8 @@ class Batch:
 
     def _apply_lines(self, node: N.App, args: list[str], indent: str) -> None:
         """Lines that call ``f`` with ``args``: a fixed-arity closure is entered in this
-        step (``Clause.enter``), anything else goes through ``apply_procedure``."""
+        step (``Clause.enter``), a continuation or control primitive called directly,
+        anything else goes through ``apply_procedure``."""
         n = len(args)
         listed = ", ".join(args)
         site = self.gen.name(node, "site")
@@ -176,12 +192,43 @@ class Batch:
             "else:",
             f"    m.site = {site}",
             "try:",
+            *(self._one_argument_lines(args[0]) if n == 1 else ()),
+            "    if type(f) is Continuation:",
+            f"        return _continue(f, ({listed}{',' if n == 1 else ''}), m)",
+            f"    if type(f) is Primitive and f.kind is CONTROL and f.min_args <= {n} and "
+            f"(f.max_args is None or f.max_args >= {n}):",
+            f"        return f.fn(m, ({listed}{',' if n == 1 else ''}), k)",
             f"    return _apply(f, ({listed}{',' if n == 1 else ''}), k, m)",
             "except FlowmetalError as exc:",
             "    if exc.span is None:",
             f"        exc.span, exc.proc = {site}.span, {site}.proc",
             "    raise",
         )]
+
+    @staticmethod
+    def _one_argument_lines(a: str) -> tuple[str, ...]:
+        """``machine.continue_with`` for a continuation returning to a frame resumed in
+        this step, and ``machine.call_cc`` of a one-parameter fn, inline."""
+        return (
+            "    if type(f) is Continuation:",
+            "        c = f.k",
+            "        if f.winders is m.winders and c is not None and "
+            "type(c[0]) in RESUMED_IN_STEP:",
+            "            try:",
+            f"                return c[0].resume(c, {a}, m)",
+            "            except Exception as exc:",
+            "                return m._raise_error(_python_error(exc), None, c)",
+            f"    elif type(f) is Primitive and f.fn is _call_cc and type({a}) is Closure:",
+            f"        cl = {a}.code.single",
+            "        if cl is not None and cl.fixed == 1:",
+            f"            e2 = [{a}.env, Continuation(k, m.winders)]",
+            "            if cl.extra:",
+            "                e2.extend([UNSET] * cl.extra)",
+            "            enter = cl.enter",
+            "            if enter is not None:",
+            "                return enter(e2, k, m)",
+            "            return cl.body, e2, k, None",
+        )
 
     def direct_call(self, node: N.App) -> None:
         """The exec of a call whose operator and arguments are all simple: they are
@@ -289,9 +336,126 @@ class Batch:
                 name = gen.name(branch, "n")
                 lines += [f"{indent}try:", f"{indent}    return {name}.exec(env, k, m)",
                           f"{indent}except Exception as exc:",
-                          f"{indent}    raise _deeper(_located(exc, {name}), k) from None"]
+                          f"{indent}    raise _deeper(_located_step(exc, {name}), k) from None"]
             else:
                 lines.append(f"{indent}return {gen.name(branch, 'n')}, env, k, None")
+
+    def _run_child(self, child: N.Node, k: str, tail: bool, indent: str) -> None:
+        """Lines that end the step at non-simple ``child`` (continuation ``k``): run at
+        once if the step runs on into it (``machine.runs_on``), else the next state."""
+        name = self.gen.name(child, "n")
+        if runs_on(child, tail):
+            self.lines += [f"{indent}try:", f"{indent}    return {name}.exec(env, {k}, m)",
+                           f"{indent}except Exception as exc:",
+                           f"{indent}    raise _deeper(_located_step(exc, {name}), {k}) "
+                           "from None"]
+        else:
+            self.lines.append(f"{indent}return {name}, env, {k}, None")
+
+    def do_exec(self, node: N.Do) -> None:
+        """The exec and resume of a ``do`` that is not simple: the steps of
+        ``machine._link_do``, its simple items and ``set!`` of simple values inline."""
+        gen, body = self.gen, node.body
+        last = len(body) - 1
+        me = gen.name(node, "node")
+        stops = [i for i, b in enumerate(body[:-1]) if b.ev is None and not stepless(b)]
+
+        def segment(start: int, indent: str) -> None:
+            lines = self.lines
+            for i in range(start, last):
+                b = body[i]
+                if b.ev is not None:
+                    _with_fallback(lines, "_", gen.expr(b, "env"), gen.name(b.slow, "slow"),
+                                   indent)
+                elif stepless(b) and type(b) is N.SetLocal and b.value.ev is not None:
+                    bn = gen.name(b, "n")
+                    lines += [f"{indent}try:", f"{indent}    v = {gen.expr(b.value, 'env')}",
+                              f"{indent}except Exception:", f"{indent}    try:",
+                              f"{indent}        v = {gen.name(b.value.slow, 'slow')}(env, g)",
+                              f"{indent}    except Exception as exc:",
+                              f"{indent}        raise _deeper(_located_step(exc, {bn}), "
+                              f"({me}, k, env, {i})) from None",
+                              f"{indent}target = env{'[0]' * b.depth}",
+                              f"{indent}target[{b.slot}] = v",
+                              f"{indent}m.dirty.append(target)"]
+                elif stepless(b):
+                    bn = gen.name(b, "n")
+                    lines += [f"{indent}frame = ({me}, k, env, {i})", f"{indent}try:",
+                              f"{indent}    {bn}.exec(env, frame, m)",
+                              f"{indent}except Exception as exc:",
+                              f"{indent}    raise _deeper(_located_step(exc, {bn}), frame) "
+                              "from None"]
+                else:
+                    lines.append(f"{indent}frame = ({me}, k, env, {i})")
+                    self._run_child(b, "frame", False, indent)
+                    return
+            b = body[last]
+            if b.ev is not None:
+                _with_fallback(lines, "v", gen.expr(b, "env"), gen.name(b.slow, "slow"),
+                               indent)
+                lines.append(f"{indent}return None, env, k, v")
+            else:
+                self._run_child(b, "k", True, indent)
+
+        self._def(node, "exec", "env, k, m")
+        self.lines.append("    g = m.globals")
+        segment(0, "    ")
+        self._def(node, "resume", "frame, value, m")
+        self.lines += ["    k, env, i = frame[1], frame[2], frame[3]", "    g = m.globals"]
+        for stop in stops:
+            self.lines.append(f"    if i == {stop}:")
+            segment(stop + 1, "        ")
+        self.lines.append("    raise ValueError(f'bad frame index {i}')")
+
+    def let_exec(self, node: N.Let) -> None:
+        """The exec and resume of a ``let`` that is not simple: the steps of
+        ``machine._link_let``, its simple inits inline."""
+        gen, groups, body = self.gen, node.groups, node.body
+        me = gen.name(node, "node")
+        stops = [i for i, (_, inits) in enumerate(groups) if inits and inits[0][1].ev is None]
+
+        def fill(inits: tuple, indent: str) -> None:
+            for slot, init in inits:
+                _with_fallback(self.lines, f"e[{slot}]", gen.expr(init, "e"),
+                               gen.name(init.slow, "slow"), indent, "e")
+
+        def segment(start: int, indent: str) -> None:
+            lines = self.lines
+            for i in range(start, len(groups)):
+                nslots, inits = groups[i]
+                if inits and inits[0][1].ev is None:
+                    lines.append(f"{indent}frame = ({me}, k, env, {i})")
+                    self._run_child(inits[0][1], "frame", False, indent)
+                    return
+                if inits:
+                    _with_fallback(lines, "v", gen.expr(inits[0][1], "env"),
+                                   gen.name(inits[0][1].slow, "slow"), indent)
+                lines.append(f"{indent}e = [env{', UNSET' * nslots}]")
+                if inits:
+                    lines.append(f"{indent}e[{inits[0][0]}] = v")
+                    fill(inits[1:], indent)
+                lines.append(f"{indent}env = e")
+            if body.ev is not None:
+                _with_fallback(lines, "v", gen.expr(body, "env"), gen.name(body.slow, "slow"),
+                               indent)
+                lines.append(f"{indent}return None, env, k, v")
+            else:
+                self._run_child(body, "k", True, indent)
+
+        self._def(node, "exec", "env, k, m")
+        self.lines.append("    g = m.globals")
+        segment(0, "    ")
+        self._def(node, "resume", "frame, value, m")
+        self.lines += ["    k, env, i = frame[1], frame[2], frame[3]", "    g = m.globals"]
+        for stop in stops:
+            nslots, inits = groups[stop]
+            # A fresh frame on every return, so a re-entered init binds anew.
+            self.lines += [f"    if i == {stop}:", f"        e = [env{', UNSET' * nslots}]",
+                           f"        e[{inits[0][0]}] = value"]
+            fill(inits[1:], "        ")
+            self.lines.append("        env = e")
+            segment(stop + 1, "        ")
+        self.lines.append("    raise ValueError(f'bad frame index {i}')")
 
     def compile(self) -> list[tuple[N.Node, str, Callable]]:
         """Compile everything added: (node, "ev" or "exec", function) for each."""
@@ -312,6 +476,7 @@ CODE_KEPT = 256
 _CODE: dict[str, Any] = {}  # generated Python source -> its code object
 
 
-def _with_fallback(lines: list[str], target: str, expr: str, slow: str, indent: str) -> None:
+def _with_fallback(lines: list[str], target: str, expr: str, slow: str, indent: str,
+                   env: str = "env") -> None:
     lines += [f"{indent}try:", f"{indent}    {target} = {expr}",
-              f"{indent}except Exception:", f"{indent}    {target} = {slow}(env, g)"]
+              f"{indent}except Exception:", f"{indent}    {target} = {slow}({env}, g)"]

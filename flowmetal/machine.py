@@ -155,6 +155,17 @@ def _located(exc: BaseException, node: N.Node) -> FlowmetalError:
     return err
 
 
+def _located_step(exc: BaseException, node: N.Node) -> FlowmetalError:
+    """An error from ``node`` run inside a step that reached it, given the span and
+    procedure that a step of ``node`` itself would give it (``Machine._raise_error``)."""
+    err = python_error(exc)
+    if err.span is None:
+        err.span = node.span
+    if err.proc is None:
+        err.proc = node.proc
+    return err
+
+
 def _deeper(exc: BaseException, k: Any) -> FlowmetalError:
     """An error from a call made inside a step, with the continuation it was made in."""
     err = python_error(exc)
@@ -235,12 +246,7 @@ def apply_procedure(f: Any, args: tuple | list, k: Any, m: Machine) -> tuple:
             return None, None, k, f.fn(m, *args)
         return None, None, k, f.fn(*args)
     if t is Continuation:
-        value = args[0] if len(args) == 1 else (None if not args else make_list(args))
-        target = f.k
-        if f.winders is m.winders and target is not None and \
-                type(target[0]) in RESUMED_IN_STEP:
-            return resume_now(target, value, m)
-        return transition(m, f.winders, (None, None, target, value))
+        return continue_with(f, args, m)
     if t is Keyword or t is Map or t is Set or t is Vector:
         return None, None, k, lookup_call(f, args)
     from .printer import shown
@@ -248,15 +254,20 @@ def apply_procedure(f: Any, args: tuple | list, k: Any, m: Machine) -> tuple:
     raise FlowmetalError(f"not a procedure: {shown(f)}", "not-a-procedure")
 
 
-def resume_now(k: tuple, value: Any, m: Machine) -> tuple:
-    """Return ``value`` to frame ``k`` in this step (the call of a continuation): what
-    the next step would do, an error raised as it would raise it."""
-    try:
-        return k[0].resume(k, value, m)
-    except FlowmetalError as exc:
-        return m._raise_error(exc, None, k)
-    except Exception as exc:
-        return m._raise_error(python_error(exc), None, k)
+def continue_with(f: Continuation, args: tuple | list, m: Machine) -> tuple:
+    """The state that calls continuation ``f`` with ``args``."""
+    value = args[0] if len(args) == 1 else (None if not args else make_list(args))
+    k = f.k
+    if f.winders is m.winders and k is not None and type(k[0]) in RESUMED_IN_STEP:
+        # Frame k is resumed in this step, as the next step would, its errors raised as
+        # that step would raise them.
+        try:
+            return k[0].resume(k, value, m)
+        except FlowmetalError as exc:
+            return m._raise_error(exc, None, k)
+        except Exception as exc:
+            return m._raise_error(python_error(exc), None, k)
+    return transition(m, f.winders, (None, None, k, value))
 
 
 def lookup_call(f: Any, args: tuple | list) -> Any:
@@ -386,7 +397,18 @@ def call_state(f: Any, args: tuple) -> tuple:
 
 def call_cc(m: Machine, args: tuple, k: Any) -> tuple:
     """``(call/cc f)``: call f with the current continuation (an O(1) capture)."""
-    return apply_procedure(args[0], (Continuation(k, m.winders),), k, m)
+    f = args[0]
+    if type(f) is Closure:  # (apply_procedure's way, for the usual one-argument fn)
+        cl = f.code.single
+        if cl is not None and cl.fixed == 1:
+            env = [f.env, Continuation(k, m.winders)]
+            if cl.extra:
+                env.extend([UNSET] * cl.extra)
+            enter = cl.enter
+            if enter is not None:
+                return enter(env, k, m)
+            return cl.body, env, k, None
+    return apply_procedure(f, (Continuation(k, m.winders),), k, m)
 
 
 def apply_(m: Machine, args: tuple, k: Any) -> tuple:
@@ -485,7 +507,7 @@ def _run_on(child: N.Node, env: Any, k: Any, m: Machine) -> tuple:
     try:
         return child.exec(env, k, m)
     except Exception as exc:
-        raise _deeper(_located(exc, child), k) from None
+        raise _deeper(_located_step(exc, child), k) from None
 
 
 def simple_exec(ev):
@@ -626,7 +648,7 @@ def _link_if(node: N.If) -> None:
             try:
                 return branch.exec(env, k, m)
             except Exception as exc:
-                raise _deeper(_located(exc, branch), k) from None
+                raise _deeper(_located_step(exc, branch), k) from None
         return branch, env, k, None
 
     if test.ev is not None and then.ev is not None and else_.ev is not None:
@@ -692,7 +714,7 @@ def _link_do(node: N.Do) -> None:
                 try:
                     b.exec(env, frame, m)
                 except Exception as exc:
-                    raise _deeper(_located(exc, b), frame) from None
+                    raise _deeper(_located_step(exc, b), frame) from None
             elif way == 2:
                 return _run_on(b, env, (node, k, env, i), m)
             else:
@@ -705,7 +727,7 @@ def _link_do(node: N.Do) -> None:
             try:
                 return b.exec(env, k, m)
             except Exception as exc:
-                raise _deeper(_located(exc, b), k) from None
+                raise _deeper(_located_step(exc, b), k) from None
         return b, env, k, None
 
     def exec_(env, k, m):
@@ -801,7 +823,7 @@ def _link_let(node: N.Let) -> None:
             try:
                 return body.exec(env, k, m)
             except Exception as exc:
-                raise _deeper(_located(exc, body), k) from None
+                raise _deeper(_located_step(exc, body), k) from None
         return body, env, k, None
 
     def exec_(env, k, m):
