@@ -236,14 +236,33 @@ class Batch:
         gen = self.gen
         parts = (node.fn, *node.args)
         names = ["f"] + [f"a{i}" for i in range(len(node.args))]
+        args = names[1:]
         self._def(node, "exec", "env, k, m")
         lines = self.lines
-        lines += ["    g = m.globals", "    try:"]
+        lines.append("    g = m.globals")
+        fn_lambda = _called_fn(node)
+        if fn_lambda is not None:
+            # (call/cc (fn [k] ...)): the fn's clause is entered without making the
+            # closure, which nothing else could see.
+            cl = fn_lambda.single
+            _with_fallback(lines, "f", gen.expr(node.fn, "env"), gen.name(node.fn.slow, "slow"),
+                           "    ")
+            parts, names = parts[1:], names[1:]
+            extra = ", UNSET" * (cl.nslots - len(cl.params))
+            lines += ["    if type(f) is Primitive and f.fn is _call_cc:",
+                      f"        m.site = {gen.name(node, 'site')}",
+                      f"        e2 = [env, Continuation(k, m.winders){extra}]",
+                      f"        cl = {gen.name(cl, 'cl')}",
+                      "        enter = cl.enter",
+                      "        if enter is not None:",
+                      "            return enter(e2, k, m)",
+                      "        return cl.body, e2, k, None"]
+        lines.append("    try:")
         lines += [f"        {name} = {gen.expr(p, 'env')}" for name, p in zip(names, parts)]
         lines += ["    except Exception:"]
         lines += [f"        {name} = {gen.name(p.slow, 'slow')}(env, g)"
                   for name, p in zip(names, parts)]
-        self._apply_lines(node, names[1:], "    ")
+        self._apply_lines(node, args, "    ")
 
     def staged_call(self, node: N.App) -> None:
         """The exec and resume of a call with parts that take steps of their own.
@@ -320,131 +339,124 @@ class Batch:
     def if_exec(self, node: N.If) -> None:
         """The exec of an ``if`` with a simple test: test and simple branches run inline,
         a branch the step runs on into (``machine.runs_on``) is run at once."""
-        gen = self.gen
         self._def(node, "exec", "env, k, m")
-        lines = self.lines
-        lines.append("    g = m.globals")
+        self.lines.append("    g = m.globals")
+        self._if_body(node, "    ", True)
+
+    def _if_body(self, node: N.If, indent: str, inline: bool) -> None:
+        gen, lines = self.gen, self.lines
         _with_fallback(lines, "t", gen.expr(node.test, "env"), gen.name(node.test.slow, "slow"),
-                       "    ")
-        lines.append("    if t is FALSE or t is None:")
-        for branch, indent in ((node.else_, "        "), (node.then, "    ")):
+                       indent)
+        lines.append(f"{indent}if t is FALSE or t is None:")
+        for branch, inner in ((node.else_, indent + "    "), (node.then, indent)):
             if branch.ev is not None:
                 _with_fallback(lines, "v", gen.expr(branch, "env"),
-                               gen.name(branch.slow, "slow"), indent)
-                lines.append(f"{indent}return None, env, k, v")
-            elif runs_on(branch, True):
-                name = gen.name(branch, "n")
-                lines += [f"{indent}try:", f"{indent}    return {name}.exec(env, k, m)",
-                          f"{indent}except Exception as exc:",
-                          f"{indent}    raise _deeper(_located_step(exc, {name}), k) from None"]
+                               gen.name(branch.slow, "slow"), inner)
+                lines.append(f"{inner}return None, env, k, v")
             else:
-                lines.append(f"{indent}return {gen.name(branch, 'n')}, env, k, None")
+                self._run_child(branch, "k", True, inner, inline)
 
-    def _run_child(self, child: N.Node, k: str, tail: bool, indent: str) -> None:
+    def _run_child(self, child: N.Node, k: str, tail: bool, indent: str,
+                   inline: bool) -> None:
         """Lines that end the step at non-simple ``child`` (continuation ``k``): run at
-        once if the step runs on into it (``machine.runs_on``), else the next state."""
+        once if the step runs on into it (``machine.runs_on``), its code written here
+        when ``inline`` and it has code of its own here, else the next state."""
         name = self.gen.name(child, "n")
-        if runs_on(child, tail):
+        if not runs_on(child, tail):
+            self.lines.append(f"{indent}return {name}, env, {k}, None")
+            return
+        body = self._inline_body(child)
+        if not inline or body is None:
             self.lines += [f"{indent}try:", f"{indent}    return {name}.exec(env, {k}, m)",
                            f"{indent}except Exception as exc:",
                            f"{indent}    raise _deeper(_located_step(exc, {name}), {k}) "
                            "from None"]
-        else:
-            self.lines.append(f"{indent}return {name}, env, {k}, None")
+            return
+        # The child's exec, written here: its own continuation (saved for its errors,
+        # which are raised as if it had run in a function of its own).
+        self.gen.count += 1
+        saved = f"k{self.gen.count}"
+        self.lines += [f"{indent}{saved} = {k}", f"{indent}try:"]
+        if k != "k":
+            self.lines.append(f"{indent}    k = {saved}")
+        body(indent + "    ")
+        self.lines += [f"{indent}except Exception as exc:",
+                       f"{indent}    raise _deeper(_located_step(exc, {name}), {saved}) "
+                       "from None"]
+
+    def _inline_body(self, child: N.Node) -> Callable[[str], None] | None:
+        """What writes ``child``'s exec in place (its children's run at once called), if
+        this batch writes such code for it."""
+        t = type(child)
+        if t is N.If and child.test.ev is not None:
+            return lambda indent: self._if_body(child, indent, False)
+        if t is N.Do and child.slow is None:
+            return lambda indent: self._do_segment(child, 0, indent, False)
+        if t is N.Let and child.slow is None:
+            return lambda indent: self._let_segment(child, 0, indent, False)
+        return None
 
     def do_exec(self, node: N.Do) -> None:
         """The exec and resume of a ``do`` that is not simple: the steps of
         ``machine._link_do``, its simple items and ``set!`` of simple values inline."""
-        gen, body = self.gen, node.body
-        last = len(body) - 1
-        me = gen.name(node, "node")
+        body = node.body
         stops = [i for i, b in enumerate(body[:-1]) if b.ev is None and not stepless(b)]
-
-        def segment(start: int, indent: str) -> None:
-            lines = self.lines
-            for i in range(start, last):
-                b = body[i]
-                if b.ev is not None:
-                    _with_fallback(lines, "_", gen.expr(b, "env"), gen.name(b.slow, "slow"),
-                                   indent)
-                elif stepless(b) and type(b) is N.SetLocal and b.value.ev is not None:
-                    bn = gen.name(b, "n")
-                    lines += [f"{indent}try:", f"{indent}    v = {gen.expr(b.value, 'env')}",
-                              f"{indent}except Exception:", f"{indent}    try:",
-                              f"{indent}        v = {gen.name(b.value.slow, 'slow')}(env, g)",
-                              f"{indent}    except Exception as exc:",
-                              f"{indent}        raise _deeper(_located_step(exc, {bn}), "
-                              f"({me}, k, env, {i})) from None",
-                              f"{indent}target = env{'[0]' * b.depth}",
-                              f"{indent}target[{b.slot}] = v",
-                              f"{indent}m.dirty.append(target)"]
-                elif stepless(b):
-                    bn = gen.name(b, "n")
-                    lines += [f"{indent}frame = ({me}, k, env, {i})", f"{indent}try:",
-                              f"{indent}    {bn}.exec(env, frame, m)",
-                              f"{indent}except Exception as exc:",
-                              f"{indent}    raise _deeper(_located_step(exc, {bn}), frame) "
-                              "from None"]
-                else:
-                    lines.append(f"{indent}frame = ({me}, k, env, {i})")
-                    self._run_child(b, "frame", False, indent)
-                    return
-            b = body[last]
-            if b.ev is not None:
-                _with_fallback(lines, "v", gen.expr(b, "env"), gen.name(b.slow, "slow"),
-                               indent)
-                lines.append(f"{indent}return None, env, k, v")
-            else:
-                self._run_child(b, "k", True, indent)
-
         self._def(node, "exec", "env, k, m")
         self.lines.append("    g = m.globals")
-        segment(0, "    ")
+        self._do_segment(node, 0, "    ", True)
         self._def(node, "resume", "frame, value, m")
         self.lines += ["    k, env, i = frame[1], frame[2], frame[3]", "    g = m.globals"]
         for stop in stops:
             self.lines.append(f"    if i == {stop}:")
-            segment(stop + 1, "        ")
+            self._do_segment(node, stop + 1, "        ", True)
         self.lines.append("    raise ValueError(f'bad frame index {i}')")
+
+    def _do_segment(self, node: N.Do, start: int, indent: str, inline: bool) -> None:
+        gen, lines, body = self.gen, self.lines, node.body
+        last = len(body) - 1
+        me = gen.name(node, "node")
+        for i in range(start, last):
+            b = body[i]
+            if b.ev is not None:
+                _with_fallback(lines, "_", gen.expr(b, "env"), gen.name(b.slow, "slow"),
+                               indent)
+            elif stepless(b) and type(b) is N.SetLocal and b.value.ev is not None:
+                bn = gen.name(b, "n")
+                lines += [f"{indent}try:", f"{indent}    v = {gen.expr(b.value, 'env')}",
+                          f"{indent}except Exception:", f"{indent}    try:",
+                          f"{indent}        v = {gen.name(b.value.slow, 'slow')}(env, g)",
+                          f"{indent}    except Exception as exc:",
+                          f"{indent}        raise _deeper(_located_step(exc, {bn}), "
+                          f"({me}, k, env, {i})) from None",
+                          f"{indent}target = env{'[0]' * b.depth}",
+                          f"{indent}target[{b.slot}] = v",
+                          f"{indent}m.dirty.append(target)"]
+            elif stepless(b):
+                bn = gen.name(b, "n")
+                lines += [f"{indent}frame = ({me}, k, env, {i})", f"{indent}try:",
+                          f"{indent}    {bn}.exec(env, frame, m)",
+                          f"{indent}except Exception as exc:",
+                          f"{indent}    raise _deeper(_located_step(exc, {bn}), frame) "
+                          "from None"]
+            else:
+                lines.append(f"{indent}frame = ({me}, k, env, {i})")
+                self._run_child(b, "frame", False, indent, inline)
+                return
+        b = body[last]
+        if b.ev is not None:
+            _with_fallback(lines, "v", gen.expr(b, "env"), gen.name(b.slow, "slow"), indent)
+            lines.append(f"{indent}return None, env, k, v")
+        else:
+            self._run_child(b, "k", True, indent, inline)
 
     def let_exec(self, node: N.Let) -> None:
         """The exec and resume of a ``let`` that is not simple: the steps of
         ``machine._link_let``, its simple inits inline."""
-        gen, groups, body = self.gen, node.groups, node.body
-        me = gen.name(node, "node")
+        groups = node.groups
         stops = [i for i, (_, inits) in enumerate(groups) if inits and inits[0][1].ev is None]
-
-        def fill(inits: tuple, indent: str) -> None:
-            for slot, init in inits:
-                _with_fallback(self.lines, f"e[{slot}]", gen.expr(init, "e"),
-                               gen.name(init.slow, "slow"), indent, "e")
-
-        def segment(start: int, indent: str) -> None:
-            lines = self.lines
-            for i in range(start, len(groups)):
-                nslots, inits = groups[i]
-                if inits and inits[0][1].ev is None:
-                    lines.append(f"{indent}frame = ({me}, k, env, {i})")
-                    self._run_child(inits[0][1], "frame", False, indent)
-                    return
-                if inits:
-                    _with_fallback(lines, "v", gen.expr(inits[0][1], "env"),
-                                   gen.name(inits[0][1].slow, "slow"), indent)
-                lines.append(f"{indent}e = [env{', UNSET' * nslots}]")
-                if inits:
-                    lines.append(f"{indent}e[{inits[0][0]}] = v")
-                    fill(inits[1:], indent)
-                lines.append(f"{indent}env = e")
-            if body.ev is not None:
-                _with_fallback(lines, "v", gen.expr(body, "env"), gen.name(body.slow, "slow"),
-                               indent)
-                lines.append(f"{indent}return None, env, k, v")
-            else:
-                self._run_child(body, "k", True, indent)
-
         self._def(node, "exec", "env, k, m")
         self.lines.append("    g = m.globals")
-        segment(0, "    ")
+        self._let_segment(node, 0, "    ", True)
         self._def(node, "resume", "frame, value, m")
         self.lines += ["    k, env, i = frame[1], frame[2], frame[3]", "    g = m.globals"]
         for stop in stops:
@@ -452,10 +464,39 @@ class Batch:
             # A fresh frame on every return, so a re-entered init binds anew.
             self.lines += [f"    if i == {stop}:", f"        e = [env{', UNSET' * nslots}]",
                            f"        e[{inits[0][0]}] = value"]
-            fill(inits[1:], "        ")
+            self._let_fill(inits[1:], "        ")
             self.lines.append("        env = e")
-            segment(stop + 1, "        ")
+            self._let_segment(node, stop + 1, "        ", True)
         self.lines.append("    raise ValueError(f'bad frame index {i}')")
+
+    def _let_fill(self, inits: tuple, indent: str) -> None:
+        for slot, init in inits:
+            _with_fallback(self.lines, f"e[{slot}]", self.gen.expr(init, "e"),
+                           self.gen.name(init.slow, "slow"), indent, "e")
+
+    def _let_segment(self, node: N.Let, start: int, indent: str, inline: bool) -> None:
+        gen, lines, groups, body = self.gen, self.lines, node.groups, node.body
+        me = gen.name(node, "node")
+        for i in range(start, len(groups)):
+            nslots, inits = groups[i]
+            if inits and inits[0][1].ev is None:
+                lines.append(f"{indent}frame = ({me}, k, env, {i})")
+                self._run_child(inits[0][1], "frame", False, indent, inline)
+                return
+            if inits:
+                _with_fallback(lines, "v", gen.expr(inits[0][1], "env"),
+                               gen.name(inits[0][1].slow, "slow"), indent)
+            lines.append(f"{indent}e = [env{', UNSET' * nslots}]")
+            if inits:
+                lines.append(f"{indent}e[{inits[0][0]}] = v")
+                self._let_fill(inits[1:], indent)
+            lines.append(f"{indent}env = e")
+        if body.ev is not None:
+            _with_fallback(lines, "v", gen.expr(body, "env"), gen.name(body.slow, "slow"),
+                           indent)
+            lines.append(f"{indent}return None, env, k, v")
+        else:
+            self._run_child(body, "k", True, indent, inline)
 
     def compile(self) -> list[tuple[N.Node, str, Callable]]:
         """Compile everything added: (node, "ev" or "exec", function) for each."""
@@ -474,6 +515,18 @@ class Batch:
 
 CODE_KEPT = 256
 _CODE: dict[str, Any] = {}  # generated Python source -> its code object
+
+
+def _called_fn(node: N.App) -> N.Lambda | None:
+    """The ``fn`` of one required parameter that call ``node`` passes as its only
+    argument, written in place (as in ``(call/cc (fn [k] ...))``), if it is one."""
+    if len(node.args) != 1 or type(node.args[0]) is not N.Lambda:
+        return None
+    lam = node.args[0]
+    cl = lam.single
+    if cl is None or cl.rest or cl.nreq != 1:
+        return None
+    return lam
 
 
 def _with_fallback(lines: list[str], target: str, expr: str, slow: str, indent: str,
