@@ -131,6 +131,11 @@ def clause_entry(cl: N.Clause, base: Callable | None) -> Callable:
 
     def enter(env, k, m):
         nonlocal calls, skip, backoff
+        if skip:  # (first: the machine's entries after giving up cost little more)
+            skip -= 1
+            if base is not None:
+                return base(env, k, m)
+            return cl.body, env, k, None
         budget = m.budget
         if budget <= 0:
             return by_machine(env, k, m)
@@ -143,11 +148,6 @@ def clause_entry(cl: N.Clause, base: Callable | None) -> Callable:
         if fn is False:
             cl.enter = base
             return by_machine(env, k, m)
-        if skip:
-            skip -= 1
-            if base is not None:
-                return base(env, k, m)
-            return cl.body, env, k, None
         c = m.compiled_budget
         if c is None:
             c = m.compiled_budget = Budget()

@@ -80,7 +80,9 @@ class Gen:
         if t is N.LocalRef:
             ref = env + "[0]" * node.depth + f"[{node.slot}]"
             if node.checked:
-                return f"_chk({ref}, {self.name(node)})"
+                self.count += 1
+                x = f"x{self.count}"
+                return f"({x} if ({x} := {ref}) is not UNSET else _chk({x}, {self.name(node)}))"
             return ref
         if t is N.GlobalRef:
             return f"g[{self.name(node.name, 's')}]"
@@ -94,6 +96,10 @@ class Gen:
         if t is N.Do:
             return "(" + ", ".join(self.expr(b, env) for b in node.body) + ")[-1]"
         if t is N.PrimCall:
+            test = INLINE_TESTS.get(node.prim.name)
+            if test is not None and len(node.args) == 1:
+                self.count += 1
+                return test.format(a=self.expr(node.args[0], env), x=f"x{self.count}")
             op = INLINE_BINARY.get(node.prim.name)
             if op is not None and len(node.args) == 2:
                 return self.inline_binary(node, op, env)
@@ -112,6 +118,10 @@ class Gen:
 INLINE_BINARY = {"+": "+", "-": "-", "<": "<", ">": ">", "<=": "<=", ">=": ">=",
                  "=": "=="}
 COMPARISONS = ("<", ">", "<=", ">=", "==")
+# One-argument tests as Python expressions of the argument ``a`` (``x`` a fresh name).
+INLINE_TESTS = {"nil?": "(TRUE if {a} is None else FALSE)",
+                "some?": "(FALSE if {a} is None else TRUE)",
+                "not": "(TRUE if ({x} := {a}) is FALSE or {x} is None else FALSE)"}
 
 
 def _int_literal(text: str) -> bool:
@@ -150,7 +160,7 @@ class Batch:
         self.gen.namespace.update(_apply=apply_procedure, FlowmetalError=FlowmetalError,
                                   _continue=continue_with, Continuation=Continuation,
                                   RESUMED_IN_STEP=RESUMED_IN_STEP, _call_cc=call_cc,
-                                  _python_error=python_error,
+                                  _python_error=python_error, _new=object.__new__,
                                   Primitive=Primitive, CONTROL=CONTROL,
                                   _deeper=_deeper, _located_step=_located_step, _run_on=_run_on)
         self.where = where
@@ -221,7 +231,9 @@ class Batch:
             f"    elif type(f) is Primitive and f.fn is _call_cc and type({a}) is Closure:",
             f"        cl = {a}.code.single",
             "        if cl is not None and cl.fixed == 1:",
-            f"            e2 = [{a}.env, Continuation(k, m.winders)]",
+            "            c = _new(Continuation)",
+            "            c.k, c.winders = k, m.winders",
+            f"            e2 = [{a}.env, c]",
             "            if cl.extra:",
             "                e2.extend([UNSET] * cl.extra)",
             "            enter = cl.enter",
@@ -251,7 +263,9 @@ class Batch:
             extra = ", UNSET" * (cl.nslots - len(cl.params))
             lines += ["    if type(f) is Primitive and f.fn is _call_cc:",
                       f"        m.site = {gen.name(node, 'site')}",
-                      f"        e2 = [env, Continuation(k, m.winders){extra}]",
+                      "        c = _new(Continuation)",
+                      "        c.k, c.winders = k, m.winders",
+                      f"        e2 = [env, c{extra}]",
                       f"        cl = {gen.name(cl, 'cl')}",
                       "        enter = cl.enter",
                       "        if enter is not None:",
@@ -372,17 +386,15 @@ class Batch:
                            f"{indent}    raise _deeper(_located_step(exc, {name}), {k}) "
                            "from None"]
             return
-        # The child's exec, written here: its own continuation (saved for its errors,
-        # which are raised as if it had run in a function of its own).
-        self.gen.count += 1
-        saved = f"k{self.gen.count}"
-        self.lines += [f"{indent}{saved} = {k}", f"{indent}try:"]
+        # The child's exec, written here, with its continuation as ``k`` (which its
+        # code, written with its children's called, never changes); its errors are
+        # raised as if it had run in a function of its own.
         if k != "k":
-            self.lines.append(f"{indent}    k = {saved}")
+            self.lines.append(f"{indent}k = {k}")
+        self.lines.append(f"{indent}try:")
         body(indent + "    ")
         self.lines += [f"{indent}except Exception as exc:",
-                       f"{indent}    raise _deeper(_located_step(exc, {name}), {saved}) "
-                       "from None"]
+                       f"{indent}    raise _deeper(_located_step(exc, {name}), k) from None"]
 
     def _inline_body(self, child: N.Node) -> Callable[[str], None] | None:
         """What writes ``child``'s exec in place (its children's run at once called), if
@@ -462,8 +474,9 @@ class Batch:
         for stop in stops:
             nslots, inits = groups[stop]
             # A fresh frame on every return, so a re-entered init binds anew.
-            self.lines += [f"    if i == {stop}:", f"        e = [env{', UNSET' * nslots}]",
-                           f"        e[{inits[0][0]}] = value"]
+            slots = ["UNSET"] * nslots
+            slots[inits[0][0] - 1] = "value"
+            self.lines += [f"    if i == {stop}:", f"        e = [env, {', '.join(slots)}]"]
             self._let_fill(inits[1:], "        ")
             self.lines.append("        env = e")
             self._let_segment(node, stop + 1, "        ", True)
@@ -531,5 +544,8 @@ def _called_fn(node: N.App) -> N.Lambda | None:
 
 def _with_fallback(lines: list[str], target: str, expr: str, slow: str, indent: str,
                    env: str = "env") -> None:
+    if expr == "None" or _int_literal(expr):
+        lines.append(f"{indent}{target} = {expr}")
+        return
     lines += [f"{indent}try:", f"{indent}    {target} = {expr}",
               f"{indent}except Exception:", f"{indent}    {target} = {slow}({env}, g)"]
