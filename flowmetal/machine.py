@@ -19,6 +19,7 @@ analyzer (``MAX_SIMPLE_DEPTH``).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from . import nodes as N
@@ -40,6 +41,8 @@ from .values import (
 )
 
 MAX_SIMPLE_DEPTH = 48
+# ``Machine.dirty`` of a machine no image has encoded yet: it keeps nothing.
+NOT_TRACKED: deque = deque(maxlen=0)
 BACKTRACE_LIMIT = 64
 
 
@@ -1102,8 +1105,9 @@ class Machine:
         # library's: what a stored state must carry.
         self.own: dict = {} if own is None else own
         self.own_map: Any = None  # ``own`` as a Map, made when the state is encoded
-        # Environments changed in place since the state was last encoded (see codec.Image).
-        self.dirty: list = []
+        # Environments changed in place since the state was last encoded (see codec.Image);
+        # until an image first encodes the machine there is nothing to note.
+        self.dirty: Any = NOT_TRACKED
         self.node = node
         self.env = env
         self.k = k
