@@ -207,7 +207,8 @@ class Batch:
             f"        return _continue(f, ({listed}{',' if n == 1 else ''}), m)",
             f"    if type(f) is Primitive and f.kind is CONTROL and f.min_args <= {n} and "
             f"(f.max_args is None or f.max_args >= {n}):",
-            f"        return f.fn(m, ({listed}{',' if n == 1 else ''}), k)",
+            "        fn = f.fn",
+            f"        return fn(m, ({listed}{',' if n == 1 else ''}), k)",
             f"    return _apply(f, ({listed}{',' if n == 1 else ''}), k, m)",
             "except FlowmetalError as exc:",
             "    if exc.span is None:",
@@ -225,7 +226,8 @@ class Batch:
             "        if f.winders is m.winders and c is not None and "
             "type(c[0]) in RESUMED_IN_STEP:",
             "            try:",
-            f"                return c[0].resume(c, {a}, m)",
+            "                resume = c[0].resume",
+            f"                return resume(c, {a}, m)",
             "            except Exception as exc:",
             "                return m._raise_error(_python_error(exc), None, c)",
             f"    elif type(f) is Primitive and f.fn is _call_cc and type({a}) is Closure:",
@@ -309,7 +311,8 @@ class Batch:
                 part_name = gen.name(part, "part")
                 if type(part) is N.App and part.direct:
                     self.lines += [f"{indent}try:",
-                                   f"{indent}    return {part_name}.exec(env, frame, m)",
+                                   f"{indent}    step = {part_name}.exec",
+                                   f"{indent}    return step(env, frame, m)",
                                    f"{indent}except Exception as exc:",
                                    f"{indent}    raise _deeper(exc, frame) from None"]
                 elif runs_on(part, False):
@@ -381,7 +384,8 @@ class Batch:
             return
         body = self._inline_body(child)
         if not inline or body is None:
-            self.lines += [f"{indent}try:", f"{indent}    return {name}.exec(env, {k}, m)",
+            self.lines += [f"{indent}try:", f"{indent}    step = {name}.exec",
+                           f"{indent}    return step(env, {k}, m)",
                            f"{indent}except Exception as exc:",
                            f"{indent}    raise _deeper(_located_step(exc, {name}), {k}) "
                            "from None"]
@@ -446,7 +450,8 @@ class Batch:
             elif stepless(b):
                 bn = gen.name(b, "n")
                 lines += [f"{indent}frame = ({me}, k, env, {i})", f"{indent}try:",
-                          f"{indent}    {bn}.exec(env, frame, m)",
+                          f"{indent}    step = {bn}.exec",
+                          f"{indent}    step(env, frame, m)",
                           f"{indent}except Exception as exc:",
                           f"{indent}    raise _deeper(_located_step(exc, {bn}), frame) "
                           "from None"]

@@ -265,7 +265,8 @@ def continue_with(f: Continuation, args: tuple | list, m: Machine) -> tuple:
         # Frame k is resumed in this step, as the next step would, its errors raised as
         # that step would raise them.
         try:
-            return k[0].resume(k, value, m)
+            resume = k[0].resume
+            return resume(k, value, m)
         except FlowmetalError as exc:
             return m._raise_error(exc, None, k)
         except Exception as exc:
@@ -508,7 +509,8 @@ def _run_on(child: N.Node, env: Any, k: Any, m: Machine) -> tuple:
     """``child.exec`` run inside the step that reached it: an error is raised as the
     step of ``child`` itself would (its span, continuation ``k``)."""
     try:
-        return child.exec(env, k, m)
+        step = child.exec
+        return step(env, k, m)
     except Exception as exc:
         raise _deeper(_located_step(exc, child), k) from None
 
@@ -1158,10 +1160,14 @@ class Machine:
                 done = 0
                 for done in range(1, left - budget + 1):  # noqa: B007 (read after)
                     try:
+                        # (A function kept in a slot is called through a name: a
+                        # method call of it would take CPython's slow path.)
                         if node is not None:
-                            node, env, k, val = node.exec(env, k, self)
+                            step = node.exec
+                            node, env, k, val = step(env, k, self)
                         elif k is not None:
-                            node, env, k, val = k[0].resume(k, val, self)
+                            step = k[0].resume
+                            node, env, k, val = step(k, val, self)
                         else:
                             done -= 1
                             break
