@@ -266,13 +266,20 @@ class Batch:
             lines += ["    if type(f) is Primitive and f.fn is _call_cc:",
                       f"        m.site = {gen.name(node, 'site')}",
                       "        c = _new(Continuation)",
-                      "        c.k, c.winders = k, m.winders",
-                      f"        e2 = [env, c{extra}]",
-                      f"        cl = {gen.name(cl, 'cl')}",
-                      "        enter = cl.enter",
-                      "        if enter is not None:",
-                      "            return enter(e2, k, m)",
-                      "        return cl.body, e2, k, None"]
+                      "        c.k, c.winders = k, m.winders"]
+            body = self._inline_body(cl.body) if cl.body.ev is None else None
+            if body is not None:
+                # The clause's body, written here (what its enter would run, and as it
+                # would raise: a clause's entry adds nothing to its errors).
+                lines.append(f"        env = [env, c{extra}]")
+                body("        ")
+            else:
+                lines += [f"        e2 = [env, c{extra}]",
+                          f"        cl = {gen.name(cl, 'cl')}",
+                          "        enter = cl.enter",
+                          "        if enter is not None:",
+                          "            return enter(e2, k, m)",
+                          "        return cl.body, e2, k, None"]
         lines.append("    try:")
         lines += [f"        {name} = {gen.expr(p, 'env')}" for name, p in zip(names, parts)]
         lines += ["    except Exception:"]
