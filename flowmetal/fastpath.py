@@ -70,6 +70,32 @@ class Gen:
         slow = self.name(prim.fn, "p")
         return f"({fast} if {checks} else {slow}({x}, {y}))"
 
+    def truth(self, node: N.Node, env: str) -> str | None:
+        """A Python expression true when simple ``node`` is (neither false nor nil), for
+        the tests it knows (``nil?``, ``some?``, ``not``, comparisons), else None."""
+        if type(node) is not N.PrimCall:
+            return None
+        name, args = node.prim.name, node.args
+        if len(args) == 1 and name in ("nil?", "some?", "not"):
+            a = self.expr(args[0], env)
+            if name == "not":
+                self.count += 1
+                x = f"x{self.count}"
+                return f"(({x} := {a}) is FALSE or {x} is None)"
+            return f"({a} is {'' if name == 'nil?' else 'not '}None)"
+        op = INLINE_BINARY.get(name)
+        if len(args) != 2 or op not in COMPARISONS:
+            return None
+        a, b = (self.expr(x, env) for x in args)
+        if op == "==":
+            return f"({a} == {b})"
+        self.count += 1
+        x, y = (e if _plain(e) else f"{v}{self.count}" for e, v in ((a, "x"), (b, "y")))
+        checks = " & ".join(f"(type({v}{'' if v == e else ' := ' + e}) is int)"
+                            for v, e in ((x, a), (y, b)) if not _int_literal(e)) or "True"
+        return f"(({x} {op} {y}) if {checks} else ({self.name(node.prim.fn, 'p')}({x}, {y}) "\
+               "is TRUE))"
+
     def expr(self, node: N.Node, env: str) -> str:
         t = type(node)
         if t is N.Const:
@@ -369,9 +395,16 @@ class Batch:
 
     def _if_body(self, node: N.If, indent: str, inline: bool) -> None:
         gen, lines = self.gen, self.lines
-        _with_fallback(lines, "t", gen.expr(node.test, "env"), gen.name(node.test.slow, "slow"),
-                       indent)
-        lines.append(f"{indent}if t is FALSE or t is None:")
+        slow = gen.name(node.test.slow, "slow")
+        truth = gen.truth(node.test, "env")
+        if truth is None:
+            _with_fallback(lines, "t", gen.expr(node.test, "env"), slow, indent)
+            lines.append(f"{indent}if t is FALSE or t is None:")
+        else:
+            lines += [f"{indent}try:", f"{indent}    t = {truth}", f"{indent}except Exception:",
+                      f"{indent}    t = {slow}(env, g)",
+                      f"{indent}    t = t is not FALSE and t is not None",
+                      f"{indent}if not t:"]
         for branch, inner in ((node.else_, indent + "    "), (node.then, indent)):
             if branch.ev is not None:
                 _with_fallback(lines, "v", gen.expr(branch, "env"),
