@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import nodes as N
-from .machine import UNSET, _unset_error, runs_on, stepless
+from .machine import UNSET, _unset_error, probes, runs_on, stepless
 from .procedures import Closure, Primitive
 from .values import FALSE, TRUE
 
@@ -251,11 +251,14 @@ class Batch:
             "        c = f.k",
             "        if f.winders is m.winders and c is not None and "
             "type(c[0]) in RESUMED_IN_STEP:",
+            "            m.resuming = True",
             "            try:",
             "                resume = c[0].resume",
             f"                return resume(c, {a}, m)",
             "            except Exception as exc:",
             "                return m._raise_error(_python_error(exc), None, c)",
+            "            finally:",
+            "                m.resuming = False",
             f"    elif type(f) is Primitive and f.fn is _call_cc and type({a}) is Closure:",
             f"        cl = {a}.code.single",
             "        if cl is not None and cl.fixed == 1:",
@@ -420,6 +423,8 @@ class Batch:
         when ``inline`` and it has code of its own here, else the next state."""
         name = self.gen.name(child, "n")
         if not runs_on(child, tail):
+            if probes(child):
+                self._probe_lines(child, name, k, indent)
             self.lines.append(f"{indent}return {name}, env, {k}, None")
             return
         body = self._inline_body(child)
@@ -439,6 +444,35 @@ class Batch:
         body(indent + "    ")
         self.lines += [f"{indent}except Exception as exc:",
                        f"{indent}    raise _deeper(_located_step(exc, {name}), k) from None"]
+
+    def _probe_lines(self, call: N.App, name: str, k: str, indent: str) -> None:
+        """``machine.stop_at`` inline: a call ``(k v)`` the step stops at is made now
+        if ``k`` is a continuation that resumes its frame in this step."""
+        gen = self.gen
+        arg = call.args[0]
+        i = indent
+        self.lines += [
+            f"{i}f2 = {gen.expr(call.fn, 'env')}",
+            f"{i}if type(f2) is Continuation and f2.winders is m.winders and "
+            "not m.resuming:",
+            f"{i}    c = f2.k",
+            f"{i}    if c is not None and type(c[0]) in RESUMED_IN_STEP:",
+            f"{i}        try:",
+            f"{i}            v = {gen.expr(arg, 'env')}",
+            f"{i}        except Exception:",
+            f"{i}            try:",
+            f"{i}                v = {gen.name(arg.slow, 'slow')}(env, g)",
+            f"{i}            except Exception as exc:",
+            f"{i}                raise _deeper(_located_step(exc, {name}), {k}) from None",
+            f"{i}        m.site = {name}",
+            f"{i}        m.resuming = True",
+            f"{i}        try:",
+            f"{i}            resume = c[0].resume",
+            f"{i}            return resume(c, v, m)",
+            f"{i}        except Exception as exc:",
+            f"{i}            return m._raise_error(_python_error(exc), None, c)",
+            f"{i}        finally:",
+            f"{i}            m.resuming = False"]
 
     def _inline_body(self, child: N.Node) -> Callable[[str], None] | None:
         """What writes ``child``'s exec in place (its children's run at once called), if

@@ -262,15 +262,7 @@ def continue_with(f: Continuation, args: tuple | list, m: Machine) -> tuple:
     value = args[0] if len(args) == 1 else (None if not args else make_list(args))
     k = f.k
     if f.winders is m.winders and k is not None and type(k[0]) in RESUMED_IN_STEP:
-        # Frame k is resumed in this step, as the next step would, its errors raised as
-        # that step would raise them.
-        try:
-            resume = k[0].resume
-            return resume(k, value, m)
-        except FlowmetalError as exc:
-            return m._raise_error(exc, None, k)
-        except Exception as exc:
-            return m._raise_error(python_error(exc), None, k)
+        return resume_in_step(k, value, m)
     return transition(m, f.winders, (None, None, k, value))
 
 
@@ -505,6 +497,49 @@ def _reach(parts: Any, stepless_: bool = False) -> tuple:
     return depth + 1, frames, stepless_
 
 
+def probes(node: N.Node) -> bool:
+    """True for a direct call of one argument by a local variable that needs no check
+    (``(k v)``): a step that stops at it looks whether it calls a continuation
+    (``stop_at``)."""
+    return type(node) is N.App and node.direct and type(node.fn) is N.LocalRef and \
+        not node.fn.checked and len(node.args) == 1
+
+
+def stop_at(call: N.App, env: Any, k: Any, m: Machine) -> tuple:
+    """The state that ends a step at ``call`` (``probes``), unless it calls a
+    continuation that resumes its frame in the step (``RESUMED_IN_STEP``) and no
+    continuation was called in this step yet: then the call is made now, as its own
+    step would make it."""
+    g = m.globals
+    f = call.fn.ev(env, g)
+    if type(f) is Continuation and f.winders is m.winders and not m.resuming:
+        target = f.k
+        if target is not None and type(target[0]) in RESUMED_IN_STEP:
+            try:
+                value = call.args[0].ev(env, g)
+            except Exception as exc:
+                raise _deeper(_located_step(exc, call), k) from None
+            m.site = call
+            return resume_in_step(target, value, m)
+    return call, env, k, None
+
+
+def resume_in_step(k: tuple, value: Any, m: Machine) -> tuple:
+    """Return ``value`` to frame ``k`` (``RESUMED_IN_STEP``) in this step, as the next
+    step would, its errors raised as that step would raise them; meanwhile
+    ``m.resuming`` says that a continuation was called in this step."""
+    m.resuming = True
+    try:
+        resume = k[0].resume
+        return resume(k, value, m)
+    except FlowmetalError as exc:
+        return m._raise_error(exc, None, k)
+    except Exception as exc:
+        return m._raise_error(python_error(exc), None, k)
+    finally:
+        m.resuming = False
+
+
 def _run_on(child: N.Node, env: Any, k: Any, m: Machine) -> tuple:
     """``child.exec`` run inside the step that reached it: an error is raised as the
     step of ``child`` itself would (its span, continuation ``k``)."""
@@ -591,6 +626,7 @@ def _link_set_local(node: N.SetLocal) -> None:
         return node.name if result_is_name else value
 
     runs = value_node.ev is None and runs_on(value_node, False)
+    probe = probes(value_node)
 
     def exec_(env, k, m):
         ev = value_node.ev
@@ -598,6 +634,8 @@ def _link_set_local(node: N.SetLocal) -> None:
             return None, env, k, store(env, ev(env, m.globals), m)
         if runs:
             return _run_on(value_node, env, (node, k, env), m)
+        if probe:
+            return stop_at(value_node, env, (node, k, env), m)
         return value_node, env, (node, k, env), None
 
     def resume(frame, value, m):
@@ -620,6 +658,7 @@ def _link_set_global(node: N.SetGlobal) -> None:
         return name if is_def else value
 
     runs = value_node.ev is None and runs_on(value_node, False)
+    probe = probes(value_node)
 
     def exec_(env, k, m):
         ev = value_node.ev
@@ -627,6 +666,8 @@ def _link_set_global(node: N.SetGlobal) -> None:
             return None, env, k, store(m, ev(env, m.globals))
         if runs:
             return _run_on(value_node, env, (node, k, env), m)
+        if probe:
+            return stop_at(value_node, env, (node, k, env), m)
         return value_node, env, (node, k, env), None
 
     def resume(frame, value, m):
@@ -640,12 +681,13 @@ def _link_if(node: N.If) -> None:
     test, then, else_ = node.test, node.then, node.else_
     then_runs = then.ev is None and runs_on(then, True)
     else_runs = else_.ev is None and runs_on(else_, True)
+    then_probe, else_probe = probes(then), probes(else_)
 
     def choose(env, k, m, flag):
         if flag is FALSE or flag is None:
-            branch, run_on = else_, else_runs
+            branch, run_on, probe = else_, else_runs, else_probe
         else:
-            branch, run_on = then, then_runs
+            branch, run_on, probe = then, then_runs, then_probe
         ev = branch.ev
         if ev is not None:
             return None, env, k, ev(env, m.globals)
@@ -654,6 +696,8 @@ def _link_if(node: N.If) -> None:
                 return branch.exec(env, k, m)
             except Exception as exc:
                 raise _deeper(_located_step(exc, branch), k) from None
+        if probe:
+            return stop_at(branch, env, k, m)
         return branch, env, k, None
 
     if test.ev is not None and then.ev is not None and else_.ev is not None:
@@ -674,6 +718,9 @@ def _link_if(node: N.If) -> None:
     elif runs_on(test, False):
         def exec_(env, k, m):
             return _run_on(test, env, (node, k, env), m)
+    elif probes(test):
+        def exec_(env, k, m):
+            return stop_at(test, env, (node, k, env), m)
     else:
         def exec_(env, k, m):
             return test, env, (node, k, env), None
@@ -705,7 +752,8 @@ def _link_do(node: N.Do) -> None:
     # How each item is run: 0 simple, 1 at once and always to its value (its frame is
     # popped in this step), 2 at once, 3 as the next state.
     ways = tuple(0 if b.ev is not None else 1 if i < last and stepless(b) else
-                 2 if runs_on(b, i == last) else 3 for i, b in enumerate(body))
+                 2 if runs_on(b, i == last) else 4 if probes(b) else 3
+                 for i, b in enumerate(body))
 
     def run_from(env, k, m, i):
         g = m.globals
@@ -722,6 +770,8 @@ def _link_do(node: N.Do) -> None:
                     raise _deeper(_located_step(exc, b), frame) from None
             elif way == 2:
                 return _run_on(b, env, (node, k, env, i), m)
+            elif way == 4:
+                return stop_at(b, env, (node, k, env, i), m)
             else:
                 return b, env, (node, k, env, i), None
             i += 1
@@ -733,6 +783,8 @@ def _link_do(node: N.Do) -> None:
                 return b.exec(env, k, m)
             except Exception as exc:
                 raise _deeper(_located_step(exc, b), k) from None
+        if ways[last] == 4:
+            return stop_at(b, env, k, m)
         return b, env, k, None
 
     def exec_(env, k, m):
@@ -807,6 +859,8 @@ def _link_let(node: N.Let) -> None:
     runs = tuple(bool(inits) and inits[0][1].ev is None and runs_on(inits[0][1], False)
                  for _, inits in groups)
     body_runs = body.ev is None and runs_on(body, True)
+    probe = tuple(bool(inits) and probes(inits[0][1]) for _, inits in groups)
+    body_probe = probes(body)
 
     def run_from(env, k, m, i):
         g = m.globals
@@ -818,6 +872,8 @@ def _link_let(node: N.Let) -> None:
                 if init.ev is None:
                     if runs[i]:
                         return _run_on(init, env, (node, k, env, i), m)
+                    if probe[i]:
+                        return stop_at(init, env, (node, k, env, i), m)
                     return init, env, (node, k, env, i), None
                 frame[slot] = init.ev(env, g)
             env = fill(frame, inits[1:], g)
@@ -829,6 +885,8 @@ def _link_let(node: N.Let) -> None:
                 return body.exec(env, k, m)
             except Exception as exc:
                 raise _deeper(_located_step(exc, body), k) from None
+        if body_probe:
+            return stop_at(body, env, k, m)
         return body, env, k, None
 
     def exec_(env, k, m):
@@ -866,6 +924,8 @@ def _link_letrec(node: N.Letrec) -> None:
 
     runs = tuple(init.ev is None and runs_on(init, False) for _, init in inits)
     body_runs = body.ev is None and runs_on(body, True)
+    probe = tuple(probes(init) for _, init in inits)
+    body_probe = probes(body)
 
     def run_from(frame_env, k, m, i):
         g = m.globals
@@ -874,6 +934,8 @@ def _link_letrec(node: N.Letrec) -> None:
             if init.ev is None:
                 if runs[i]:
                     return _run_on(init, frame_env, (node, k, frame_env, i), m)
+                if probe[i]:
+                    return stop_at(init, frame_env, (node, k, frame_env, i), m)
                 return init, frame_env, (node, k, frame_env, i), None
             frame_env[slot] = init.ev(frame_env, g)
             i += 1
@@ -881,6 +943,8 @@ def _link_letrec(node: N.Letrec) -> None:
             return None, frame_env, k, body.ev(frame_env, g)
         if body_runs:
             return _run_on(body, frame_env, k, m)
+        if body_probe:
+            return stop_at(body, frame_env, k, m)
         return body, frame_env, k, None
 
     def exec_(env, k, m):
@@ -1047,9 +1111,13 @@ def _link_try(node: N.Try) -> None:
     body = node.body
     runs = body.ev is None and runs_on(body, False)
 
+    probe = probes(body)
+
     def exec_(env, k, m):
         if runs:
             return _run_on(body, env, (node, k, env, m.winders), m)
+        if probe:
+            return stop_at(body, env, (node, k, env, m.winders), m)
         return body, env, (node, k, env, m.winders), None
 
     def resume(frame, value, m):
@@ -1120,6 +1188,7 @@ class Machine:
         self.reductions = 0
         self.gensym_counter = 0
         self.site: Any = None  # the call node of the latest non-closure call, for backtraces
+        self.resuming = False  # a continuation's frame is being resumed in this step
         # Reductions compiled code may still make in this chunk of ``run``, and has made.
         self.budget = 0
         self.charged = 0
