@@ -296,7 +296,7 @@ class Batch:
                       f"        m.site = {gen.name(node, 'site')}",
                       "        c = _new(Continuation)",
                       "        c.k, c.winders = k, m.winders"]
-            body = self._inline_body(cl.body) if cl.body.ev is None else None
+            body = self._inline_body(cl.body, True) if cl.body.ev is None else None
             if body is not None:
                 # The clause's body, written here (what its enter would run, and as it
                 # would raise: a clause's entry adds nothing to its errors).
@@ -474,16 +474,16 @@ class Batch:
             f"{i}        finally:",
             f"{i}            m.resuming = False"]
 
-    def _inline_body(self, child: N.Node) -> Callable[[str], None] | None:
-        """What writes ``child``'s exec in place (its children's run at once called), if
-        this batch writes such code for it."""
+    def _inline_body(self, child: N.Node, inline: bool = False) -> Callable[[str], None] | None:
+        """What writes ``child``'s exec in place (its children's run at once called, or
+        also written in place if ``inline``), if this batch writes such code for it."""
         t = type(child)
         if t is N.If and child.test.ev is not None:
-            return lambda indent: self._if_body(child, indent, False)
+            return lambda indent: self._if_body(child, indent, inline)
         if t is N.Do and child.slow is None:
-            return lambda indent: self._do_segment(child, 0, indent, False)
+            return lambda indent: self._do_segment(child, 0, indent, inline)
         if t is N.Let and child.slow is None:
-            return lambda indent: self._let_segment(child, 0, indent, False)
+            return lambda indent: self._let_segment(child, 0, indent, inline)
         return None
 
     def do_exec(self, node: N.Do) -> None:
