@@ -46,6 +46,11 @@ from .values import Keyword, Map, Set, Vector, make_list
 DEPTH = 150
 # A clause is compiled the second time the machine enters it.
 HOT = 2
+# A clause's compiled entry that gave up this many times in a row (its skips doubling
+# each time) steps aside: its callers enter the machine's way directly, with no count of
+# skipped entries on each call, for ``backoff // PAUSE_AFTER`` runs of a machine
+# (``machine.PAUSED``).
+PAUSE_AFTER = 64
 # Operators a pure clause may call that are no pure primitives: raising ends compiled
 # code (the machine raises), and apply calls its procedure.
 ALLOWED_CONTROL = ("throw", "error", "apply")
@@ -129,6 +134,15 @@ def clause_entry(cl: N.Clause, base: Callable | None) -> Callable:
             return base(env, k, m)
         return cl.body, env, k, None
 
+    def gave_up():
+        nonlocal skip, backoff
+        skip, backoff = backoff, min(backoff * 2, 1 << 16)
+        if backoff >= PAUSE_AFTER and cl.enter is enter:
+            # Callers take the machine's way in directly for a while (M.PAUSED).
+            skip = 0
+            cl.enter = base
+            M.PAUSED.append([cl, enter, base, backoff // PAUSE_AFTER])
+
     def enter(env, k, m):
         nonlocal calls, skip, backoff
         if skip:  # (first: the machine's entries after giving up cost little more)
@@ -164,12 +178,12 @@ def clause_entry(cl: N.Clause, base: Callable | None) -> Callable:
                 value = target[0](c, 0, value.f.env, *target[1])
         except Partial as p:
             if c.left >= 0:
-                skip, backoff = backoff, min(backoff * 2, 1 << 16)
+                gave_up()
             call = TailCall(Closure(p.lam, p.env), p.args, p.site)
             return _by_machine_at(m, budget, p.left, call, k, c.left < 0)
         except Exception:
             if c.left >= 0:
-                skip, backoff = backoff, min(backoff * 2, 1 << 16)
+                gave_up()
             if call is not None:
                 return _by_machine_at(m, budget, at, call, k, c.left < 0)
             if c.left < 0:

@@ -41,6 +41,25 @@ from .values import (
 )
 
 MAX_SIMPLE_DEPTH = 48
+# Compiled clause entries paused after giving up again and again (compiled.py), as
+# ``[clause, its compiled entry, the machine's way in, runs left]``: each ``Machine.run``
+# counts them down and gives the entry back when its wait is over.  (Shared by the
+# machines of a process, like the code; a race between threads loses only speed.)
+PAUSED: list = []
+
+
+def resume_paused() -> None:
+    """Count down the paused compiled entries; give back the ones whose wait is over."""
+    waiting = []
+    for item in PAUSED:
+        item[3] -= 1
+        if item[3] > 0:
+            waiting.append(item)
+        elif item[0].enter is item[2]:
+            item[0].enter = item[1]
+    PAUSED[:] = waiting
+
+
 # ``Machine.dirty`` of a machine no image has encoded yet: it keeps nothing.
 NOT_TRACKED: deque = deque(maxlen=0)
 BACKTRACE_LIMIT = 64
@@ -1213,6 +1232,8 @@ class Machine:
         (``compiled.py``).  The transitions run in chunks: each chunk's compiled calls may
         spend what the chunk leaves of the fuel (``budget``), so one loop needs no count
         of its own beyond the transitions."""
+        if PAUSED:
+            resume_paused()
         node, env, k, val = self.node, self.env, self.k, self.val
         spent = done = 0
         self.charged = charged = 0
