@@ -474,15 +474,16 @@ def link(node: N.Node) -> None:
 # A step runs on into the code below the node it starts at.  Reaching a node that is
 # neither simple nor a call (an ``if``, ``do``, ``let``, ``set!``, ``try``...), it runs
 # that node's ``exec`` at once instead of making it the next state, so it goes on down to
-# the calls: a step makes at most one call (an ``App``), whose callee's body runs up to
-# its own first call, which is the next state (nothing but a call makes a call, and a
-# clause's body that is a call is not entered in the calling step).  A node's ``reach``
-# (None for a simple node or a call) is ``(depth, frames, stepless)``: the node execs
-# its ``exec`` nests, the frames it leaves pushed, and whether it always gives its value
-# in the step it is run (a ``set!`` of a simple value, an ``if`` of those...).  A node
-# runs on into a child only while both stay within bounds, so a step's Python stack and
-# the frames it adds stay bounded whatever the code (``runtime.slices`` counts on at most
-# a few frames per reduction).
+# the calls: a step makes at most one call of a procedure (an ``App``), whose callee's
+# body runs up to its own first call, which is the next state (nothing but a call makes a
+# call, and a clause's body that is a call is not entered in the calling step), and at
+# most one call of a continuation (``resume_in_step``, ``stop_at``).  A node's ``reach``
+# (None for a simple node or a call) is ``(depth, frames, stepless)``: how deep the execs
+# its ``exec`` runs on into nest, the frames it leaves pushed, and whether it always gives
+# its value in the step it is run (a ``set!`` of a simple value, an ``if`` of those...).
+# A node runs on into a child only while both stay within bounds, so a step's Python
+# stack and the frames it adds stay bounded whatever the code (``runtime.slices`` counts
+# on at most a few frames per reduction).
 CHAIN_DEPTH = 12
 CHAIN_FRAMES = 2
 
@@ -769,7 +770,8 @@ def _link_do(node: N.Do) -> None:
         return
 
     # How each item is run: 0 simple, 1 at once and always to its value (its frame is
-    # popped in this step), 2 at once, 3 as the next state.
+    # popped in this step), 2 at once, 3 as the next state, 4 as the next state unless
+    # it calls a continuation (``stop_at``).
     ways = tuple(0 if b.ev is not None else 1 if i < last and stepless(b) else
                  2 if runs_on(b, i == last) else 4 if probes(b) else 3
                  for i, b in enumerate(body))
