@@ -612,8 +612,7 @@ class Image:
         """The machine's state as bytes; adds its code's program hashes to ``programs``."""
         enc = self.enc
         dirty = m.dirty
-        if dirty:
-            m.dirty = []
+        m.dirty = []  # (also the first time: from now on the changes are noted)
         rebuild = enc is None or len(enc.records) > self.rebuild_at or \
             self.size > self.rebuild_size
         if rebuild:

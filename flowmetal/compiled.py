@@ -46,6 +46,11 @@ from .values import Keyword, Map, Set, Vector, make_list
 DEPTH = 150
 # A clause is compiled the second time the machine enters it.
 HOT = 2
+# A clause's compiled entry that gave up this many times in a row (its skips doubling
+# each time) steps aside: its callers enter the machine's way directly, with no count of
+# skipped entries on each call, for ``backoff // PAUSE_AFTER`` runs of a machine
+# (``machine.PAUSED``).
+PAUSE_AFTER = 64
 # Operators a pure clause may call that are no pure primitives: raising ends compiled
 # code (the machine raises), and apply calls its procedure.
 ALLOWED_CONTROL = ("throw", "error", "apply")
@@ -129,8 +134,22 @@ def clause_entry(cl: N.Clause, base: Callable | None) -> Callable:
             return base(env, k, m)
         return cl.body, env, k, None
 
+    def gave_up():
+        nonlocal skip, backoff
+        skip, backoff = backoff, min(backoff * 2, 1 << 16)
+        if backoff >= PAUSE_AFTER and cl.enter is enter:
+            # Callers take the machine's way in directly for a while (M.PAUSED).
+            skip = 0
+            cl.enter = base
+            M.PAUSED.append([cl, enter, base, backoff // PAUSE_AFTER])
+
     def enter(env, k, m):
         nonlocal calls, skip, backoff
+        if skip:  # (first: the machine's entries after giving up cost little more)
+            skip -= 1
+            if base is not None:
+                return base(env, k, m)
+            return cl.body, env, k, None
         budget = m.budget
         if budget <= 0:
             return by_machine(env, k, m)
@@ -142,9 +161,6 @@ def clause_entry(cl: N.Clause, base: Callable | None) -> Callable:
             fn = compile_clause(cl, m.globals)
         if fn is False:
             cl.enter = base
-            return by_machine(env, k, m)
-        if skip:
-            skip -= 1
             return by_machine(env, k, m)
         c = m.compiled_budget
         if c is None:
@@ -162,12 +178,12 @@ def clause_entry(cl: N.Clause, base: Callable | None) -> Callable:
                 value = target[0](c, 0, value.f.env, *target[1])
         except Partial as p:
             if c.left >= 0:
-                skip, backoff = backoff, min(backoff * 2, 1 << 16)
+                gave_up()
             call = TailCall(Closure(p.lam, p.env), p.args, p.site)
             return _by_machine_at(m, budget, p.left, call, k, c.left < 0)
         except Exception:
             if c.left >= 0:
-                skip, backoff = backoff, min(backoff * 2, 1 << 16)
+                gave_up()
             if call is not None:
                 return _by_machine_at(m, budget, at, call, k, c.left < 0)
             if c.left < 0:
@@ -322,6 +338,7 @@ class _Gen(fastpath.Gen):
                               TailCall=TailCall, Partial=Partial)
         self.resumable = not _sets_locals(cl.body)
         self.cl = cl
+        self.ran_on = _ran_on(cl.body)
         self.real = _makes_closures(cl.body)
         self.lines: list[str] = []
         self.indent = "    "
@@ -385,17 +402,18 @@ class _Gen(fastpath.Gen):
     def cost(self, node: N.Node, chained: bool) -> None:
         """Count what the machine's own step and frames for ``node`` cost (its children's
         are counted where they run): a step unless the parent runs it in its own step,
-        and one resume per part that waits for a value."""
+        and one resume per part that waits for a value (``machine.runs_on``: a node its
+        parent runs on into takes no step of its own, a ``do``'s stepless item no resume)."""
         if node.ev is not None:
             return
-        n = 0 if chained else 1
+        n = 0 if chained or id(node) in self.ran_on else 1
         t = type(node)
         if t is N.App:
             n += sum(1 for p in (node.fn, *node.args) if p.ev is None)
         elif t is N.If:
             n += node.test.ev is None
         elif t is N.Do:
-            n += sum(1 for b in node.body[:-1] if b.ev is None)
+            n += sum(1 for b in node.body[:-1] if b.ev is None and not M.stepless(b))
         elif t is N.Let:
             n += sum(1 for _, inits in node.groups if inits and inits[0][1].ev is None)
         elif t is N.Letrec:
@@ -683,6 +701,35 @@ def _has(body: N.Node, kind: type) -> bool:
         if type(node) is not N.Lambda:
             pending.extend(node.children())
     return False
+
+
+def _ran_on(body: N.Node) -> set[int]:
+    """The ids of the nodes in ``body`` (not inside nested fns) that the step reaching
+    them runs at once (``machine.runs_on``), each judged in its place in its parent."""
+    out: set[int] = set()
+    pending = [body]
+    while pending:
+        node = pending.pop()
+        t = type(node)
+        if t is N.Lambda:
+            continue
+        if t is N.If:
+            places = [(node.test, False), (node.then, True), (node.else_, True)]
+        elif t is N.Do:
+            last = len(node.body) - 1
+            places = [(b, i == last) for i, b in enumerate(node.body)]
+        elif t is N.Let:
+            places = [(init, False) for _, inits in node.groups
+                      for _, init in inits] + [(node.body, True)]
+        elif t is N.Letrec:
+            places = [(init, False) for _, init in node.inits] + [(node.body, True)]
+        else:
+            places = [(child, False) for child in node.children()]
+        for child, tail in places:
+            if child.ev is None and type(child) is not N.App and M.runs_on(child, tail):
+                out.add(id(child))
+            pending.append(child)
+    return out
 
 
 def _makes_closures(body: N.Node) -> bool:

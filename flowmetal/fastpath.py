@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import nodes as N
-from .machine import UNSET, _unset_error
+from .machine import UNSET, _unset_error, probes, runs_on, stepless
 from .procedures import Closure, Primitive
 from .values import FALSE, TRUE
 
@@ -70,6 +70,32 @@ class Gen:
         slow = self.name(prim.fn, "p")
         return f"({fast} if {checks} else {slow}({x}, {y}))"
 
+    def truth(self, node: N.Node, env: str) -> str | None:
+        """A Python expression true when simple ``node`` is (neither false nor nil), for
+        the tests it knows (``nil?``, ``some?``, ``not``, comparisons), else None."""
+        if type(node) is not N.PrimCall:
+            return None
+        name, args = node.prim.name, node.args
+        if len(args) == 1 and name in ("nil?", "some?", "not"):
+            a = self.expr(args[0], env)
+            if name == "not":
+                self.count += 1
+                x = f"x{self.count}"
+                return f"(({x} := {a}) is FALSE or {x} is None)"
+            return f"({a} is {'' if name == 'nil?' else 'not '}None)"
+        op = INLINE_BINARY.get(name)
+        if len(args) != 2 or op not in COMPARISONS:
+            return None
+        a, b = (self.expr(x, env) for x in args)
+        if op == "==":
+            return f"({a} == {b})"
+        self.count += 1
+        x, y = (e if _plain(e) else f"{v}{self.count}" for e, v in ((a, "x"), (b, "y")))
+        checks = " & ".join(f"(type({v}{'' if v == e else ' := ' + e}) is int)"
+                            for v, e in ((x, a), (y, b)) if not _int_literal(e)) or "True"
+        return f"(({x} {op} {y}) if {checks} else ({self.name(node.prim.fn, 'p')}({x}, {y}) "\
+               "is TRUE))"
+
     def expr(self, node: N.Node, env: str) -> str:
         t = type(node)
         if t is N.Const:
@@ -80,7 +106,9 @@ class Gen:
         if t is N.LocalRef:
             ref = env + "[0]" * node.depth + f"[{node.slot}]"
             if node.checked:
-                return f"_chk({ref}, {self.name(node)})"
+                self.count += 1
+                x = f"x{self.count}"
+                return f"({x} if ({x} := {ref}) is not UNSET else _chk({x}, {self.name(node)}))"
             return ref
         if t is N.GlobalRef:
             return f"g[{self.name(node.name, 's')}]"
@@ -94,6 +122,10 @@ class Gen:
         if t is N.Do:
             return "(" + ", ".join(self.expr(b, env) for b in node.body) + ")[-1]"
         if t is N.PrimCall:
+            test = INLINE_TESTS.get(node.prim.name)
+            if test is not None and len(node.args) == 1:
+                self.count += 1
+                return test.format(a=self.expr(node.args[0], env), x=f"x{self.count}")
             op = INLINE_BINARY.get(node.prim.name)
             if op is not None and len(node.args) == 2:
                 return self.inline_binary(node, op, env)
@@ -112,6 +144,10 @@ class Gen:
 INLINE_BINARY = {"+": "+", "-": "-", "<": "<", ">": ">", "<=": "<=", ">=": ">=",
                  "=": "=="}
 COMPARISONS = ("<", ">", "<=", ">=", "==")
+# One-argument tests as Python expressions of the argument ``a`` (``x`` a fresh name).
+INLINE_TESTS = {"nil?": "(TRUE if {a} is None else FALSE)",
+                "some?": "(FALSE if {a} is None else TRUE)",
+                "not": "(TRUE if ({x} := {a}) is FALSE or {x} is None else FALSE)"}
 
 
 def _int_literal(text: str) -> bool:
@@ -133,11 +169,26 @@ class Batch:
     """Functions for many nodes, generated together and compiled with one ``compile``."""
 
     def __init__(self, where: str) -> None:
-        from .machine import FlowmetalError, _deeper, apply_procedure
+        from .machine import (
+            RESUMED_IN_STEP,
+            FlowmetalError,
+            _deeper,
+            _located_step,
+            _run_on,
+            apply_procedure,
+            call_cc,
+            continue_with,
+            python_error,
+        )
+        from .procedures import CONTROL, Continuation
 
         self.gen = Gen()
         self.gen.namespace.update(_apply=apply_procedure, FlowmetalError=FlowmetalError,
-                                  _deeper=_deeper)
+                                  _continue=continue_with, Continuation=Continuation,
+                                  RESUMED_IN_STEP=RESUMED_IN_STEP, _call_cc=call_cc,
+                                  _python_error=python_error, _new=object.__new__,
+                                  Primitive=Primitive, CONTROL=CONTROL,
+                                  _deeper=_deeper, _located_step=_located_step, _run_on=_run_on)
         self.where = where
         self.lines: list[str] = []
         self.targets: list[tuple[N.Node, str, str]] = []
@@ -158,7 +209,8 @@ class Batch:
 
     def _apply_lines(self, node: N.App, args: list[str], indent: str) -> None:
         """Lines that call ``f`` with ``args``: a fixed-arity closure is entered in this
-        step (``Clause.enter``), anything else goes through ``apply_procedure``."""
+        step (``Clause.enter``), a continuation or control primitive called directly,
+        anything else goes through ``apply_procedure``."""
         n = len(args)
         listed = ", ".join(args)
         site = self.gen.name(node, "site")
@@ -176,6 +228,13 @@ class Batch:
             "else:",
             f"    m.site = {site}",
             "try:",
+            *(self._one_argument_lines(args[0]) if n == 1 else ()),
+            "    if type(f) is Continuation:",
+            f"        return _continue(f, ({listed}{',' if n == 1 else ''}), m)",
+            f"    if type(f) is Primitive and f.kind is CONTROL and f.min_args <= {n} and "
+            f"(f.max_args is None or f.max_args >= {n}):",
+            "        fn = f.fn",
+            f"        return fn(m, ({listed}{',' if n == 1 else ''}), k)",
             f"    return _apply(f, ({listed}{',' if n == 1 else ''}), k, m)",
             "except FlowmetalError as exc:",
             "    if exc.span is None:",
@@ -183,20 +242,79 @@ class Batch:
             "    raise",
         )]
 
+    @staticmethod
+    def _one_argument_lines(a: str) -> tuple[str, ...]:
+        """``machine.continue_with`` for a continuation returning to a frame resumed in
+        this step, and ``machine.call_cc`` of a one-parameter fn, inline."""
+        return (
+            "    if type(f) is Continuation:",
+            "        c = f.k",
+            "        if f.winders is m.winders and c is not None and "
+            "type(c[0]) in RESUMED_IN_STEP:",
+            "            m.resuming = True",
+            "            try:",
+            "                resume = c[0].resume",
+            f"                return resume(c, {a}, m)",
+            "            except Exception as exc:",
+            "                return m._raise_error(_python_error(exc), None, c)",
+            "            finally:",
+            "                m.resuming = False",
+            f"    elif type(f) is Primitive and f.fn is _call_cc and type({a}) is Closure:",
+            f"        cl = {a}.code.single",
+            "        if cl is not None and cl.fixed == 1:",
+            "            c = _new(Continuation)",
+            "            c.k, c.winders = k, m.winders",
+            f"            e2 = [{a}.env, c]",
+            "            if cl.extra:",
+            "                e2.extend([UNSET] * cl.extra)",
+            "            enter = cl.enter",
+            "            if enter is not None:",
+            "                return enter(e2, k, m)",
+            "            return cl.body, e2, k, None",
+        )
+
     def direct_call(self, node: N.App) -> None:
         """The exec of a call whose operator and arguments are all simple: they are
         evaluated inline, then the procedure is applied (see ``_apply_lines``)."""
         gen = self.gen
         parts = (node.fn, *node.args)
         names = ["f"] + [f"a{i}" for i in range(len(node.args))]
+        args = names[1:]
         self._def(node, "exec", "env, k, m")
         lines = self.lines
-        lines += ["    g = m.globals", "    try:"]
+        lines.append("    g = m.globals")
+        fn_lambda = _called_fn(node)
+        if fn_lambda is not None:
+            # (call/cc (fn [k] ...)): the fn's clause is entered without making the
+            # closure, which nothing else could see.
+            cl = fn_lambda.single
+            _with_fallback(lines, "f", gen.expr(node.fn, "env"), gen.name(node.fn.slow, "slow"),
+                           "    ")
+            parts, names = parts[1:], names[1:]
+            extra = ", UNSET" * (cl.nslots - len(cl.params))
+            lines += ["    if type(f) is Primitive and f.fn is _call_cc:",
+                      f"        m.site = {gen.name(node, 'site')}",
+                      "        c = _new(Continuation)",
+                      "        c.k, c.winders = k, m.winders"]
+            body = self._inline_body(cl.body, True) if cl.body.ev is None else None
+            if body is not None:
+                # The clause's body, written here (what its enter would run, and as it
+                # would raise: a clause's entry adds nothing to its errors).
+                lines.append(f"        env = [env, c{extra}]")
+                body("        ")
+            else:
+                lines += [f"        e2 = [env, c{extra}]",
+                          f"        cl = {gen.name(cl, 'cl')}",
+                          "        enter = cl.enter",
+                          "        if enter is not None:",
+                          "            return enter(e2, k, m)",
+                          "        return cl.body, e2, k, None"]
+        lines.append("    try:")
         lines += [f"        {name} = {gen.expr(p, 'env')}" for name, p in zip(names, parts)]
         lines += ["    except Exception:"]
         lines += [f"        {name} = {gen.name(p.slow, 'slow')}(env, g)"
                   for name, p in zip(names, parts)]
-        self._apply_lines(node, names[1:], "    ")
+        self._apply_lines(node, args, "    ")
 
     def staged_call(self, node: N.App) -> None:
         """The exec and resume of a call with parts that take steps of their own.
@@ -229,9 +347,12 @@ class Batch:
                 part_name = gen.name(part, "part")
                 if type(part) is N.App and part.direct:
                     self.lines += [f"{indent}try:",
-                                   f"{indent}    return {part_name}.exec(env, frame, m)",
+                                   f"{indent}    step = {part_name}.exec",
+                                   f"{indent}    return step(env, frame, m)",
                                    f"{indent}except Exception as exc:",
                                    f"{indent}    raise _deeper(exc, frame) from None"]
+                elif runs_on(part, False):
+                    self.lines.append(f"{indent}return _run_on({part_name}, env, frame, m)")
                 else:
                     self.lines.append(f"{indent}return {part_name}, env, frame, None")
                 return
@@ -269,21 +390,205 @@ class Batch:
         self.lines.append("    raise ValueError(f'bad frame index {i}')")
 
     def if_exec(self, node: N.If) -> None:
-        """The exec of an ``if`` with a simple test: test and simple branches run inline."""
-        gen = self.gen
+        """The exec of an ``if`` with a simple test: test and simple branches run inline,
+        a branch the step runs on into (``machine.runs_on``) is run at once."""
         self._def(node, "exec", "env, k, m")
-        lines = self.lines
-        lines.append("    g = m.globals")
-        _with_fallback(lines, "t", gen.expr(node.test, "env"), gen.name(node.test.slow, "slow"),
-                       "    ")
-        lines.append("    if t is FALSE or t is None:")
-        for branch, indent in ((node.else_, "        "), (node.then, "    ")):
+        self.lines.append("    g = m.globals")
+        self._if_body(node, "    ", True)
+
+    def _if_body(self, node: N.If, indent: str, inline: bool) -> None:
+        gen, lines = self.gen, self.lines
+        slow = gen.name(node.test.slow, "slow")
+        truth = gen.truth(node.test, "env")
+        if truth is None:
+            _with_fallback(lines, "t", gen.expr(node.test, "env"), slow, indent)
+            lines.append(f"{indent}if t is FALSE or t is None:")
+        else:
+            lines += [f"{indent}try:", f"{indent}    t = {truth}", f"{indent}except Exception:",
+                      f"{indent}    t = {slow}(env, g)",
+                      f"{indent}    t = t is not FALSE and t is not None",
+                      f"{indent}if not t:"]
+        for branch, inner in ((node.else_, indent + "    "), (node.then, indent)):
             if branch.ev is not None:
                 _with_fallback(lines, "v", gen.expr(branch, "env"),
-                               gen.name(branch.slow, "slow"), indent)
-                lines.append(f"{indent}return None, env, k, v")
+                               gen.name(branch.slow, "slow"), inner)
+                lines.append(f"{inner}return None, env, k, v")
             else:
-                lines.append(f"{indent}return {gen.name(branch, 'n')}, env, k, None")
+                self._run_child(branch, "k", True, inner, inline)
+
+    def _run_child(self, child: N.Node, k: str, tail: bool, indent: str,
+                   inline: bool) -> None:
+        """Lines that end the step at non-simple ``child`` (continuation ``k``): run at
+        once if the step runs on into it (``machine.runs_on``), its code written here
+        when ``inline`` and it has code of its own here, else the next state."""
+        name = self.gen.name(child, "n")
+        if not runs_on(child, tail):
+            if probes(child):
+                self._probe_lines(child, name, k, indent)
+            self.lines.append(f"{indent}return {name}, env, {k}, None")
+            return
+        body = self._inline_body(child)
+        if not inline or body is None:
+            self.lines += [f"{indent}try:", f"{indent}    step = {name}.exec",
+                           f"{indent}    return step(env, {k}, m)",
+                           f"{indent}except Exception as exc:",
+                           f"{indent}    raise _deeper(_located_step(exc, {name}), {k}) "
+                           "from None"]
+            return
+        # The child's exec, written here, with its continuation as ``k`` (which its
+        # code, written with its children's called, never changes); its errors are
+        # raised as if it had run in a function of its own.
+        if k != "k":
+            self.lines.append(f"{indent}k = {k}")
+        self.lines.append(f"{indent}try:")
+        body(indent + "    ")
+        self.lines += [f"{indent}except Exception as exc:",
+                       f"{indent}    raise _deeper(_located_step(exc, {name}), k) from None"]
+
+    def _probe_lines(self, call: N.App, name: str, k: str, indent: str) -> None:
+        """``machine.stop_at`` inline: a call ``(k v)`` the step stops at is made now
+        if ``k`` is a continuation that resumes its frame in this step."""
+        gen = self.gen
+        arg = call.args[0]
+        i = indent
+        self.lines += [
+            f"{i}f2 = {gen.expr(call.fn, 'env')}",
+            f"{i}if type(f2) is Continuation and f2.winders is m.winders and "
+            "not m.resuming:",
+            f"{i}    c = f2.k",
+            f"{i}    if c is not None and type(c[0]) in RESUMED_IN_STEP:",
+            f"{i}        try:",
+            f"{i}            v = {gen.expr(arg, 'env')}",
+            f"{i}        except Exception:",
+            f"{i}            try:",
+            f"{i}                v = {gen.name(arg.slow, 'slow')}(env, g)",
+            f"{i}            except Exception as exc:",
+            f"{i}                raise _deeper(_located_step(exc, {name}), {k}) from None",
+            f"{i}        m.site = {name}",
+            f"{i}        m.resuming = True",
+            f"{i}        try:",
+            f"{i}            resume = c[0].resume",
+            f"{i}            return resume(c, v, m)",
+            f"{i}        except Exception as exc:",
+            f"{i}            return m._raise_error(_python_error(exc), None, c)",
+            f"{i}        finally:",
+            f"{i}            m.resuming = False"]
+
+    def _inline_body(self, child: N.Node, inline: bool = False) -> Callable[[str], None] | None:
+        """What writes ``child``'s exec in place (its children's run at once called, or
+        also written in place if ``inline``), if this batch writes such code for it."""
+        t = type(child)
+        if t is N.If and child.test.ev is not None:
+            return lambda indent: self._if_body(child, indent, inline)
+        if t is N.Do and child.slow is None:
+            return lambda indent: self._do_segment(child, 0, indent, inline)
+        if t is N.Let and child.slow is None:
+            return lambda indent: self._let_segment(child, 0, indent, inline)
+        return None
+
+    def do_exec(self, node: N.Do) -> None:
+        """The exec and resume of a ``do`` that is not simple: the steps of
+        ``machine._link_do``, its simple items and ``set!`` of simple values inline."""
+        body = node.body
+        stops = [i for i, b in enumerate(body[:-1]) if b.ev is None and not stepless(b)]
+        self._def(node, "exec", "env, k, m")
+        self.lines.append("    g = m.globals")
+        self._do_segment(node, 0, "    ", True)
+        self._def(node, "resume", "frame, value, m")
+        self.lines += ["    k, env, i = frame[1], frame[2], frame[3]", "    g = m.globals"]
+        for stop in stops:
+            self.lines.append(f"    if i == {stop}:")
+            self._do_segment(node, stop + 1, "        ", True)
+        self.lines.append("    raise ValueError(f'bad frame index {i}')")
+
+    def _do_segment(self, node: N.Do, start: int, indent: str, inline: bool) -> None:
+        gen, lines, body = self.gen, self.lines, node.body
+        last = len(body) - 1
+        me = gen.name(node, "node")
+        for i in range(start, last):
+            b = body[i]
+            if b.ev is not None:
+                _with_fallback(lines, "_", gen.expr(b, "env"), gen.name(b.slow, "slow"),
+                               indent)
+            elif stepless(b) and type(b) is N.SetLocal and b.value.ev is not None:
+                bn = gen.name(b, "n")
+                lines += [f"{indent}try:", f"{indent}    v = {gen.expr(b.value, 'env')}",
+                          f"{indent}except Exception:", f"{indent}    try:",
+                          f"{indent}        v = {gen.name(b.value.slow, 'slow')}(env, g)",
+                          f"{indent}    except Exception as exc:",
+                          f"{indent}        raise _deeper(_located_step(exc, {bn}), "
+                          f"({me}, k, env, {i})) from None",
+                          f"{indent}target = env{'[0]' * b.depth}",
+                          f"{indent}target[{b.slot}] = v",
+                          f"{indent}m.dirty.append(target)"]
+            elif stepless(b):
+                bn = gen.name(b, "n")
+                lines += [f"{indent}frame = ({me}, k, env, {i})", f"{indent}try:",
+                          f"{indent}    step = {bn}.exec",
+                          f"{indent}    step(env, frame, m)",
+                          f"{indent}except Exception as exc:",
+                          f"{indent}    raise _deeper(_located_step(exc, {bn}), frame) "
+                          "from None"]
+            else:
+                lines.append(f"{indent}frame = ({me}, k, env, {i})")
+                self._run_child(b, "frame", False, indent, inline)
+                return
+        b = body[last]
+        if b.ev is not None:
+            _with_fallback(lines, "v", gen.expr(b, "env"), gen.name(b.slow, "slow"), indent)
+            lines.append(f"{indent}return None, env, k, v")
+        else:
+            self._run_child(b, "k", True, indent, inline)
+
+    def let_exec(self, node: N.Let) -> None:
+        """The exec and resume of a ``let`` that is not simple: the steps of
+        ``machine._link_let``, its simple inits inline."""
+        groups = node.groups
+        stops = [i for i, (_, inits) in enumerate(groups) if inits and inits[0][1].ev is None]
+        self._def(node, "exec", "env, k, m")
+        self.lines.append("    g = m.globals")
+        self._let_segment(node, 0, "    ", True)
+        self._def(node, "resume", "frame, value, m")
+        self.lines += ["    k, env, i = frame[1], frame[2], frame[3]", "    g = m.globals"]
+        for stop in stops:
+            nslots, inits = groups[stop]
+            # A fresh frame on every return, so a re-entered init binds anew.
+            slots = ["UNSET"] * nslots
+            slots[inits[0][0] - 1] = "value"
+            self.lines += [f"    if i == {stop}:", f"        e = [env, {', '.join(slots)}]"]
+            self._let_fill(inits[1:], "        ")
+            self.lines.append("        env = e")
+            self._let_segment(node, stop + 1, "        ", True)
+        self.lines.append("    raise ValueError(f'bad frame index {i}')")
+
+    def _let_fill(self, inits: tuple, indent: str) -> None:
+        for slot, init in inits:
+            _with_fallback(self.lines, f"e[{slot}]", self.gen.expr(init, "e"),
+                           self.gen.name(init.slow, "slow"), indent, "e")
+
+    def _let_segment(self, node: N.Let, start: int, indent: str, inline: bool) -> None:
+        gen, lines, groups, body = self.gen, self.lines, node.groups, node.body
+        me = gen.name(node, "node")
+        for i in range(start, len(groups)):
+            nslots, inits = groups[i]
+            if inits and inits[0][1].ev is None:
+                lines.append(f"{indent}frame = ({me}, k, env, {i})")
+                self._run_child(inits[0][1], "frame", False, indent, inline)
+                return
+            if inits:
+                _with_fallback(lines, "v", gen.expr(inits[0][1], "env"),
+                               gen.name(inits[0][1].slow, "slow"), indent)
+            lines.append(f"{indent}e = [env{', UNSET' * nslots}]")
+            if inits:
+                lines.append(f"{indent}e[{inits[0][0]}] = v")
+                self._let_fill(inits[1:], indent)
+            lines.append(f"{indent}env = e")
+        if body.ev is not None:
+            _with_fallback(lines, "v", gen.expr(body, "env"), gen.name(body.slow, "slow"),
+                           indent)
+            lines.append(f"{indent}return None, env, k, v")
+        else:
+            self._run_child(body, "k", True, indent, inline)
 
     def compile(self) -> list[tuple[N.Node, str, Callable]]:
         """Compile everything added: (node, "ev" or "exec", function) for each."""
@@ -304,6 +609,22 @@ CODE_KEPT = 256
 _CODE: dict[str, Any] = {}  # generated Python source -> its code object
 
 
-def _with_fallback(lines: list[str], target: str, expr: str, slow: str, indent: str) -> None:
+def _called_fn(node: N.App) -> N.Lambda | None:
+    """The ``fn`` of one required parameter that call ``node`` passes as its only
+    argument, written in place (as in ``(call/cc (fn [k] ...))``), if it is one."""
+    if len(node.args) != 1 or type(node.args[0]) is not N.Lambda:
+        return None
+    lam = node.args[0]
+    cl = lam.single
+    if cl is None or cl.rest or cl.nreq != 1:
+        return None
+    return lam
+
+
+def _with_fallback(lines: list[str], target: str, expr: str, slow: str, indent: str,
+                   env: str = "env") -> None:
+    if expr == "None" or _int_literal(expr):
+        lines.append(f"{indent}{target} = {expr}")
+        return
     lines += [f"{indent}try:", f"{indent}    {target} = {expr}",
-              f"{indent}except Exception:", f"{indent}    {target} = {slow}(env, g)"]
+              f"{indent}except Exception:", f"{indent}    {target} = {slow}({env}, g)"]

@@ -19,6 +19,7 @@ analyzer (``MAX_SIMPLE_DEPTH``).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from . import nodes as N
@@ -40,6 +41,27 @@ from .values import (
 )
 
 MAX_SIMPLE_DEPTH = 48
+# Compiled clause entries paused after giving up again and again (compiled.py), as
+# ``[clause, its compiled entry, the machine's way in, runs left]``: each ``Machine.run``
+# counts them down and gives the entry back when its wait is over.  (Shared by the
+# machines of a process, like the code; a race between threads loses only speed.)
+PAUSED: list = []
+
+
+def resume_paused() -> None:
+    """Count down the paused compiled entries; give back the ones whose wait is over."""
+    waiting = []
+    for item in PAUSED:
+        item[3] -= 1
+        if item[3] > 0:
+            waiting.append(item)
+        elif item[0].enter is item[2]:
+            item[0].enter = item[1]
+    PAUSED[:] = waiting
+
+
+# ``Machine.dirty`` of a machine no image has encoded yet: it keeps nothing.
+NOT_TRACKED: deque = deque(maxlen=0)
 BACKTRACE_LIMIT = 64
 
 
@@ -155,6 +177,17 @@ def _located(exc: BaseException, node: N.Node) -> FlowmetalError:
     return err
 
 
+def _located_step(exc: BaseException, node: N.Node) -> FlowmetalError:
+    """An error from ``node`` run inside a step that reached it, given the span and
+    procedure that a step of ``node`` itself would give it (``Machine._raise_error``)."""
+    err = python_error(exc)
+    if err.span is None:
+        err.span = node.span
+    if err.proc is None:
+        err.proc = node.proc
+    return err
+
+
 def _deeper(exc: BaseException, k: Any) -> FlowmetalError:
     """An error from a call made inside a step, with the continuation it was made in."""
     err = python_error(exc)
@@ -235,13 +268,21 @@ def apply_procedure(f: Any, args: tuple | list, k: Any, m: Machine) -> tuple:
             return None, None, k, f.fn(m, *args)
         return None, None, k, f.fn(*args)
     if t is Continuation:
-        value = args[0] if len(args) == 1 else (None if not args else make_list(args))
-        return transition(m, f.winders, (None, None, f.k, value))
+        return continue_with(f, args, m)
     if t is Keyword or t is Map or t is Set or t is Vector:
         return None, None, k, lookup_call(f, args)
     from .printer import shown
 
     raise FlowmetalError(f"not a procedure: {shown(f)}", "not-a-procedure")
+
+
+def continue_with(f: Continuation, args: tuple | list, m: Machine) -> tuple:
+    """The state that calls continuation ``f`` with ``args``."""
+    value = args[0] if len(args) == 1 else (None if not args else make_list(args))
+    k = f.k
+    if f.winders is m.winders and k is not None and type(k[0]) in RESUMED_IN_STEP:
+        return resume_in_step(k, value, m)
+    return transition(m, f.winders, (None, None, k, value))
 
 
 def lookup_call(f: Any, args: tuple | list) -> Any:
@@ -371,7 +412,18 @@ def call_state(f: Any, args: tuple) -> tuple:
 
 def call_cc(m: Machine, args: tuple, k: Any) -> tuple:
     """``(call/cc f)``: call f with the current continuation (an O(1) capture)."""
-    return apply_procedure(args[0], (Continuation(k, m.winders),), k, m)
+    f = args[0]
+    if type(f) is Closure:  # (apply_procedure's way, for the usual one-argument fn)
+        cl = f.code.single
+        if cl is not None and cl.fixed == 1:
+            env = [f.env, Continuation(k, m.winders)]
+            if cl.extra:
+                env.extend([UNSET] * cl.extra)
+            enter = cl.enter
+            if enter is not None:
+                return enter(env, k, m)
+            return cl.body, env, k, None
+    return apply_procedure(f, (Continuation(k, m.winders),), k, m)
 
 
 def apply_(m: Machine, args: tuple, k: Any) -> tuple:
@@ -412,9 +464,110 @@ def site_backtrace(m: Machine, k: Any) -> Vector:
 
 
 def link(node: N.Node) -> None:
-    """Attach ``ev`` and ``slow`` (for simple nodes), ``exec`` and ``resume`` to ``node``."""
+    """Attach ``ev`` and ``slow`` (for simple nodes), ``exec``, ``resume`` and ``reach``
+    to ``node``."""
+    node.reach = None
     LINKERS[type(node)](node)
     node.slow = node.ev
+
+
+# A step runs on into the code below the node it starts at.  Reaching a node that is
+# neither simple nor a call (an ``if``, ``do``, ``let``, ``set!``, ``try``...), it runs
+# that node's ``exec`` at once instead of making it the next state, so it goes on down to
+# the calls: a step makes at most one call of a procedure (an ``App``), whose callee's
+# body runs up to its own first call, which is the next state (nothing but a call makes a
+# call, and a clause's body that is a call is not entered in the calling step), and at
+# most one call of a continuation (``resume_in_step``, ``stop_at``).  A node's ``reach``
+# (None for a simple node or a call) is ``(depth, frames, stepless)``: how deep the execs
+# its ``exec`` runs on into nest, the frames it leaves pushed, and whether it always gives
+# its value in the step it is run (a ``set!`` of a simple value, an ``if`` of those...).
+# A node runs on into a child only while both stay within bounds, so a step's Python
+# stack and the frames it adds stay bounded whatever the code (``runtime.slices`` counts
+# on at most a few frames per reduction).
+CHAIN_DEPTH = 12
+CHAIN_FRAMES = 2
+
+
+def runs_on(child: N.Node, tail: bool) -> bool:
+    """True if a step that reaches ``child`` (not simple) runs it at once: in tail
+    position (its value is the parent's), or else above a frame the parent pushes."""
+    r = getattr(child, "reach", None)
+    return r is not None and r[0] < CHAIN_DEPTH and r[1] + (not tail) <= CHAIN_FRAMES
+
+
+def stepless(child: N.Node) -> bool:
+    """True if ``child`` is run at once and always gives its value in that step."""
+    r = getattr(child, "reach", None)
+    return r is not None and r[2] and r[0] < CHAIN_DEPTH
+
+
+def _reach(parts: Any, stepless_: bool = False) -> tuple:
+    """The ``reach`` of a node whose non-simple children are ``parts``, pairs
+    ``(child, tail)``; a non-tail child that is ``stepless`` leaves no frame."""
+    depth = frames = 0
+    for child, tail in parts:
+        if child.ev is not None:
+            continue
+        if runs_on(child, tail):
+            depth = max(depth, child.reach[0])
+            if not child.reach[2] or tail:
+                frames = max(frames, child.reach[1] + (not tail))
+        elif not tail:
+            frames = max(frames, 1)
+    return depth + 1, frames, stepless_
+
+
+def probes(node: N.Node) -> bool:
+    """True for a direct call of one argument by a local variable that needs no check
+    (``(k v)``): a step that stops at it looks whether it calls a continuation
+    (``stop_at``)."""
+    return type(node) is N.App and node.direct and type(node.fn) is N.LocalRef and \
+        not node.fn.checked and len(node.args) == 1
+
+
+def stop_at(call: N.App, env: Any, k: Any, m: Machine) -> tuple:
+    """The state that ends a step at ``call`` (``probes``), unless it calls a
+    continuation that resumes its frame in the step (``RESUMED_IN_STEP``) and no
+    continuation was called in this step yet: then the call is made now, as its own
+    step would make it."""
+    g = m.globals
+    f = call.fn.ev(env, g)
+    if type(f) is Continuation and f.winders is m.winders and not m.resuming:
+        target = f.k
+        if target is not None and type(target[0]) in RESUMED_IN_STEP:
+            try:
+                value = call.args[0].ev(env, g)
+            except Exception as exc:
+                raise _deeper(_located_step(exc, call), k) from None
+            m.site = call
+            return resume_in_step(target, value, m)
+    return call, env, k, None
+
+
+def resume_in_step(k: tuple, value: Any, m: Machine) -> tuple:
+    """Return ``value`` to frame ``k`` (``RESUMED_IN_STEP``) in this step, as the next
+    step would, its errors raised as that step would raise them; meanwhile
+    ``m.resuming`` says that a continuation was called in this step."""
+    m.resuming = True
+    try:
+        resume = k[0].resume
+        return resume(k, value, m)
+    except FlowmetalError as exc:
+        return m._raise_error(exc, None, k)
+    except Exception as exc:
+        return m._raise_error(python_error(exc), None, k)
+    finally:
+        m.resuming = False
+
+
+def _run_on(child: N.Node, env: Any, k: Any, m: Machine) -> tuple:
+    """``child.exec`` run inside the step that reached it: an error is raised as the
+    step of ``child`` itself would (its span, continuation ``k``)."""
+    try:
+        step = child.exec
+        return step(env, k, m)
+    except Exception as exc:
+        raise _deeper(_located_step(exc, child), k) from None
 
 
 def simple_exec(ev):
@@ -492,16 +645,24 @@ def _link_set_local(node: N.SetLocal) -> None:
         m.dirty.append(target)
         return node.name if result_is_name else value
 
+    runs = value_node.ev is None and runs_on(value_node, False)
+    probe = probes(value_node)
+
     def exec_(env, k, m):
         ev = value_node.ev
         if ev is not None:
             return None, env, k, store(env, ev(env, m.globals), m)
+        if runs:
+            return _run_on(value_node, env, (node, k, env), m)
+        if probe:
+            return stop_at(value_node, env, (node, k, env), m)
         return value_node, env, (node, k, env), None
 
     def resume(frame, value, m):
         return None, frame[2], frame[1], store(frame[2], value, m)
 
     node.exec, node.resume = exec_, resume
+    node.reach = _reach(((value_node, False),), value_node.ev is not None)
 
 
 def _link_set_global(node: N.SetGlobal) -> None:
@@ -516,26 +677,47 @@ def _link_set_global(node: N.SetGlobal) -> None:
         m.own_map = None
         return name if is_def else value
 
+    runs = value_node.ev is None and runs_on(value_node, False)
+    probe = probes(value_node)
+
     def exec_(env, k, m):
         ev = value_node.ev
         if ev is not None:
             return None, env, k, store(m, ev(env, m.globals))
+        if runs:
+            return _run_on(value_node, env, (node, k, env), m)
+        if probe:
+            return stop_at(value_node, env, (node, k, env), m)
         return value_node, env, (node, k, env), None
 
     def resume(frame, value, m):
         return None, frame[2], frame[1], store(m, value)
 
     node.exec, node.resume = exec_, resume
+    node.reach = _reach(((value_node, False),), value_node.ev is not None)
 
 
 def _link_if(node: N.If) -> None:
     test, then, else_ = node.test, node.then, node.else_
+    then_runs = then.ev is None and runs_on(then, True)
+    else_runs = else_.ev is None and runs_on(else_, True)
+    then_probe, else_probe = probes(then), probes(else_)
 
     def choose(env, k, m, flag):
-        branch = else_ if flag is FALSE or flag is None else then
+        if flag is FALSE or flag is None:
+            branch, run_on, probe = else_, else_runs, else_probe
+        else:
+            branch, run_on, probe = then, then_runs, then_probe
         ev = branch.ev
         if ev is not None:
             return None, env, k, ev(env, m.globals)
+        if run_on:
+            try:
+                return branch.exec(env, k, m)
+            except Exception as exc:
+                raise _deeper(_located_step(exc, branch), k) from None
+        if probe:
+            return stop_at(branch, env, k, m)
         return branch, env, k, None
 
     if test.ev is not None and then.ev is not None and else_.ev is not None:
@@ -553,6 +735,12 @@ def _link_if(node: N.If) -> None:
 
         def exec_(env, k, m):
             return choose(env, k, m, t_ev(env, m.globals))
+    elif runs_on(test, False):
+        def exec_(env, k, m):
+            return _run_on(test, env, (node, k, env), m)
+    elif probes(test):
+        def exec_(env, k, m):
+            return stop_at(test, env, (node, k, env), m)
     else:
         def exec_(env, k, m):
             return test, env, (node, k, env), None
@@ -561,6 +749,9 @@ def _link_if(node: N.If) -> None:
         return choose(frame[2], frame[1], m, value)
 
     node.exec, node.resume = exec_, resume
+    node.reach = _reach(((test, False), (then, True), (else_, True)),
+                        test.ev is not None and all(b.ev is not None or stepless(b)
+                                                    for b in (then, else_)))
 
 
 def _link_do(node: N.Do) -> None:
@@ -578,17 +769,43 @@ def _link_do(node: N.Do) -> None:
         node.ev, node.exec = ev, simple_exec(ev)
         return
 
+    # How each item is run: 0 simple, 1 at once and always to its value (its frame is
+    # popped in this step), 2 at once, 3 as the next state, 4 as the next state unless
+    # it calls a continuation (``stop_at``).
+    ways = tuple(0 if b.ev is not None else 1 if i < last and stepless(b) else
+                 2 if runs_on(b, i == last) else 4 if probes(b) else 3
+                 for i, b in enumerate(body))
+
     def run_from(env, k, m, i):
         g = m.globals
         while i < last:
             b = body[i]
-            if b.ev is None:
+            way = ways[i]
+            if way == 0:
+                b.ev(env, g)
+            elif way == 1:
+                frame = (node, k, env, i)
+                try:
+                    b.exec(env, frame, m)
+                except Exception as exc:
+                    raise _deeper(_located_step(exc, b), frame) from None
+            elif way == 2:
+                return _run_on(b, env, (node, k, env, i), m)
+            elif way == 4:
+                return stop_at(b, env, (node, k, env, i), m)
+            else:
                 return b, env, (node, k, env, i), None
-            b.ev(env, g)
             i += 1
         b = body[last]
         if b.ev is not None:
             return None, env, k, b.ev(env, g)
+        if ways[last] == 2:
+            try:
+                return b.exec(env, k, m)
+            except Exception as exc:
+                raise _deeper(_located_step(exc, b), k) from None
+        if ways[last] == 4:
+            return stop_at(b, env, k, m)
         return b, env, k, None
 
     def exec_(env, k, m):
@@ -598,6 +815,9 @@ def _link_do(node: N.Do) -> None:
         return run_from(frame[2], frame[1], m, frame[3] + 1)
 
     node.exec, node.resume = exec_, resume
+    node.reach = _reach(((b, i == last) for i, b in enumerate(body)),
+                        all(way < 2 for way in ways[:last]) and
+                        (body[last].ev is not None or stepless(body[last])))
 
 
 def _link_lambda(node: N.Lambda) -> None:
@@ -656,6 +876,13 @@ def _link_let(node: N.Let) -> None:
         node.ev, node.exec = ev, simple_exec(ev)
         return
 
+    firsts = [inits[0][1] for _, inits in groups if inits]
+    runs = tuple(bool(inits) and inits[0][1].ev is None and runs_on(inits[0][1], False)
+                 for _, inits in groups)
+    body_runs = body.ev is None and runs_on(body, True)
+    probe = tuple(bool(inits) and probes(inits[0][1]) for _, inits in groups)
+    body_probe = probes(body)
+
     def run_from(env, k, m, i):
         g = m.globals
         while i < count:
@@ -664,12 +891,23 @@ def _link_let(node: N.Let) -> None:
             if inits:
                 slot, init = inits[0]
                 if init.ev is None:
+                    if runs[i]:
+                        return _run_on(init, env, (node, k, env, i), m)
+                    if probe[i]:
+                        return stop_at(init, env, (node, k, env, i), m)
                     return init, env, (node, k, env, i), None
                 frame[slot] = init.ev(env, g)
             env = fill(frame, inits[1:], g)
             i += 1
         if body.ev is not None:
             return None, env, k, body.ev(env, g)
+        if body_runs:
+            try:
+                return body.exec(env, k, m)
+            except Exception as exc:
+                raise _deeper(_located_step(exc, body), k) from None
+        if body_probe:
+            return stop_at(body, env, k, m)
         return body, env, k, None
 
     def exec_(env, k, m):
@@ -684,6 +922,8 @@ def _link_let(node: N.Let) -> None:
         return run_from(fill(new, inits[1:], m.globals), frame[1], m, i + 1)
 
     node.exec, node.resume = exec_, resume
+    node.reach = _reach([*((init, False) for init in firsts), (body, True)],
+                        all(init.ev is not None for init in firsts) and stepless(body))
 
 
 def _link_letrec(node: N.Letrec) -> None:
@@ -703,16 +943,29 @@ def _link_letrec(node: N.Letrec) -> None:
         node.ev, node.exec = ev, simple_exec(ev)
         return
 
+    runs = tuple(init.ev is None and runs_on(init, False) for _, init in inits)
+    body_runs = body.ev is None and runs_on(body, True)
+    probe = tuple(probes(init) for _, init in inits)
+    body_probe = probes(body)
+
     def run_from(frame_env, k, m, i):
         g = m.globals
         while i < count:
             slot, init = inits[i]
             if init.ev is None:
+                if runs[i]:
+                    return _run_on(init, frame_env, (node, k, frame_env, i), m)
+                if probe[i]:
+                    return stop_at(init, frame_env, (node, k, frame_env, i), m)
                 return init, frame_env, (node, k, frame_env, i), None
             frame_env[slot] = init.ev(frame_env, g)
             i += 1
         if body.ev is not None:
             return None, frame_env, k, body.ev(frame_env, g)
+        if body_runs:
+            return _run_on(body, frame_env, k, m)
+        if body_probe:
+            return stop_at(body, frame_env, k, m)
         return body, frame_env, k, None
 
     def exec_(env, k, m):
@@ -725,12 +978,15 @@ def _link_letrec(node: N.Letrec) -> None:
         return run_from(frame[2], frame[1], m, i + 1)
 
     node.exec, node.resume = exec_, resume
+    node.reach = _reach([*((init, False) for _, init in inits), (body, True)],
+                        all(init.ev is not None for _, init in inits) and stepless(body))
 
 
 def _link_app(node: N.App) -> None:
     parts = (node.fn, *node.args)
     nparts = len(parts)
     node.direct = all(p.ev is not None for p in parts)
+    runs = tuple(p.ev is None and runs_on(p, False) for p in parts)
 
     def run_from(env, k, m, i, vals):
         g = m.globals
@@ -743,6 +999,8 @@ def _link_app(node: N.App) -> None:
                         return p.exec(env, frame, m)
                     except Exception as exc:
                         raise _deeper(exc, frame) from None
+                if runs[i]:
+                    return _run_on(p, env, frame, m)
                 return p, env, frame, None
             vals = (*vals, p.ev(env, g))
             i += 1
@@ -811,6 +1069,7 @@ def _link_prim_app(node: N.App) -> bool:
     fn = prim.fast2 if len(args) == 2 and prim.fast2 is not None else prim.fn
     nargs = len(args)
     evs = tuple(a.ev for a in args)
+    runs = tuple(a.ev is None and runs_on(a, False) for a in args)
 
     def run_from(env, k, m, i, vals):
         g = m.globals
@@ -824,6 +1083,8 @@ def _link_prim_app(node: N.App) -> bool:
                         return a.exec(env, frame, m)
                     except Exception as exc:
                         raise _deeper(exc, frame) from None
+                if runs[i]:
+                    return _run_on(a, env, frame, m)
                 return a, env, frame, None
             vals = (*vals, ev(env, g))
             i += 1
@@ -869,19 +1130,31 @@ def _link_primcall(node: N.PrimCall) -> None:
 
 def _link_try(node: N.Try) -> None:
     body = node.body
+    runs = body.ev is None and runs_on(body, False)
+
+    probe = probes(body)
 
     def exec_(env, k, m):
+        if runs:
+            return _run_on(body, env, (node, k, env, m.winders), m)
+        if probe:
+            return stop_at(body, env, (node, k, env, m.winders), m)
         return body, env, (node, k, env, m.winders), None
 
     def resume(frame, value, m):
         return None, frame[2], frame[1], value
 
     node.exec, node.resume = exec_, resume
+    node.reach = _reach(((body, False),))
 
 
 def _link_catch(node: N.Node) -> None:
     """Catch clauses are entered by ``Machine.throw``, never stepped: nothing to attach."""
 
+
+# The frames whose resume makes no call (see ``runs_on``): a continuation returning to
+# one of them resumes it in the step of its call, which stays a single call.
+RESUMED_IN_STEP = frozenset((N.If, N.Do, N.Let, N.Letrec, N.SetLocal, N.SetGlobal, N.Try))
 
 LINKERS = {
     N.Const: _link_const,
@@ -923,8 +1196,9 @@ class Machine:
         # library's: what a stored state must carry.
         self.own: dict = {} if own is None else own
         self.own_map: Any = None  # ``own`` as a Map, made when the state is encoded
-        # Environments changed in place since the state was last encoded (see codec.Image).
-        self.dirty: list = []
+        # Environments changed in place since the state was last encoded (see codec.Image);
+        # until an image first encodes the machine there is nothing to note.
+        self.dirty: Any = NOT_TRACKED
         self.node = node
         self.env = env
         self.k = k
@@ -935,6 +1209,7 @@ class Machine:
         self.reductions = 0
         self.gensym_counter = 0
         self.site: Any = None  # the call node of the latest non-closure call, for backtraces
+        self.resuming = False  # a continuation's frame is being resumed in this step
         # Reductions compiled code may still make in this chunk of ``run``, and has made.
         self.budget = 0
         self.charged = 0
@@ -959,6 +1234,8 @@ class Machine:
         (``compiled.py``).  The transitions run in chunks: each chunk's compiled calls may
         spend what the chunk leaves of the fuel (``budget``), so one loop needs no count
         of its own beyond the transitions."""
+        if PAUSED:
+            resume_paused()
         node, env, k, val = self.node, self.env, self.k, self.val
         spent = done = 0
         self.charged = charged = 0
@@ -975,10 +1252,14 @@ class Machine:
                 done = 0
                 for done in range(1, left - budget + 1):  # noqa: B007 (read after)
                     try:
+                        # (A function kept in a slot is called through a name: a
+                        # method call of it would take CPython's slow path.)
                         if node is not None:
-                            node, env, k, val = node.exec(env, k, self)
+                            step = node.exec
+                            node, env, k, val = step(env, k, self)
                         elif k is not None:
-                            node, env, k, val = k[0].resume(k, val, self)
+                            step = k[0].resume
+                            node, env, k, val = step(k, val, self)
                         else:
                             done -= 1
                             break

@@ -4,8 +4,10 @@ A node is plain data: its kind, its fields (values, child nodes, slot numbers), 
 source span and the name of the procedure it belongs to.  Every node of a program has an
 ``id`` (its index in ``Program.nodes``), so ``(program hash, node id)`` names it in the
 store.  The machine attaches derived callables to each node when a program is linked
-(``ev``, ``exec``, ``resume``, and ``slow``, the per-node ``ev`` of a simple node); they are a
-cache of the node's meaning, rebuilt from the fields, and never part of the stored state.
+(``ev``, ``exec``, ``resume``, and ``slow``, the per-node ``ev`` of a simple node) and
+``reach`` (how far a step that reaches the node runs on into it, ``machine.reach``); they
+are a cache of the node's meaning, rebuilt from the fields, and never part of the stored
+state.
 ``analysis.py`` stores a program's nodes (class name and ``FIELDS``) and builds them again
 without the analyzer; changing a class's fields changes that format.
 """
@@ -21,7 +23,7 @@ class Node:
     """Base of all code nodes; ``FIELDS`` lists the data fields in order."""
 
     FIELDS: tuple[str, ...] = ()
-    __slots__ = ("id", "span", "proc", "program", "ev", "exec", "resume", "slow")
+    __slots__ = ("id", "span", "proc", "program", "ev", "exec", "resume", "slow", "reach")
 
     def __init__(self, *args: Any):
         for name, value in zip(self.FIELDS, args, strict=True):
@@ -34,6 +36,7 @@ class Node:
         self.exec = None
         self.resume = None
         self.slow = None
+        self.reach = None
 
     def children(self) -> list[Node]:
         """The child nodes, in evaluation order (found in fields and nested tuples)."""

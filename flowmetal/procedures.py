@@ -89,7 +89,8 @@ class Closure:
 
 
 class Continuation:
-    """A captured continuation: the frame chain and the dynamic-wind list at capture."""
+    """A captured continuation: the frame chain and the dynamic-wind list at capture.
+    (The fast path makes them with ``object.__new__`` and sets both slots.)"""
 
     __slots__ = ("k", "winders")
 

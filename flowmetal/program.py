@@ -93,6 +93,10 @@ class Program:
                 targets.append((node, "direct_call" if node.direct else "staged_call"))
             elif type(node) is N.If and node.test.ev is not None:
                 targets.append((node, "if_exec"))
+            elif type(node) is N.Do and node.slow is None:
+                targets.append((node, "do_exec"))
+            elif type(node) is N.Let and node.slow is None:
+                targets.append((node, "let_exec"))
         if not targets or not enabled():
             return
         done: list[bool] = []

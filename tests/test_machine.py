@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import resource
+import sys
 
 import pytest
 
 from flowmetal.interpreter import EvalError, Session
+from flowmetal.runtime.slices import FRAMES_PER_REDUCTION
 from flowmetal.values import TRUE, Map, SyntaxError_, kw
 
 
@@ -145,3 +147,73 @@ def test_backtrace_past_the_limit_says_frames_were_left_out():
     trace = info.value.error[kw("backtrace")]
     assert trace[-1] == Map({kw("more"): TRUE})
     assert len(trace) == 65
+
+
+GENERATOR = """
+(defn make-gen [n]
+  (let [return nil
+        resume nil]
+    (fn []
+      (call/cc
+        (fn [r]
+          (set! return r)
+          (if resume
+            (resume nil)
+            (letrec [walk (fn [i]
+                            (when (< i n)
+                              (call/cc (fn [k] (set! resume k) (return i)))
+                              (walk (+ i 1))))]
+              (walk 0)
+              (return nil))))))))
+(defn drain [g acc] (let [x (g)] (if (nil? x) acc (drain g (+ acc x)))))"""
+
+
+def test_a_call_cc_generator_takes_five_transitions_per_item():
+    # A step runs on through the if, do, let and set! it reaches to the next call
+    # (machine.runs_on), a continuation returns into a do or let frame in the step of
+    # its call, and a step that stops at (k v) of such a continuation makes it
+    # (machine.stop_at): the generator's call, call/cc and the continuation back into
+    # the walk, the walk's call, call/cc and the continuation back to the caller, and
+    # the caller's tail call.
+    s = Session()
+    s.eval_string(GENERATOR)
+    reductions = []
+    for n in (10, 30):
+        m = s.machine(s.load(f"(drain (make-gen {n}) 0)"))
+        m.run_to_end()
+        assert m.val == n * (n - 1) // 2
+        reductions.append(m.reductions)
+    assert reductions[1] - reductions[0] == 5 * 20
+
+
+def _python_depth() -> int:
+    frame, depth = sys._getframe(), 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1
+    return depth
+
+
+@pytest.mark.parametrize("body", [
+    # a long cond: ifs in tail position, each run on into the next
+    "(cond " + " ".join(f"(= x {i}) (f {i})" for i in range(300)) + " :else (f -1))",
+    # lets whose inits take steps, set! in do, nested 150 deep
+    "".join(f"(let [a{i} (do (set! x (+ x 0)) (f {i}))] " for i in range(150)) + "x"
+    + ")" * 150,
+    # ifs whose tests are ifs whose tests are ifs...
+    "(if " * 100 + "(f x)" + " (f 1) (f 2))" * 100,
+], ids=["cond", "lets", "if-tests"])
+def test_a_step_adds_few_frames_and_a_bounded_python_stack(body):
+    s = Session()
+    m = s.machine(s.load(f"(defn f [v] v) (defn g [x] {body}) (g 299)"))
+    depth = frames(m.k)
+    python = _python_depth()
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(python + 200)
+    try:
+        while m.run(1) == "running":
+            now = frames(m.k)
+            assert now - depth <= FRAMES_PER_REDUCTION
+            depth = now
+    finally:
+        sys.setrecursionlimit(limit)
+    assert m.status == "done"
