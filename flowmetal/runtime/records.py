@@ -492,19 +492,35 @@ def new_task_id() -> str:
 
 def encode_data(value: Any) -> bytes:
     """A value (message, result, answer) as bytes for a record."""
-    from ..codec import encode_value  # (here: listing tasks needs no language)
-
-    return encode_value(value)
+    return (_language or _load_language()).encode_value(value)
 
 
 def decode_data(data: bytes | None) -> Any:
     """The value of ``encode_data`` bytes."""
     if data is None:
         return None
-    from ..codec import decode_value
-    from ..interpreter import base
+    language = _language or _load_language()
+    return language.decode_value(data, language.base().globals)
 
-    return decode_value(data, base().globals)
+
+class _Language:
+    """What records need of the language, imported at its first use (listing tasks
+    needs no language)."""
+
+    def __init__(self) -> None:
+        from ..codec import decode_value, encode_value
+        from ..interpreter import base
+
+        self.encode_value, self.decode_value, self.base = encode_value, decode_value, base
+
+
+_language: _Language | None = None
+
+
+def _load_language() -> _Language:
+    global _language
+    _language = _Language()
+    return _language
 
 
 def result_value(rec: TaskRecord) -> Any:
