@@ -271,9 +271,9 @@ def test_ctrl_c_leaves_the_task_and_resume_finishes_it_showing_the_rest(tmp_path
 
 def test_run_with_a_slice_of_one_and_trace_keeps_every_state(tmp_path):
     store = tmp_path / "store"
-    name = program(tmp_path, "(defn f [n] (if (= n 0) 0 (+ 1 (f (dec n))))) (println (f 3))\n")
+    name = program(tmp_path, "(defn f [n] (if (= n 0) 0 (+ 1 (f (dec n))))) (println (f 5))\n")
     r = fm(store, "run", "--slice", "1", "--trace", name)
-    assert (r.returncode, r.stdout, r.stderr) == (0, "3\n", "")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "5\n", "")
     (row,) = json.loads(fm(store, "tasks", "--json").stdout)
     events = json.loads(fm(store, "log", row["id"], "--json").stdout)
     steps = [e for e in events if e["kind"] == "step"]
