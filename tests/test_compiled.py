@@ -30,6 +30,14 @@ def compiling(monkeypatch, on: bool) -> None:
     monkeypatch.setenv("FLOWMETAL_COMPILE", "1" if on else "0")
 
 
+@pytest.fixture(autouse=True)
+def compiled_code_on(monkeypatch):
+    """These are tests of compiled code: on, whatever the environment running the suite
+    says (a test turns it off where it compares)."""
+    monkeypatch.delenv("FLOWMETAL_FASTPATH", raising=False)
+    compiling(monkeypatch, True)
+
+
 def run(source: str, fuel: int = 1_000_000) -> tuple:
     """(status, value or error, reductions) of ``source`` run in slices of ``fuel``."""
     s = Session()
