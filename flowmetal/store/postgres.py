@@ -440,7 +440,7 @@ for _name, (_oid, _enc) in list(_RAW_TYPES.items()):
                                 _encode_array(_oid, _enc))
 _RAW_COMMANDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT"})
 _PLACEHOLDER = re.compile(r"%[sb](?:::([a-z0-9]+(?:\[\])?))?")
-_RawStatement = tuple[bytes, list[int], list[Callable[[Any], bytes]]]
+_RawStatement = tuple[bytes, list[int], list[Callable[[Any], bytes]], list[int]]
 _raw_statements: dict[str, _RawStatement | None] = {}
 _UNNEST = re.compile(r"unnest\(((?:\s*%b::[a-z0-9]+\[\],?)+)\)(\s+AS\b)?")
 _one_row: dict[str, str] = {}
@@ -468,8 +468,8 @@ def _one_row_of(query: str, params: Any) -> tuple[str, Any]:
 
 
 def _raw_statement(query: str) -> _RawStatement | None:
-    """($n text, parameter oids, encoders) of a statement whose every parameter is cast
-    to a type known here; None for any other."""
+    """($n text, parameter oids, encoders, formats) of a statement whose every parameter
+    is cast to a type known here; None for any other."""
     if query in _raw_statements:  # (None is kept too: a statement sent the usual way)
         return _raw_statements[query]
     types: list[str] = []
@@ -481,7 +481,7 @@ def _raw_statement(query: str) -> _RawStatement | None:
     known = all(t in _RAW_TYPES for t in types) and "%" not in text and \
         query.lstrip(" \n(").split(None, 1)[0].upper() in _RAW_COMMANDS
     out = (text.encode(), [_RAW_TYPES[t][0] for t in types],
-           [_RAW_TYPES[t][1] for t in types]) if known else None
+           [_RAW_TYPES[t][1] for t in types], [1] * len(types)) if known else None
     _raw_statements[query] = out
     return out
 
@@ -529,6 +529,10 @@ def _peek_rows(result: Any) -> tuple[float, list[tuple], list[tuple]]:
 
 
 _ROW_COLUMNS = tuple(enumerate(_ROW_TYPES, 1))  # (a row of a _PEEK result, after its kind)
+
+
+_FATAL_ERROR, _PIPELINE_SYNC = pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_SYNC
+_STATEMENT_OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 
 
 def _exchange(pgconn: Any, count: int) -> Any:
@@ -1044,7 +1048,7 @@ class PgTables:
         try:
             for (_, params, kind), statement in zip(items, statements):
                 assert statement is not None
-                text, oids, encoders = statement
+                text, oids, encoders, formats = statement
                 name = names.get(text) or preparing.get(text)
                 if name is None:
                     name = preparing[text] = b"fm_%d" % next(_statement_numbers)
@@ -1052,18 +1056,18 @@ class PgTables:
                     expect.append(("prepare", text, name))
                 pgconn.send_query_prepared(
                     name, [None if v is None else enc(v) for enc, v in zip(encoders, params)],
-                    param_formats=[1] * len(encoders), result_format=1)
+                    param_formats=formats, result_format=1)
                 expect.append(kind)
             pgconn.pipeline_sync()
             got = conn.wait(_exchange(pgconn, len(expect)))
             for kind, results in zip(expect, got):
                 result = results[-1] if results else None
                 status = result.status if result is not None else None
-                if status == pq.ExecStatus.FATAL_ERROR:
+                if status == _FATAL_ERROR:
                     if error is None:
                         error = pg_errors.error_from_result(result, encoding="utf-8")
                     continue
-                if status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+                if status not in _STATEMENT_OK:
                     continue  # skipped after an error
                 if isinstance(kind, tuple) and kind[0] == "prepare":
                     names[kind[1]] = kind[2]
@@ -1077,7 +1081,7 @@ class PgTables:
                 elif kind is not None:
                     self._returning.append(_rows_of(result, kind))
             sync = got[-1]
-            if not sync or sync[-1].status != pq.ExecStatus.PIPELINE_SYNC:
+            if not sync or sync[-1].status != _PIPELINE_SYNC:
                 raise psycopg.OperationalError("the pipeline lost its place")
         except psycopg.Error as exc:
             _prepared_names.pop(conn, None)
