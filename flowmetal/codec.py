@@ -686,12 +686,8 @@ def _plain_item(x: Any, records: list, index: dict[int, int]) -> Any:
     records are those ``Encoder`` makes, in its order (post-order, shared objects once),
     made without its general walk; anything else raises ``_NotPlain``."""
     t = type(x)
-    if t is str or t is float or x is None:
-        return x
-    if t is int:
-        return int_item(x)
-    if t is Boolean:
-        return x.value
+    if t in _IMMEDIATE:
+        return _immediate_item(x)
     at = index.get(id(x))
     if at is not None:
         return at

@@ -218,13 +218,7 @@ class Batch:
             "if type(f) is Closure:",
             "    cl = f.code.single",
             f"    if cl is not None and cl.fixed == {n}:",
-            f"        e2 = [f.env{', ' if n else ''}{listed}]",
-            "        if cl.extra:",
-            "            e2.extend([UNSET] * cl.extra)",
-            "        enter = cl.enter",
-            "        if enter is not None:",
-            "            return enter(e2, k, m)",
-            "        return cl.body, e2, k, None",
+            *_entering(f"f.env{', ' if n else ''}{listed}", "        "),
             "else:",
             f"    m.site = {site}",
             "try:",
@@ -264,13 +258,7 @@ class Batch:
             "        if cl is not None and cl.fixed == 1:",
             "            c = _new(Continuation)",
             "            c.k, c.winders = k, m.winders",
-            f"            e2 = [{a}.env, c]",
-            "            if cl.extra:",
-            "                e2.extend([UNSET] * cl.extra)",
-            "            enter = cl.enter",
-            "            if enter is not None:",
-            "                return enter(e2, k, m)",
-            "            return cl.body, e2, k, None",
+            *_entering(f"{a}.env, c", "            "),
         )
 
     def direct_call(self, node: N.App) -> None:
@@ -608,6 +596,20 @@ class Batch:
 CODE_KEPT = 256
 _CODE: dict[str, Any] = {}  # generated Python source -> its code object
 
+
+
+def _entering(frame: str, indent: str) -> list[str]:
+    """Generated lines that enter the fixed-arity clause ``cl`` in this step, over a new
+    frame of ``frame`` (its parent environment and arguments) and the clause's
+    unset slots (``Clause.enter``, else its body)."""
+    return [indent + line for line in (
+        f"e2 = [{frame}]",
+        "if cl.extra:",
+        "    e2.extend([UNSET] * cl.extra)",
+        "enter = cl.enter",
+        "if enter is not None:",
+        "    return enter(e2, k, m)",
+        "return cl.body, e2, k, None")]
 
 def _called_fn(node: N.App) -> N.Lambda | None:
     """The ``fn`` of one required parameter that call ``node`` passes as its only

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from benchmarks.lang import PROGRAMS
 from flowmetal.interpreter import EvalError, Session
 from flowmetal.runtime.slices import FRAMES_PER_REDUCTION
 from flowmetal.values import TRUE, Map, SyntaxError_, kw
@@ -149,23 +150,7 @@ def test_backtrace_past_the_limit_says_frames_were_left_out():
     assert len(trace) == 65
 
 
-GENERATOR = """
-(defn make-gen [n]
-  (let [return nil
-        resume nil]
-    (fn []
-      (call/cc
-        (fn [r]
-          (set! return r)
-          (if resume
-            (resume nil)
-            (letrec [walk (fn [i]
-                            (when (< i n)
-                              (call/cc (fn [k] (set! resume k) (return i)))
-                              (walk (+ i 1))))]
-              (walk 0)
-              (return nil))))))))
-(defn drain [g acc] (let [x (g)] (if (nil? x) acc (drain g (+ acc x)))))"""
+GENERATOR = PROGRAMS["call/cc generator"][0]  # the benchmark's own program
 
 
 def test_a_call_cc_generator_takes_five_transitions_per_item():

@@ -452,7 +452,8 @@ def _one_row_of(query: str, params: Any) -> tuple[str, Any]:
     runs it faster, and the items take less to encode."""
     if "unnest(" not in query:
         return query, params
-    if set(map(type, params)) == {list}:  # (the usual case, looked at in C)
+    all_lists = set(map(type, params)) == {list}  # (the usual case, looked at in C)
+    if all_lists:
         if set(map(len, params)) != {1}:
             return query, params
     elif not all(type(p) is not list or len(p) == 1 for p in params):
@@ -462,7 +463,7 @@ def _one_row_of(query: str, params: Any) -> tuple[str, Any]:
         text = _one_row[query] = _UNNEST.sub(
             lambda m: "(VALUES (" + m.group(1).replace("[]", "") + "))" + (
                 m.group(2) or " AS one"), query)
-    if set(map(type, params)) == {list}:
+    if all_lists:
         return text, list(map(_FIRST, params))
     return text, [p[0] if type(p) is list else p for p in params]
 
