@@ -716,6 +716,24 @@ def test_a_claim_asked_ahead_that_runs_short_is_asked_again(pg_store):
         assert [x[1] for x in t.timers_due(t.clock(), 1)] == ["b"]
 
 
+def test_timers_asked_ahead_are_fewer_than_asked_and_the_rest_asked_again(pg_store):
+    """Ahead of a round the store asks for twice as many due timers as the last round
+    found (at least 64), not the round's whole limit; when more are due, it asks again."""
+    with pg_store.write() as t:
+        assert t.timers_due(t.clock(), 10_000) == []  # the next asks 64 ahead
+        for i in range(150):
+            t.timer_add(1.0 + i, f"t{i:03d}", 1, b"x")
+    assert pg_store._hint_timers == postgres._TIMERS_AHEAD
+    with pg_store.write() as t:
+        due = t.timers_due(t.clock(), 10_000)
+        assert [x[1] for x in due] == [f"t{i:03d}" for i in range(150)]
+    assert pg_store._hint_timers == 300
+    with pg_store.write() as t:
+        assert [x[1] for x in t.timers_due(t.clock(), 100)] == [f"t{i:03d}"
+                                                               for i in range(100)]
+    assert pg_store._hint_timers == 100  # (never more than the round's limit)
+
+
 def test_a_record_read_in_a_write_transaction_is_locked_until_it_ends(pg_store):
     with pg_store.write() as t:
         add(t, "t1")
