@@ -5,7 +5,9 @@ run in the previous round, fires the timers that are due and leases the next bat
 runnable tasks; then, outside any transaction, it runs one slice of each leased task and
 turns what the slice did into a ``StepCommit``: its state, output and request, every
 value already encoded.  So the steps of many tasks share one commit (group commit) while
-each step stays atomic.
+each step stays atomic.  Where the store sends a commit and then awaits it (PostgreSQL),
+the claimed tasks run while the commit is on its way: a slice needs only the task's
+record and answer, both known before the commit comes back (``_RunAhead``).
 
 A lease names the worker, an epoch and an expiry by the store's clock.  A worker that
 dies stops renewing its leases; when they expire another worker takes the tasks and
@@ -108,6 +110,53 @@ def error_message(error: object) -> str:
     return short_text(error)
 
 
+class _RunAhead:
+    """Runs the tasks a round claimed while the store sends its commit (``Store.round``'s
+    ``on_sent``, called with the round as it is once that commit is done): a task's
+    next slice needs only its answer and record, both known before the commit comes
+    back.  What it ran is used only if that very round comes back committed; otherwise
+    the machines it ran are dropped (``undo``) and the tasks run again from the states
+    their steps committed (an attempt that fails and is tried again calls it twice)."""
+
+    def __init__(self, worker: Worker, steps: list[StepCommit]):
+        self.worker = worker
+        self.steps = steps
+        self.states = {s.task_id: s.state for s in steps if s.state is not None}
+        self.result = None  # the round it ran the claimed tasks of
+        self.calls = 0
+        self.ran: set[str] = set()
+        self.pending: list[StepCommit] = []
+        self.error: BaseException | None = None  # raised once the round is committed
+
+    def __call__(self, result) -> None:
+        self.calls += 1
+        self.result = None
+        if self.calls > 1:
+            return  # another attempt of the round: what ran is undone after it
+        w = self.worker
+        # A task claimed without its state must have its machine kept, or a state to
+        # start again from if this is undone.
+        if any(c.state is None and c.record.id not in w.machines or
+               c.state is None and c.record.id not in self.states for c in result.claimed):
+            return
+        self.result = result
+        try:
+            w._take_round(self.steps, result)
+            self.pending = w._run_claimed(result, None, {}, self.ran)
+        except BaseException as exc:  # (raised by the worker's round, after the commit)
+            self.error = exc
+
+    def undo(self) -> None:
+        """Drop the machines this ran (they are past their committed states); an
+        interrupt met while running them is raised now."""
+        for task_id in self.ran:
+            self.worker.machines.pop(task_id, None)
+        self.ran.clear()
+        error, self.error = self.error, None
+        if error is not None and not isinstance(error, Exception):
+            raise error
+
+
 class Worker:
     """Runs the tasks of a store; ``round()`` does one round, ``run()`` loops."""
 
@@ -170,10 +219,16 @@ class Worker:
             for step in steps:
                 step.keep_lease = False
         held = {t: e for t, (e, _) in self.machines.items()}
+        # The tasks a round claims are run while its commit is on its way, when the
+        # store can say when that is (``on_sent``) and no connector shares the round.
+        ahead = _RunAhead(self, steps) if part is None and not stopping else None
         try:
             result = self.store.round(self.id, steps, 0 if stopping else self.batch,
-                                      self.lease_seconds, held, self.watch, part)
+                                      self.lease_seconds, held, self.watch, part,
+                                      on_sent=ahead)
         except StoreUnavailable as exc:
+            if ahead is not None:
+                ahead.undo()
             if part is not None:
                 self.connector.round_failed(part)
             self._unavailable(exc)
@@ -181,6 +236,8 @@ class Worker:
                 raise
             return 0
         except StoreError:
+            if ahead is not None:
+                ahead.undo()
             if part is not None:
                 self.connector.round_failed(part)
             raise
@@ -193,6 +250,9 @@ class Worker:
             self.pending = []
             self._commit_singly(steps)
             return 0
+        ran_ahead = ahead is not None and ahead.result is result
+        if ahead is not None and not ran_ahead:
+            ahead.undo()  # (it ran for an attempt of the round that was not committed)
         if self.unavailable_since is not None:
             self.log(f"flowmetal worker {self.id}: the store commits again "
                      f"(after {time.monotonic() - self.unavailable_since:.1f} s)")
@@ -201,14 +261,29 @@ class Worker:
         if part is not None:
             self.connector_work = connector.round_done(part, result)
             connector.pump()  # the requests claimed are sent now
-        for step, ok in zip(steps, result.committed):
-            if not ok or step.status not in ("runnable", "waiting"):
-                self.machines.pop(step.task_id, None)
-        self.answers = result.answers
         if result.output and self.on_output is not None:
             self.on_output(result.output)
         if self.on_round is not None:
             self.on_round(result)
+        if ran_ahead:
+            self.pending = ahead.pending
+            if ahead.error is not None:
+                raise ahead.error
+        else:
+            self._take_round(steps, result)
+            self.pending = self._run_claimed(result, part, ahead.states if ahead else {})
+        if self.pending and self.draft != "never" and not stop_requested():
+            self.store.prepare(self.id, self.pending, self.lease_seconds,
+                               always=self.draft == "always")
+        return len(self.pending)
+
+    def _take_round(self, steps: list[StepCommit], result) -> None:
+        """Keep the machines of the tasks the round claimed again (and park the others'
+        with their committed states), and its answers."""
+        for step, ok in zip(steps, result.committed):
+            if not ok or step.status not in ("runnable", "waiting"):
+                self.machines.pop(step.task_id, None)
+        self.answers = result.answers
         claimed = {c.record.id for c in result.claimed}
         states = {s.task_id: s.state for s, ok in zip(steps, result.committed)
                   if ok and s.state is not None}
@@ -216,23 +291,32 @@ class Worker:
             _, m = self.machines.pop(task_id)
             if task_id in states:
                 self._park(task_id, states[task_id], m)
-        self.pending = []
+
+    def _run_claimed(self, result, part, states: dict[str, bytes],
+                     ran: set[str] | None = None) -> list[StepCommit]:
+        """Run a slice of each task the round claimed; their steps.  ``states``: the
+        committed state of a task claimed without one whose machine is not kept any more
+        (see ``_RunAhead``); ``ran`` collects the tasks run."""
+        pending: list[StepCommit] = []
+        connector = self.connector
         pumped = time.monotonic()
         for c in result.claimed:
             if stop_requested():
                 break  # asked to stop: what is not run keeps its last committed step
+            state = c.state
+            if state is None and c.record.id not in self.machines:
+                state = states.get(c.record.id)
+            if ran is not None:
+                ran.add(c.record.id)
             try:
-                self.pending.append(self._run(c.record, c.state))
+                pending.append(self._run(c.record, state))
             except Interrupted:
                 self.machines.pop(c.record.id, None)
                 break
             if part is not None and time.monotonic() - pumped > PUMP_EVERY:
                 connector.pump()  # long steps hold up no request's bytes for long
                 pumped = time.monotonic()
-        if self.pending and self.draft != "never" and not stop_requested():
-            self.store.prepare(self.id, self.pending, self.lease_seconds,
-                               always=self.draft == "always")
-        return len(self.pending)
+        return pending
 
     def _unavailable(self, exc: Exception) -> None:
         """The store cannot commit: say so once, and wait a growing while."""

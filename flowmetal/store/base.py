@@ -239,13 +239,21 @@ class Store(Protocol):
         its id."""
 
     def round(self, worker: str, steps: list[StepCommit], claim: int, lease_seconds: float,
-              held: dict[str, int] | None = None, watch: str | None = None) -> Round:
+              held: dict[str, int] | None = None, watch: str | None = None,
+              outbox: Any = None, on_sent: Callable[[Round], None] | None = None) -> Round:
         """A worker's round, in one transaction: commit ``steps`` (each only if its lease
         stands), fire the due timers, claim up to ``claim`` runnable tasks for
         ``lease_seconds``, and with ``watch``, claim only among that task and the tasks
         it spawned, and take their output not yet shown (marking it shown).  ``held``
         maps the tasks whose machine the worker keeps to that machine's epoch: a claim at
-        the same epoch comes without its continuation."""
+        the same epoch comes without its continuation.  ``outbox`` (an ``OutboxRound``)
+        makes a connector's claims and settlements part of the round.
+
+        ``on_sent``, where the store sends a commit and then awaits it, is called with
+        the round's result once its commit is sent and before it is known to be done:
+        the worker may run the claimed tasks meanwhile, and must use nothing it did
+        unless ``round`` then returns that same result (an attempt that failed and was
+        tried again calls it again, with another result)."""
 
     def prepare(self, worker: str, steps: list[StepCommit], lease_seconds: float,
                 always: bool = False) -> None:

@@ -862,7 +862,8 @@ class TaskStore:
     @retrying
     def round(self, worker: str, steps: list[StepCommit], claim_limit: int,
               lease_seconds: float, held: dict[str, int] | None = None,
-              watch: str | None = None, outbox: OutboxRound | None = None) -> Round:
+              watch: str | None = None, outbox: OutboxRound | None = None,
+              on_sent: Callable[[Round], None] | None = None) -> Round:
         """A worker's round in one transaction (see ``base.Store.round``); with
         ``outbox``, its connector's round too."""
         claims = self.claims.setdefault(worker, Claims())
@@ -906,12 +907,15 @@ class TaskStore:
                     fail_unreadable(unit, task_id, reason, unit.now)
                 output = _take_output(unit, watch) if watch else []
                 unit.flush()
+                result = Round(committed, claimed, unit.answers, output, fired, steps,
+                               unit.ended, settled, outbox_claimed)
+                if on_sent is not None and hasattr(t, "on_sent"):
+                    t.on_sent = functools.partial(on_sent, result)
         except BaseException:
             claims.known.clear()
             claims.held.clear()
             raise
-        return Round(committed, claimed, unit.answers, output, fired, steps, unit.ended,
-                     settled, outbox_claimed)
+        return result
 
     def prepare(self, worker: str, steps: list[StepCommit], lease_seconds: float,
                 always: bool = False) -> None:

@@ -610,6 +610,10 @@ class PgTables:
     """
 
     needs_columns = True
+    # Called once the commit is sent through libpq, before its answer is awaited (set
+    # by a worker's round: it runs the next slices meanwhile).  Whatever it raises is
+    # raised after the answer has come back.
+    on_sent: Callable[[], None] | None = None
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection, write: bool,
                  ahead: _Ahead | None = None):
@@ -1047,6 +1051,7 @@ class PgTables:
         error: psycopg.Error | None = None
         clock: Any = None
         claim = timers = None
+        deferred: BaseException | None = None  # raised by on_sent
         try:
             for (_, params, kind), statement in zip(items, statements):
                 assert statement is not None
@@ -1061,6 +1066,13 @@ class PgTables:
                     param_formats=formats, result_format=1)
                 expect.append(kind)
             pgconn.pipeline_sync()
+            on_sent = self.on_sent
+            if on_sent is not None:
+                self.on_sent = None
+                try:
+                    on_sent()
+                except BaseException as exc:
+                    deferred = exc
             got = conn.wait(_exchange(pgconn, len(expect)))
             for kind, results in zip(expect, got):
                 result = results[-1] if results else None
@@ -1087,7 +1099,12 @@ class PgTables:
                 raise psycopg.OperationalError("the pipeline lost its place")
         except psycopg.Error as exc:
             _prepared_names.pop(conn, None)
+            if deferred is not None and not isinstance(deferred, Exception):
+                raise deferred from None  # (an interrupt comes first)
             raise self._fail(exc) from None
+        if error is not None and deferred is not None and \
+                not isinstance(deferred, Exception):
+            raise deferred
         if error is not None:
             if isinstance(error, pg_errors.InvalidSqlStatementName):
                 # psycopg deallocated every statement (it does after a rollback)
@@ -1097,6 +1114,8 @@ class PgTables:
             raise self._fail(error)
         if ahead is not None and clock is not None and claim is not None:
             self._next = _Ahead(clock, claim, timers)
+        if deferred is not None:
+            raise deferred
         return True
 
     def _commit_ok(self) -> bool:
