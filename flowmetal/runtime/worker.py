@@ -142,16 +142,19 @@ class _RunAhead:
         self.result = result
         try:
             w._take_round(self.steps, result)
-            self.pending = w._run_claimed(result, None, {}, self.ran)
+            w._run_claimed(result, None, {}, self.pending, self.ran)
         except BaseException as exc:  # (raised by the worker's round, after the commit)
             self.error = exc
 
-    def undo(self) -> None:
-        """Drop the machines this ran (they are past their committed states); an
-        interrupt met while running them is raised now."""
+    def drop(self) -> None:
+        """Drop the machines this ran: they are past their committed states."""
         for task_id in self.ran:
             self.worker.machines.pop(task_id, None)
         self.ran.clear()
+
+    def undo(self) -> None:
+        """``drop``, and raise an interrupt met while running the tasks."""
+        self.drop()
         error, self.error = self.error, None
         if error is not None and not isinstance(error, Exception):
             raise error
@@ -250,6 +253,10 @@ class Worker:
             self.pending = []
             self._commit_singly(steps)
             return 0
+        except BaseException:
+            if ahead is not None:
+                ahead.drop()
+            raise
         ran_ahead = ahead is not None and ahead.result is result
         if ahead is not None and not ran_ahead:
             ahead.undo()  # (it ran for an attempt of the round that was not committed)
@@ -271,7 +278,7 @@ class Worker:
                 raise ahead.error
         else:
             self._take_round(steps, result)
-            self.pending = self._run_claimed(result, part, ahead.states if ahead else {})
+            self._run_claimed(result, part, ahead.states if ahead else {}, self.pending)
         if self.pending and self.draft != "never" and not stop_requested():
             self.store.prepare(self.id, self.pending, self.lease_seconds,
                                always=self.draft == "always")
@@ -292,12 +299,12 @@ class Worker:
             if task_id in states:
                 self._park(task_id, states[task_id], m)
 
-    def _run_claimed(self, result, part, states: dict[str, bytes],
-                     ran: set[str] | None = None) -> list[StepCommit]:
-        """Run a slice of each task the round claimed; their steps.  ``states``: the
-        committed state of a task claimed without one whose machine is not kept any more
-        (see ``_RunAhead``); ``ran`` collects the tasks run."""
-        pending: list[StepCommit] = []
+    def _run_claimed(self, result, part, states: dict[str, bytes], pending: list[StepCommit],
+                     ran: set[str] | None = None) -> None:
+        """Run a slice of each task the round claimed, adding their steps to ``pending``
+        (so that what ran before an error is still committed).  ``states``: the committed
+        state of a task claimed without one whose machine is not kept any more (see
+        ``_RunAhead``); ``ran`` collects the tasks run."""
         connector = self.connector
         pumped = time.monotonic()
         for c in result.claimed:
@@ -316,7 +323,6 @@ class Worker:
             if part is not None and time.monotonic() - pumped > PUMP_EVERY:
                 connector.pump()  # long steps hold up no request's bytes for long
                 pumped = time.monotonic()
-        return pending
 
     def _unavailable(self, exc: Exception) -> None:
         """The store cannot commit: say so once, and wait a growing while."""
