@@ -594,9 +594,10 @@ class PgTables:
     A worker's round asks for the due timers and the claimable tasks after it has
     committed its steps.  So that these do not cost a round trip each, a write
     transaction sends both queries ahead, with its first read, as the store's last
-    round asked them (same worker, same limits, ``now`` the transaction's clock); when
-    asked, their rows are merged with what the transaction changed meanwhile, or, if
-    that cannot be exact (other arguments, too few rows left), asked again.
+    round asked them (same worker and claim limit, twice as many due timers as it found
+    but at least ``_TIMERS_AHEAD``, ``now`` the transaction's clock); when asked, their
+    rows are merged with what the transaction changed meanwhile, or, if that cannot be
+    exact (other arguments, too few rows left), asked again.
 
     A round that claimed tasks begins the next transaction ahead, in the round trip of
     its COMMIT: BEGIN, the clock and the two queries, without locks (``_Ahead``).  The
