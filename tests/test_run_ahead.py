@@ -18,7 +18,7 @@ from flowmetal.runtime.worker import Worker
 from .durable_helpers import log_entries, requests_and_answers, run_until_finished
 from .pg_helpers import base_url, pg_store, pg_url  # noqa: F401  (fixtures)
 
-STEPS = 150
+STEPS = 300
 # Every (now) is a step of its own; the times must never go back, and the messages
 # sent meanwhile are taken in order at the end.
 PROGRAM = f"""
