@@ -24,6 +24,7 @@ cannot load, waits for a worker that can) alone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import sys
@@ -121,12 +122,16 @@ class _RunAhead:
     def __init__(self, worker: Worker, steps: list[StepCommit]):
         self.worker = worker
         self.steps = steps
-        self.states = {s.task_id: s.state for s in steps if s.state is not None}
         self.result = None  # the round it ran the claimed tasks of
         self.calls = 0
         self.ran: set[str] = set()
         self.pending: list[StepCommit] = []
         self.error: BaseException | None = None  # raised once the round is committed
+
+    @functools.cached_property
+    def states(self) -> dict[str, bytes]:
+        """The state each step commits, by task (made only for a store that calls)."""
+        return {s.task_id: s.state for s in self.steps if s.state is not None}
 
     def __call__(self, result) -> None:
         self.calls += 1
@@ -136,8 +141,9 @@ class _RunAhead:
         w = self.worker
         # A task claimed without its state must have its machine kept, or a state to
         # start again from if this is undone.
-        if any(c.state is None and c.record.id not in w.machines or
-               c.state is None and c.record.id not in self.states for c in result.claimed):
+        states = self.states
+        if any(c.state is None and (c.record.id not in w.machines or
+                                    c.record.id not in states) for c in result.claimed):
             return
         self.result = result
         try:
@@ -278,7 +284,8 @@ class Worker:
                 raise ahead.error
         else:
             self._take_round(steps, result)
-            self._run_claimed(result, part, ahead.states if ahead else {}, self.pending)
+            states = ahead.states if ahead is not None and ahead.calls else {}
+            self._run_claimed(result, part, states, self.pending)
         if self.pending and self.draft != "never" and not stop_requested():
             self.store.prepare(self.id, self.pending, self.lease_seconds,
                                always=self.draft == "always")
