@@ -8,7 +8,9 @@ through the API, callbacks.
     process and on its own (``flowmetal worker --no-http`` and ``flowmetal connector
     http``), and the same requests made directly with aiohttp in this process as the
     ceiling, measured in the same run.  Each figure is the best of ``repeat`` runs (the
-    machine may be shared).  Target: >= 50% with 100 tasks.
+    machine may be shared).  Target: >= 50% with 100 tasks.  Beside them, the CPU time
+    a request costs: the worker's and the connector's processes in the best run, and
+    this process making them directly (the target server's own share is in neither).
 (b) Task starts per second through the control plane (``flowmetal serve`` and a
     ``flowmetal worker``, LMDB) of a deployed program, one client at a time, and the
     latency from sending the start to the task's first committed step (by the store's
@@ -84,6 +86,16 @@ def process(*args: str) -> Iterator[subprocess.Popen]:
             proc.wait()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user and system) process ``pid`` has used, where ``/proc`` says."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * q / 100))]
@@ -91,39 +103,43 @@ def pct(values: list[float], q: float) -> float:
 
 # -- (a) HTTP requests through the connector ---------------------------------------------
 
-async def direct(url: str, count: int, concurrency: int) -> float:
-    """Requests/s made directly with aiohttp, ``concurrency`` at a time."""
+async def direct(url: str, count: int, concurrency: int) -> tuple[float, float]:
+    """Requests/s made directly with aiohttp, ``concurrency`` at a time, and the CPU
+    seconds a request cost this process."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
         async def one() -> None:
             async with s.get(url) as r:
                 await r.read()
         await asyncio.gather(*(one() for _ in range(concurrency)))  # warm the pool
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         queue = iter(range(count))
 
         async def client() -> None:
             for _ in queue:
                 await one()
         await asyncio.gather(*(client() for _ in range(concurrency)))
-        return count / (time.perf_counter() - started)
+        return (count / (time.perf_counter() - started),
+                (time.process_time() - cpu) / count)
 
 
 def through_connector(location: str, url: str, tasks: int, requests: int,
-                      alone: bool) -> float:
+                      alone: bool) -> tuple[float, float | None]:
     """Requests/s made by ``tasks`` tasks each making ``requests`` requests in turn, the
-    connector in the worker or (``alone``) in a process of its own."""
+    connector in the worker or (``alone``) in a process of its own; and the CPU seconds
+    a request cost the worker and the connector (None where ``/proc`` does not say)."""
     store = open_store(location)
     source = f'(dotimes [i {requests}] (http {{:url "{url}"}} :timeout 60))'
     worker = ["-m", "flowmetal", "--store", location, "worker", "--batch", "100"]
     with contextlib.ExitStack() as processes:
-        processes.enter_context(process(*worker, *(["--no-http"] if alone else [])))
+        pids = [processes.enter_context(process(*worker, *(["--no-http"] if alone else [])))
+                .pid]
         if alone:
-            processes.enter_context(process("-m", "flowmetal", "--store", location,
-                                            "connector", "http"))
+            pids.append(processes.enter_context(process("-m", "flowmetal", "--store",
+                                                        location, "connector", "http")).pid)
         warm = api.start(store, f'(http {{:url "{url}"}} :timeout 60)', "warm.fm")
         while not store.get(warm).finished:  # the worker and its HTTP client are up
             time.sleep(0.02)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), [cpu_seconds(pid) for pid in pids]
         ids = [api.start(store, source, f"h{i}.fm") for i in range(tasks)]
         left = list(ids)
         while left:
@@ -132,11 +148,14 @@ def through_connector(location: str, url: str, tasks: int, requests: int,
                 while left and view.task(left[-1]).finished:
                     left.pop()
         seconds = time.perf_counter() - started
+        spent = [cpu_seconds(pid) for pid in pids]
     bad = [t for t in ids if store.get(t).status != "done"]
     if bad:
         raise SystemExit(f"(a): {len(bad)} tasks did not finish well")
     store.close()
-    return tasks * requests / seconds
+    used = None if None in cpu + spent else \
+        sum(b - a for a, b in zip(cpu, spent)) / (tasks * requests)
+    return tasks * requests / seconds, used
 
 
 # -- (b) starts through the control plane ------------------------------------------------
@@ -255,12 +274,13 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_port(port)
             url = f"http://127.0.0.1:{port}/ok"
             count = size["tasks"] * size["requests"]
-            ceiling = max(asyncio.run(direct(url, count, size["tasks"]))
-                          for _ in range(size["repeat"]))
-            rates = {alone: max(through_connector(os.path.join(root, f"a{alone:d}{i}"), url,
-                                                  size["tasks"], size["requests"], alone)
-                                for i in range(size["repeat"]))
-                     for alone in (False, True)}
+            ceiling, direct_cpu = max(asyncio.run(direct(url, count, size["tasks"]))
+                                      for _ in range(size["repeat"]))
+            runs = {alone: max(through_connector(os.path.join(root, f"a{alone:d}{i}"), url,
+                                                 size["tasks"], size["requests"], alone)
+                               for i in range(size["repeat"]))
+                    for alone in (False, True)}
+            rates = {alone: rate for alone, (rate, _) in runs.items()}
         b = starts(os.path.join(root, "b"), size["starts"])
         c = callbacks(os.path.join(root, "c"), size["callbacks"], size["posts"])
     where = {False: "in the worker", True: "on its own"}
@@ -270,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
          f"{ceiling:,.0f} direct (aiohttp, same run)", f"{rate / ceiling:.0%}", ">= 50%",
          "PASS" if rate / ceiling >= 0.5 else "FAIL")
         for alone, rate in rates.items()
+    ] + [
+        (f"(a) CPU per request, the connector {where[alone]} (the best run)",
+         f"{used * 1e6:,.0f} us", f"{direct_cpu * 1e6:,.0f} us direct", "", "", "")
+        for alone, (_, used) in runs.items() if used is not None
     ] + [
         ("(b) task starts/s through the API (one client)", f"{b['rate']:,.0f}", "", "",
          "", ""),

@@ -48,6 +48,8 @@ def test_connectors_benchmark_quick_prints_every_figure(tmp_path):
     for figure in (r"\(a\) HTTP requests/s, \d+ tasks x \d+, the connector in the worker"
                    r"\s+[\d,]+",
                    r"\(a\) HTTP requests/s, \d+ tasks x \d+, the connector on its own\s+[\d,]+",
+                   r"\(a\) CPU per request, the connector in the worker .*\s+[\d,]+ us\s+"
+                   r"[\d,]+ us direct",
                    r"\(b\) task starts/s through the API \(one client\)\s+[\d,]+",
                    r"\(b\) start to first committed step p50 / p99\s+[\d.]+ ms / [\d.]+ ms",
                    r"\(c\) callback requests delivered/s .*\s+[\d,]+"):
