@@ -51,6 +51,12 @@ Commands:
   start FILE.fm [ARGS...] submit the program as a task and print its id
   worker                  run the store's tasks until Ctrl-C or SIGTERM, showing
                           their output and a line for each task that ends
+  connector http          make the HTTP requests of the store's tasks (for workers
+                          started with --no-http)
+  serve                   the control plane: the HTTP API, the web UI and the
+                          callback URLs tasks make (--listen, --public-url)
+  token create|list|revoke
+                          the bearer tokens the control plane takes
   tasks                   list the tasks of the store
   show ID                 a task's status, result or error, and continuation
   log ID                  a task's event log
@@ -84,8 +90,9 @@ Options:
   --store DIR|URL     the store: a directory (LMDB) or a postgresql:// URL
                       (default: $FLOWMETAL_HOME, or ./.flowmetal)
   --server URL        a control plane's store (flowmetal serve), with $FLOWMETAL_TOKEN
-                      (default: $FLOWMETAL_SERVER): tasks, show, log, start, send,
-                      cancel, deploy, trigger and sequences work through it
+                      (default: $FLOWMETAL_SERVER): tasks, show, log, output,
+                      attach, start, send, cancel, deploy, trigger and sequences work
+                      through it
   -e, --eval EXPR     evaluate EXPR as a task in a temporary store and print the
                       value of its last form, unless it is nil; ARGS after EXPR
                       are *command-line-args*
@@ -195,7 +202,12 @@ def dispatch(args: list[str]) -> int:
         return run_expression(args[1], args[2:])
     command = COMMANDS.get(first)
     if command is not None:
-        return command(args[1:], store_path)
+        from .store.base import NotThroughServer, StoreError
+
+        try:
+            return command(args[1:], store_path)
+        except NotThroughServer as exc:
+            raise StoreError(needs_store_itself(first, exc.server)) from None
     if first.startswith("-"):
         raise UsageError(f"unknown option {first}")
     if not os.path.exists(first) and _looks_like_command(first):
@@ -244,13 +256,17 @@ def version() -> str:
         return __version__
 
 
-def open_store(path: str | None, create: bool = True) -> Any:
+def open_store(path: str | None, create: bool = True, itself: str | None = None) -> Any:
     """The store at ``path`` (default: $FLOWMETAL_SERVER, $FLOWMETAL_HOME or
-    ./.flowmetal); unless ``create``, a missing store is a StoreError."""
+    ./.flowmetal); unless ``create``, a missing store is a StoreError.  ``itself``: the
+    command, which needs the store itself (it runs tasks), refused at once for a server
+    before it does anything."""
     from .store import StoreError, default_path, is_server, is_url
     from .store import open_store as open_location
 
     location = path or os.environ.get("FLOWMETAL_SERVER") or default_path()
+    if itself is not None and is_server(location):
+        raise StoreError(needs_store_itself(itself, location))
     if not is_url(location) and not is_server(location):
         _check_store_directory(location, create)
     try:
@@ -259,6 +275,13 @@ def open_store(path: str | None, create: bool = True) -> Any:
         raise StoreError(f"cannot {'create' if create else 'open'} the store at "
                          f"{os.path.abspath(location)}: {exc.strerror or exc}") from None
     return store  # (the standard library is loaded by what needs it: not ``tasks``)
+
+
+def needs_store_itself(command: str, server: str) -> str:
+    """Why ``command`` cannot be done through the control plane at ``server``."""
+    return (f"flowmetal {command} needs the store itself, not the server at "
+            f"{server.rstrip('/')}: run it where the store is, with --store DIR or a "
+            "postgresql:// URL")
 
 
 def _check_store_directory(location: str, create: bool) -> None:
@@ -288,7 +311,7 @@ def run_file(path: str, args: list[str], store_path: str | None = None,
     if text is None:
         return EXIT_USAGE
     args = program_arguments(args)
-    store = open_store(store_path)
+    store = open_store(store_path, itself="run")
     return run_source(store, text, path, args, script=path, print_value=False,
                       slice_size=slice_size, trace=trace, limits=limits)
 
@@ -654,7 +677,7 @@ def cmd_resume(args: list[str], store_path: str | None) -> int:
     ns = p.parse_args(args)
     if ns.slice is not None and ns.slice < 1:
         p.error("--slice must be at least 1")
-    store = open_store(ns.store, create=False)
+    store = open_store(ns.store, create=False, itself="resume")
     task_id = api.find_task(store, ns.id)
     rec = api.get(store, task_id)
     if rec.status == "moved":
@@ -724,7 +747,7 @@ def cmd_worker(args: list[str], store_path: str | None) -> int:
     for name in ("slice", "batch"):
         if getattr(ns, name) < 1:
             p.error(f"--{name} must be at least 1")
-    store = open_store(ns.store)
+    store = open_store(ns.store, itself="worker")
     api.release_dead_leases(store)
     tune_gc()
     worker = Worker(store, slice_size=ns.slice, batch=ns.batch)
@@ -911,6 +934,7 @@ def cmd_tasks(args: list[str], store_path: str | None) -> int:
                 "(a page of --limit after --after).", store_path)
     p.add_argument("--all", action="store_true", help="list every task")
     p.add_argument("--status", action="append", default=[], metavar="STATUS",
+                   choices=TASK_STATUSES,
                    help="only tasks of this status (runnable, waiting, done, failed, "
                    "cancelled, moved); may be given again")
     p.add_argument("--name", help="only tasks of this name (a program's file name)")
@@ -1386,7 +1410,8 @@ def cmd_store(args: list[str], store_path: str | None) -> int:
         src = open_location(args[1], create=False)
         dst = open_location(args[2])
         count = copy_store(src, dst)
-        _out(f"{count} tasks copied from {src.location} to {dst.location}\n")
+        _out(f"{count} task{'' if count == 1 else 's'} copied from {src.location} to "
+             f"{dst.location}\n")
         return EXIT_OK
     raise UsageError(f"unknown store command {args[0]}", usage)
 
@@ -1586,6 +1611,8 @@ def cmd_sequences(args: list[str], store_path: str | None) -> int:
         _out("(no runs yet: flowmetal trigger STAGE.SEQUENCE starts one)\n")
     return EXIT_OK
 
+
+TASK_STATUSES = ("runnable", "waiting", "done", "failed", "cancelled", "moved")
 
 COMMANDS: dict[str, Callable[[list[str], str | None], int]] = {
     "repl": cmd_repl, "attach": cmd_attach,

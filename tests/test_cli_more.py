@@ -380,6 +380,12 @@ def test_an_internal_error_exits_with_its_own_documented_status(monkeypatch, cap
     assert "  70   an internal error of Flowmetal itself" in cli.HELP
 
 
+def test_the_help_lists_every_command():
+    commands = cli.HELP.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
+    listed = {line.split()[0] for line in commands.splitlines() if line[2:3].isalpha()}
+    assert listed >= set(cli.COMMANDS), set(cli.COMMANDS) - listed
+
+
 # --- JSON ------------------------------------------------------------------------------------
 
 

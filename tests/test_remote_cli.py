@@ -91,11 +91,20 @@ def test_deploy_through_the_server_then_spawn_by_name(remote, tmp_path):
     assert json.loads(ok(fm(env, "show", task, "--json")))["result"] == "6"
 
 
-def test_what_needs_the_store_itself_says_so(remote):
-    env, _, _ = remote
-    r = fm(env, "worker", "--until-idle")
-    assert r.returncode == 2 and "not done through a server" in r.stderr
-    assert "Traceback" not in r.stderr
+def test_what_needs_the_store_itself_says_so_and_does_nothing(remote, tmp_path):
+    env, store, served = remote
+    program = tmp_path / "hello.fm"
+    program.write_text('(println "hello")\n')
+    for args in (["worker", "--until-idle"], ["run", str(program)], [str(program)],
+                 ["resume", "0123"], ["prune", "--done"]):
+        r = fm(env, *args)
+        command = "run" if args[0] == str(program) else args[0]
+        assert r.returncode == 2, (args, r.stderr)
+        assert f"flowmetal {command} needs the store itself, not the server at " \
+               f"{served.url()}" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    with store.view() as view:
+        assert list(view.tasks()) == []  # run started no task before it refused
 
 
 def test_a_missing_or_wrong_token_is_a_clear_error(remote):

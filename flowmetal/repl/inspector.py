@@ -179,7 +179,8 @@ class Inspector:
         elif m.status == "running" and m.node is None:
             c.line(f"returning {inspect.value_text(m.val, 200)} to the innermost frame")
         more = f" (+{self.hidden_frames} not shown)" if self.hidden_frames else ""
-        c.line(f"{len(self.frames)} frames{more}, innermost first: ,bt lists them, "
+        c.line(f"{len(self.frames)} frame{'' if len(self.frames) == 1 else 's'}{more}, "
+               "innermost first: ,bt lists them, "
                ",up ,down ,frame N move", "note")
         self.show_frame()
 

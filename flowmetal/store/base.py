@@ -45,6 +45,15 @@ class StoreError(Exception):
     """The store cannot be opened or used (missing, wrong format, corrupt)."""
 
 
+class NotThroughServer(StoreError, AttributeError):
+    """A store operation a control plane does not offer (an AttributeError too, so that
+    ``getattr(store, name, default)`` sees it as missing); ``server`` is its URL."""
+
+    def __init__(self, message: str, server: str):
+        super().__init__(message)
+        self.server = server
+
+
 class StoreReadOnly(StoreError):
     """The store can be read but not written (a read-only file system, no permission)."""
 

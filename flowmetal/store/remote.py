@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import cbor2
 
 from ..runtime.records import Event, Message, RecordError, TaskError, TaskRecord
-from .base import NewTask, StoreError, StoreUnavailable
+from .base import NewTask, NotThroughServer, StoreError, StoreUnavailable
 from .tables import ALL_TASKS, TaskFilter
 
 PATH = "/api/v1/store"
@@ -195,14 +195,10 @@ class RemoteStore:
         # Workers, migrations, upgrades and store administration need the store itself.
         if name.startswith("__"):
             raise AttributeError(name)
-        raise NotThroughServer(f"{name.replace('_', ' ')}: not done through a server; run "
-                               "it where the store is (or with --store naming the store "
-                               "itself)")
+        raise NotThroughServer(f"{name.replace('_', ' ')} is not done through the server "
+                               f"at {self.location}: it needs the store itself",
+                               self.location)
 
-
-class NotThroughServer(StoreError, AttributeError):
-    """A store operation a server does not offer (an AttributeError too, so that
-    ``getattr(store, name, default)`` sees it as missing)."""
 
 
 class RemoteView:
