@@ -8,8 +8,8 @@ The notation is the Clojure family's data notation:
   and radix (``2r1010``, ``36rZZ``, radix 2 to 36); ratios ``1/3`` (normalized, so ``4/2``
   reads as ``2``); floats ``1.5``, ``1.``, ``-2.0e-3``, ``1e10``; ``##Inf``, ``##-Inf``, ``##NaN``;
 - strings in double quotes, which may span lines, with the escapes ``\\n \\t \\r \\" \\\\ \\0``
-  and ``\\uXXXX`` (exactly four hex digits naming one code point; surrogate pairs are not
-  combined, so write characters outside the BMP directly);
+  and ``\\uXXXX`` (exactly four hex digits naming one character: a surrogate, D800 to
+  DFFF, is none, so write characters outside the BMP directly);
 - keywords ``:k``, ``:ns/k``; ``true``, ``false``, ``nil``; everything else that is a run of
   non-delimiter characters is a symbol;
 - ``'x`` reads as ``(quote x)``, ``~x`` as ``(unquote x)``, ``~@x`` as ``(unquote-splicing x)``,
@@ -390,9 +390,16 @@ class _Reader:
                 j += 2
             elif esc == "u":
                 digits = text[j + 2 : j + 6]
-                if _HEX4.fullmatch(digits):
+                if _HEX4.fullmatch(digits) and not 0xD800 <= int(digits, 16) <= 0xDFFF:
                     parts.append(chr(int(digits, 16)))
                     j += 6
+                elif _HEX4.fullmatch(digits):
+                    raise self.error(
+                        f"invalid escape `\\u{digits}` in string: a surrogate, not a "
+                        "character",
+                        j,
+                        j + 6,
+                    )
                 elif j + 2 + len(digits) == n and _HEX_UP_TO_4.fullmatch(digits):
                     raise self.incomplete(
                         f"unterminated string opened at {self.at(start)}", start, start + 1

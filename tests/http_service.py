@@ -7,13 +7,17 @@ Endpoints:
     /flaky/N       503 for the first N requests under one Idempotency-Key, then 200
     /slow/S        200 after S seconds
     /drop          closes the connection without an answer
-    /big/N         200 with N bytes of body
+    /big/N         200 with N bytes of body (a HEAD: no body, and Content-Length N)
+    /raw-json      200, application/json holding a lone surrogate escape
+    /later         429 with an HTTP-date Retry-After two seconds ahead for the first
+                   request under one Idempotency-Key, then 200
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -47,6 +51,8 @@ class HttpService(ThreadedApp):
         app.router.add_get("/slow/{s}", self._slow)
         app.router.add_get("/drop", self._drop)
         app.router.add_get("/big/{n}", self._big)
+        app.router.add_get("/raw-json", self._raw_json)
+        app.router.add_get("/later", self._later)
         super().__init__(app, "the test HTTP service")
 
     def keys(self, path_prefix: str = "") -> Counter:
@@ -71,7 +77,8 @@ class HttpService(ThreadedApp):
 
     async def _ok(self, request: web.Request) -> web.Response:
         seen = await self._record(request)
-        return web.json_response({"method": seen.method, "query": dict(request.query),
+        query = {k: ",".join(request.query.getall(k)) for k in request.query}
+        return web.json_response({"method": seen.method, "query": query,
                                   "key": seen.key, "body": seen.body.decode(),
                                   "type": request.headers.get("Content-Type")})
 
@@ -99,6 +106,28 @@ class HttpService(ThreadedApp):
         request.transport.close()
         return web.Response(text="never sent")
 
-    async def _big(self, request: web.Request) -> web.Response:
+    async def _big(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
-        return web.Response(body=b"x" * int(request.match_info["n"]))
+        size = int(request.match_info["n"])
+        if request.method == "HEAD":
+            head = web.StreamResponse()
+            head.content_length = size
+            await head.prepare(request)
+            return head
+        return web.Response(body=b"x" * size)
+
+    async def _raw_json(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.Response(body=b'{"x": "\\ud800"}', content_type="application/json")
+
+    async def _later(self, request: web.Request) -> web.Response:
+        from email.utils import formatdate
+
+        seen = await self._record(request)
+        with self._lock:
+            self._flaky[seen.key] += 1
+            first = self._flaky[seen.key] == 1
+        if first:
+            return web.Response(status=429, text="later", headers={
+                "Retry-After": formatdate(time.time() + 2, usegmt=True)})
+        return web.Response(text="now")

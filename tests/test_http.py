@@ -127,14 +127,55 @@ def test_a_body_over_the_limit_fails_the_request(store, service, tmp_path):
     assert value(store, tid) == '"the response body exceeds 1048576 bytes"'
 
 
+def test_a_head_answer_has_no_body_whatever_its_length(store, service, tmp_path):
+    tid = run(store, f"""
+    (let [r (http {{:method :head :url "{service.url('/big/5000000')}"}})]
+      [(:status r) (:body r) (get-in r [:headers "content-length"])])
+    """, tmp_path)
+    assert value(store, tid) == '[200 "" "5000000"]'
+
+
+def test_json_a_value_cannot_hold_leaves_only_the_body(store, service, tmp_path):
+    tid = run(store, f"""
+    (let [r (http {{:url "{service.url('/raw-json')}"}})]
+      [(:status r) (:body r) (contains? r :json)])
+    """, tmp_path)
+    assert value(store, tid) == r'[200 "{\"x\": \"\\ud800\"}" false]'
+
+
+def test_retry_after_as_an_http_date_is_waited_for(store, service, tmp_path):
+    started, before = time.monotonic(), service.count("/later")
+    tid = run(store, f"""
+    (:body (http {{:url "{service.url('/later')}"}} :retry {{:initial-interval 0.05}}))
+    """, tmp_path)
+    assert value(store, tid) == '"now"'
+    assert service.count("/later") - before == 2
+    assert time.monotonic() - started > 0.9  # (an HTTP date says whole seconds)
+
+
 def test_bad_requests_are_errors_at_the_call(store, tmp_path):
     tid = run(store, """
     [(try (http {:url "ftp://x"}) (catch e (:message e)))
      (try (http {:url "http://x" :methd :get}) (catch e (:type e)))
-     (try (http {:url "http://x"} :retry {:maximum-attempts -1}) (catch e (:type e)))]
+     (try (http {:url "http://x"} :retry {:maximum-attempts -1}) (catch e (:type e)))
+     (try (http {:url "http://x:99999/"}) (catch e (:message e)))
+     (try (http {:url "http://x" :headers {"X-A" "a\r\nX-B: 1"}}) (catch e (:message e)))
+     (try (http {:url "http://x" :headers {"X A:" "a"}}) (catch e (:message e)))
+     (try (http {:url "http://x"} :timeout ##Inf) (catch e (:message e)))]
     """, tmp_path)
     text = value(store, tid)
-    assert "http or https URL" in text and text.endswith(":type-error :type-error]")
+    assert "http or https URL" in text and ":type-error :type-error" in text
+    for part in ("Port out of range", "header X-A holds a line break",
+                 'header name \\"X A:\\" is not a token', ":timeout must be a finite"):
+        assert part in text, (part, text)
+
+
+def test_a_query_parameter_given_a_vector_is_repeated(store, service, tmp_path):
+    tid = run(store, f"""
+    (get-in (http {{:url "{service.url('/ok')}" :query {{:tag ["a" "b"] :n 1}}}})
+            [:json :query])
+    """, tmp_path)
+    assert value(store, tid) == '{:tag "a,b", :n "1"}'  # (the service joins repeats)
 
 
 def test_many_requests_at_once_each_get_one_answer(store, service, tmp_path):
@@ -170,6 +211,13 @@ def test_env_is_answered_once_and_recorded(store, tmp_path, monkeypatch):
               tmp_path)
     assert value(store, tid) == '["first" nil]'
     assert [e["kind"] for e in log_entries(store, tid)].count("answer") == 2
+
+
+def test_env_bytes_that_are_not_utf8_read_as_replacement_characters(store, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setenv("FLOWMETAL_TEST_ENV", b"a\xffb".decode("utf-8", "surrogateescape"))
+    tid = run(store, '(env "FLOWMETAL_TEST_ENV")', tmp_path)
+    assert value(store, tid) == '"a\ufffdb"'
 
 
 def test_a_task_waiting_on_a_request_moves_to_another_store(store, service, tmp_path):

@@ -3,7 +3,10 @@ standard library's ``retry`` and ``with-timeout``, on both stores."""
 
 from __future__ import annotations
 
+import time
+
 from flowmetal.runtime import api
+from flowmetal.runtime.records import decode_data, encode_data
 from flowmetal.runtime.worker import Worker
 from flowmetal.store.callbacks import PUBLIC_URL, Delivery
 
@@ -79,6 +82,19 @@ def test_an_http_arm_answers_when_nothing_else_comes(store, service, tmp_path):
         assert view.outbox(tid) == []
 
 
+def deliver_to_callback(store, tid: str) -> None:
+    """Run the task until it has sent itself its callback's token, then post
+    ``"payload"`` to that callback."""
+    worker = Worker(store, poll=0.01)
+    for _ in range(4):
+        worker.round()
+    worker.stop()
+    with store.view() as view:
+        token = next(iter(view.inbox(tid)))[1]
+    outcome = store.callback_deliver(decode_data(token.value), encode_data("payload"), 7)
+    assert outcome is Delivery.DELIVERED
+
+
 def test_a_callback_arm(store, tmp_path):
     store.set_setting(PUBLIC_URL, "http://127.0.0.1:9")
     tid = api.start(store, """
@@ -86,16 +102,7 @@ def test_a_callback_arm(store, tmp_path):
     (send (self) (:token cb))
     (select (on-await cb) (on-join (spawn (fn [] (sleep 60)))) :timeout 30)
     """, str(tmp_path / "cb.fm"))
-    worker = Worker(store, poll=0.01)
-    for _ in range(4):
-        worker.round()
-    worker.stop()
-    with store.view() as view:
-        token = next(iter(view.inbox(tid)))[1]
-    from flowmetal.runtime.records import decode_data, encode_data
-
-    outcome = store.callback_deliver(decode_data(token.value), encode_data("payload"), 7)
-    assert outcome is Delivery.DELIVERED
+    deliver_to_callback(store, tid)
     finish(store, tid)
     assert value(store, tid) == '{:index 0, :op :await, :value "payload"}'
 
@@ -124,3 +131,74 @@ def test_with_timeout_bounds_the_body(store, tmp_path):
      (try (with-timeout 5 (throw (ex-info "inner" {}))) (catch e (:message e)))]
     """, tmp_path)
     assert value(store, tid) == '[3 :timed-out "inner"]'
+
+
+def test_an_http_arm_fails_at_its_own_timeout_as_http_does(store, service, tmp_path):
+    slow = service.url("/slow/5")
+    started = time.monotonic()
+    tid = run(store, f"""
+    (def r (select (on-http {{:url "{slow}"}} :timeout 0.5) (on-receive) :timeout 4))
+    (def plain (try (http {{:url "{slow}"}} :timeout 0.5)
+                    (catch :timeout e (dissoc e :backtrace))))
+    [(:index r) (:op r) (contains? r :value) (= (dissoc (:error r) :backtrace) plain)
+     (:type plain) (:data plain)]
+    """, tmp_path)
+    assert value(store, tid) == "[0 :http false true :timeout {:op :http}]"
+    assert time.monotonic() - started < 3.5
+    with store.view() as view:
+        assert view.outbox(tid) == []
+
+
+def test_an_http_arm_not_chosen_leaves_no_timeout_behind(store, service, tmp_path):
+    tid = run(store, f"""
+    (def r (select (on-http {{:url "{service.url('/slow/5')}"}} :timeout 0.4)
+                   (on-join (spawn (fn [] (sleep 0.05) :quick))) :timeout 4))
+    (def later (try (receive :timeout 0.8) (catch :timeout e :quiet)))
+    [(:index r) (:value r) later]
+    """, tmp_path)
+    assert value(store, tid) == "[1 :quick :quiet]"
+    with store.view() as view:
+        assert view.outbox(tid) == []
+
+
+def test_an_await_arm_on_an_expired_callback_fails_at_once_as_await_does(store, tmp_path):
+    store.set_setting(PUBLIC_URL, "http://127.0.0.1:9")
+    started = time.monotonic()
+    tid = run(store, """
+    (def c (callback :timeout 0.2))
+    (sleep 0.4)
+    (def r (select (on-await c) (on-receive) :timeout 5))
+    (def plain (try (await c :timeout 5) (catch e (dissoc e :backtrace))))
+    [(:index r) (:op r) (= (dissoc (:error r) :backtrace) plain) (:type plain)]
+    """, tmp_path)
+    assert value(store, tid) == "[0 :await true :timeout]"
+    assert time.monotonic() - started < 3
+
+
+def test_an_await_arm_fails_when_its_callback_expires_during_the_select(store, tmp_path):
+    store.set_setting(PUBLIC_URL, "http://127.0.0.1:9")
+    started = time.monotonic()
+    tid = run(store, """
+    (def r (select (on-await (callback :timeout 0.3)) (on-receive) :timeout 5))
+    (def plain (try (await (callback :timeout 0.3)) (catch e e)))
+    [(:index r) (:op r) (:type (:error r)) (:data (:error r)) (:type plain) (:data plain)]
+    """, tmp_path)
+    assert value(store, tid) == "[0 :await :timeout {:op :await} :timeout {:op :await}]"
+    assert time.monotonic() - started < 3.5
+
+
+def test_an_await_arm_on_a_used_up_callback_fails_at_once_as_await_does(store, tmp_path):
+    store.set_setting(PUBLIC_URL, "http://127.0.0.1:9")
+    tid = api.start(store, """
+    (def cb (callback :timeout 60))
+    (send (self) (:token cb))
+    (def got (await cb :timeout 30))
+    (def r (select (on-await cb) (on-receive) :timeout 5))
+    (def plain (try (await cb :timeout 5) (catch e (dissoc e :backtrace))))
+    [got (:index r) (:op r) (= (dissoc (:error r) :backtrace) plain) (:type plain)]
+    """, str(tmp_path / "cb.fm"))
+    deliver_to_callback(store, tid)
+    started = time.monotonic()
+    finish(store, tid)
+    assert value(store, tid) == '["payload" 0 :await true :callback-error]'
+    assert time.monotonic() - started < 3

@@ -6,11 +6,15 @@ signatures, concurrent deliveries)."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import http.client
 import json
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -24,7 +28,7 @@ from .test_store import KINDS, make_store
 ENDPOINTS = [("GET", "/api/v1/tasks"), ("POST", "/api/v1/tasks"),
              ("GET", "/api/v1/tasks/x"), ("GET", "/api/v1/tasks/x/log"),
              ("GET", "/api/v1/tasks/x/output"), ("GET", "/api/v1/tasks/x/frames"),
-             ("GET", "/api/v1/tasks/x/result"), ("GET", "/api/v1/tasks/x/export"),
+             ("GET", "/api/v1/tasks/x/result"), ("POST", "/api/v1/tasks/x/export"),
              ("POST", "/api/v1/tasks/x/messages"), ("POST", "/api/v1/tasks/x/cancel"),
              ("POST", "/api/v1/programs")]
 
@@ -106,6 +110,10 @@ def test_revoked_and_read_only_tokens_are_refused_with_403(plane):
     reader = Client(served, read)
     assert reader("GET", "/api/v1/tasks").status_code == 200
     assert "may only read" in problem(reader("POST", "/api/v1/tasks", json={}), 403)
+    tid = Client(served, plane[1]).start("(receive)")
+    for method in ("POST", "GET", "HEAD"):  # an export changes the task: it moves
+        assert reader(method, f"/api/v1/tasks/{tid}/export").status_code in (403, 405)
+    assert served.store.get(tid).status != "moved"
     token, rec = served.store.token_create("short-lived", "write")
     gone = Client(served, token)
     assert gone("GET", "/api/v1/tasks").status_code == 200
@@ -191,7 +199,8 @@ def test_cancel_and_export(api):
     other = api.start("(receive)")
     while api("GET", f"/api/v1/tasks/{other}").json()["status"] != "waiting":
         time.sleep(0.05)
-    exported = api("GET", f"/api/v1/tasks/{other}/export")
+    assert api("GET", f"/api/v1/tasks/{other}/export").status_code == 405
+    exported = api("POST", f"/api/v1/tasks/{other}/export")
     assert exported.status_code == 200 and exported.headers["Content-Type"] == \
         "application/cbor" and len(exported.content) > 100
     assert api("GET", f"/api/v1/tasks/{other}").json()["status"] == "moved"
@@ -366,6 +375,91 @@ def test_fuzzed_callback_requests_get_no_server_errors(api):
     api("POST", f"/api/v1/tasks/{tid}/cancel")
 
 
+def post_raw(url: str, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> int:
+    """POST with headers sent as these very bytes, repeated ones as given; the status
+    (checked to come with problem+json if not 202)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.putrequest("POST", parts.path + (f"?{parts.query}" if parts.query else ""))
+        for name, value in [*headers, (b"Content-Length", str(len(body)).encode())]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        r = conn.getresponse()
+        if r.status != 202:
+            assert r.getheader("Content-Type").startswith("application/problem+json")
+            assert json.loads(r.read())["detail"]
+        return r.status
+    finally:
+        conn.close()
+
+
+def test_callback_headers_not_in_utf8_arrive_as_latin1(api):
+    tid, url = callback_of(api, """
+        (def cb (callback :timeout 60))
+        (println (:url cb))
+        (def got (:headers (await cb)))
+        [(= (get got "x-odd") "caf\u00e9\u00ff") (get got "x-twice")]
+    """)
+    assert post_raw(url, [(b"X-Odd", b"caf\xe9\xff"), (b"X-Twice", b"1"),
+                          (b"x-twice", b"2")], b"hi") == 202
+    assert api.result(tid)["result"] == '[true "1, 2"]'
+
+
+def test_a_callback_query_keeps_every_value_of_a_repeated_parameter(api):
+    tid, url = callback_of(api, """
+        (def cb (callback :timeout 60))
+        (println (:url cb))
+        (def q (:query (await cb)))
+        [(get q "a") (get q "b") (count q)]
+    """)
+    assert requests.post(url + "?a=1&a=2&b=3&a=4", timeout=10).status_code == 202
+    assert api.result(tid)["result"] == '[["1" "2" "4"] "3" 2]'
+
+
+def test_a_callback_body_of_json_that_does_not_decode_has_no_json(api):
+    tid, url = callback_of(api, """
+        (def cb (callback :timeout 60))
+        (println (:url cb))
+        (def got (await cb))
+        [(contains? got :json) (:body got)]
+    """)
+    r = requests.post(url, data=b'["\\ud800"]', timeout=10,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 202, r.text
+    assert api.result(tid)["result"] == '[false "[\\"\\\\ud800\\"]"]'
+
+
+def test_hostile_signature_headers_are_401_never_500(api):
+    tid, url = callback_of(api, f"""
+        (def cb (callback :timeout 60 :multi true :secret "{SECRET}"))
+        (println (:url cb))
+        [(get (:headers (await cb)) "webhook-id") (get (:headers (await cb)) "webhook-id")]
+    """)
+    body = b"{}"
+    now = int(time.time())
+
+    def signed(msg_id: bytes, stamp: bytes, signature: bytes | None = None) -> int:
+        if signature is None:
+            content = msg_id + b"." + str(int(stamp)).encode() + b"." + body
+            digest = hmac.new(base64.b64decode(SECRET[len("whsec_"):]), content,
+                              hashlib.sha256).digest()
+            signature = b"v1," + base64.b64encode(digest)
+        return post_raw(url, [(b"webhook-id", msg_id), (b"webhook-timestamp", stamp),
+                              (b"webhook-signature", signature)], body)
+    stamp = str(now).encode()
+    assert signed(b"msg_1", stamp, "v1,éé".encode()) == 401
+    assert signed(b"msg_1", stamp, "v1,éé".encode("latin-1")) == 401
+    assert signed(b"msg_1", b"9" * 400, b"v1,AAAA") == 401
+    assert signed(b"msg_1", b"-" + b"9" * 400, b"v1,AAAA") == 401
+    assert signed(b"caf\xe9\xff", stamp, b"v1,AAAA") == 401
+    for odd in (b"+" + stamp, stamp[:5] + b"_" + stamp[5:], b"0" * 3 + stamp):
+        assert signed(b"msg_1", odd) == 401  # signed as the number int() reads
+    assert signed(b"caf\xe9\xff", stamp) == 202
+    assert signed("é".encode(), stamp) == 202
+    assert api.result(tid)["result"] == '["caf\u00e9\u00ff" "\u00c3\u00a9"]'
+
+
 def test_output_follows_as_server_sent_events(api):
     tid = api.start('(dotimes [i 3] (println "line" i) (sleep 0.05))')
     r = api("GET", f"/api/v1/tasks/{tid}/output", headers={"Accept": "text/event-stream"},
@@ -381,3 +475,14 @@ def test_output_follows_as_server_sent_events(api):
             break
     assert events == ["output"] * len(data) + ["end"]
     assert "".join(data) == "line 0\nline 1\nline 2\n"
+
+
+def test_an_event_stream_resumes_after_its_last_event_and_refuses_an_unknown_task(api):
+    tid = api.start('(dotimes [i 3] (println "line" i) (sleep 0.01))')
+    api.result(tid)
+    stream = {"Accept": "text/event-stream"}
+    r = api("GET", f"/api/v1/tasks/{tid}/output", headers={**stream, "Last-Event-ID": "2"})
+    lines = r.text.splitlines()
+    assert [line for line in lines if line.startswith("data: \"")] == \
+        ['data: "line 2\\n"'] and lines[-3:] == ["event: end", "data: {}", ""]
+    problem(api("GET", "/api/v1/tasks/no-such-task/output", headers=stream), 404)

@@ -158,7 +158,8 @@ class HttpConnector:
         held = [(c.task_id, c.request, c.entry.epoch) for c in self.inflight.values()]
         kept = self.store.outbox_renew(self.id, held, self.lease_seconds)
         for (task_id, request, _), ok in zip(held, kept):
-            if not ok:  # taken over (this connector was too slow): its result is refused
+            # (None: the task no longer waits for it, as when a select took another arm)
+            if ok is False:  # taken over (this connector was too slow): its result is refused
                 self.log(f"flowmetal connector {self.id}: lost the lease on request "
                          f"{request} of task {task_id}")
 
@@ -352,9 +353,12 @@ class HttpConnector:
         try:
             result = await self._request(claim)
         except Exception as exc:  # a bug here must still answer the task
+            spec = claim.entry.spec
             result = _final(claim, claim.entry.attempts + 1, False, encode_data(task_error(
                 "http-error", f"http: the connector failed: {type(exc).__name__}: {exc}",
-                Map({kw("attempts"): claim.entry.attempts + 1}))))
+                Map({kw("url"): spec.get("url"), kw("method"): spec.get("method"),
+                     kw("attempts"): claim.entry.attempts + 1, kw("status"): None,
+                     kw("reason"): f"{type(exc).__name__}: {exc}"}))))
         self.done.put(result)
         if self._stop_on_end:
             self._stop_on_end = False
@@ -389,7 +393,9 @@ class HttpConnector:
                 got = [(k.decode("latin-1"), v.decode("latin-1"))
                        for k, v in resp.raw_headers]
                 length = resp.content_length
-                if length is not None and "Content-Encoding" not in resp.headers:
+                if spec.method == "HEAD" or status in (204, 304):
+                    pass  # no body, whatever Content-Length says (RFC 9110 9.3.2, 15.3.5)
+                elif length is not None and "Content-Encoding" not in resp.headers:
                     # The body is as long as it says (aiohttp reads no further).
                     if length > spec.max_body:
                         too_big = True
@@ -452,11 +458,18 @@ def _failed(claim: OutboxClaim, attempts: int, spec: HttpSpec, problem: str,
 
 
 def _retry_after(headers: list[tuple[str, str]], most: float) -> float:
-    """The seconds a Retry-After header asks for (0 if none, or not a number)."""
+    """The seconds a Retry-After header asks for, as a number of seconds or an HTTP date
+    (RFC 9110 10.2.3); 0 if none, or neither."""
     for name, value in headers:
         if name.lower() == "retry-after":
             try:
-                return min(most, max(0.0, float(value)))
+                seconds = float(value)
             except ValueError:
-                return 0.0
+                from email.utils import parsedate_to_datetime
+
+                try:
+                    seconds = parsedate_to_datetime(value).timestamp() - time.time()
+                except (TypeError, ValueError, IndexError):
+                    return 0.0
+            return min(most, max(0.0, seconds)) if seconds == seconds else 0.0
     return 0.0

@@ -1,7 +1,8 @@
 """What an ``(http req ...)`` call asks for, as plain data, and what its answer looks like.
 
 The request map: ``:method`` (default GET), ``:url`` (http or https), ``:headers`` (a map
-of names to strings), ``:query`` (a map of names to values), and a body: ``:body`` (a
+of names to strings), ``:query`` (a map of names to values; a vector of values repeats
+the name, once per value), and a body: ``:body`` (a
 string) or ``:json`` (any value with a JSON form, sent as ``application/json``).  The
 call's options: ``:timeout`` (seconds for the whole request, retries included; default
 ``DEFAULT_TIMEOUT``), ``:connect-timeout`` and ``:read-timeout`` (per attempt), and
@@ -16,6 +17,8 @@ answer: a 404 is a response, not an error.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -128,6 +131,10 @@ _RETRY_DEFAULTS = tuple((name, getattr(RetryPolicy(), name))
 _DEFAULT_RETRY = RetryPolicy()  # the policy of a spec without one (only ever read)
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # (a tab is allowed in a value)
+
+
 def _fail(message: str) -> FlowmetalError:
     return FlowmetalError(f"http: {message}", "type-error")
 
@@ -161,19 +168,55 @@ def _keys(value: Map, allowed: tuple[str, ...], what: str) -> dict[str, Any]:
 def _seconds(value: Any, what: str, default: float) -> float:
     if value is None:
         return default
-    if type(value) not in (int, float) or not value > 0 or value != value:
-        raise _fail(f"{what} must be a number of seconds > 0, got {bounded_string(value, 80)}")
+    if type(value) not in (int, float) or not 0 < value < math.inf:
+        raise _fail(f"{what} must be a finite number of seconds > 0, got "
+                    f"{bounded_string(value, 80)}")
     return float(value)
 
 
-def _text(value: Any) -> str:
+def _header(key: Any, value: Any) -> tuple[str, str]:
+    """A header as sent: a token for its name (RFC 9110), and a value on one line."""
+    name, text = _name(key, "header"), _text(value)
+    if not _TOKEN.fullmatch(name):
+        raise _fail(f"the header name {bounded_string(name, 80)} is not a token (letters, "
+                    "digits and !#$%&'*+-.^_`|~)")
+    if _CONTROL.search(text):
+        raise _fail(f"the value of header {name} holds a line break or another control "
+                    "character")
+    return name, text
+
+
+def _query(key: Any, value: Any) -> list[tuple[str, str]]:
+    """A query parameter; a vector of values repeats it, once per value, in order."""
+    name = _name(key, "query")
+    values = value if type(value) is Vector else (value,)
+    return [(name, _text(v, f"the query parameter {name}")) for v in values]
+
+
+def _url(url: Any) -> str:
+    if type(url) is not str:
+        raise _fail("the request needs a :url string")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number, or out of range, raises)
+    except ValueError as exc:
+        raise _fail(f"the :url {bounded_string(url, 200)} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(f"the :url must be an http or https URL, got {bounded_string(url, 200)}")
+    if _CONTROL.search(url):
+        raise _fail(f"the :url {bounded_string(url, 200)} holds a control character")
+    return url
+
+
+def _text(value: Any, what: str = "") -> str:
     if type(value) is str:
         return value
     if type(value) is Keyword:
         return value.name
     if type(value) in (int, float):
         return str(value)
-    raise _fail(f"expected a string, got {bounded_string(value, 80)}")
+    raise _fail(f"{what + ': ' if what else ''}expected a string, got "
+                f"{bounded_string(value, 80)}")
 
 
 def _statuses(value: Any, what: str) -> list[int]:
@@ -222,16 +265,10 @@ def http_spec(request: Any, options: dict[str, Any], max_body: int = DEFAULT_MAX
     method = _text(given.get("method", "GET")).upper()
     if method not in METHODS:
         raise _fail(f"unknown method {method} (known: {', '.join(METHODS)})")
-    url = given.get("url")
-    if type(url) is not str:
-        raise _fail("the request needs a :url string")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise _fail(f"the :url must be an http or https URL, got {bounded_string(url, 200)}")
-    headers = [(_name(k, "header"), _text(v)) for k, v in
-               _map(given.get("headers"), ":headers").items()]
-    query = [(_name(k, "query"), _text(v)) for k, v in
-             _map(given.get("query"), ":query").items()]
+    url = _url(given.get("url"))
+    headers = [_header(k, v) for k, v in _map(given.get("headers"), ":headers").items()]
+    query = [item for k, v in _map(given.get("query"), ":query").items()
+             for item in _query(k, v)]
     body = None
     if "body" in given and "json" in given:
         raise _fail("give :body or :json, not both")
@@ -264,10 +301,8 @@ def response_value(status: int, headers: list[tuple[str, str]], body: bytes) -> 
     out = {K_STATUS: status, K_HEADERS: Map(merged), K_BODY: body.decode("utf-8", "replace")}
     ctype = merged.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json" or ctype.endswith("+json"):
-        import json  # (here: a command's start needs no JSON)
-
         try:
-            out[K_JSON] = json_values.from_plain(json.loads(body))
-        except (ValueError, RecursionError):
+            out[K_JSON] = json_values.decode(body)
+        except FlowmetalError:
             pass  # the body says what it is; :json is only there when it parses
     return Map(out)

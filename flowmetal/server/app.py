@@ -25,6 +25,7 @@ from ..source import strip_shebang
 from ..store.base import StoreError, StoreUnavailable
 from ..store.tables import TaskFilter
 from ..values import FlowmetalError
+from .openapi import LIMIT_MAX
 from .problems import Problem, problems
 
 API = "/api/v1"
@@ -59,7 +60,7 @@ def make_app(store: Any, log: Callable[[str], None] | None = None) -> web.Applic
     r.add_get(f"{API}/tasks/{{id}}/output", task_output)
     r.add_get(f"{API}/tasks/{{id}}/frames", task_frames)
     r.add_get(f"{API}/tasks/{{id}}/result", task_result)
-    r.add_get(f"{API}/tasks/{{id}}/export", export_task)
+    r.add_post(f"{API}/tasks/{{id}}/export", export_task)  # (it changes the task)
     r.add_post(f"{API}/tasks/{{id}}/messages", send_message)
     r.add_post(f"{API}/tasks/{{id}}/cancel", cancel_task)
     from . import store_ops
@@ -156,10 +157,14 @@ async def json_body(request: web.Request) -> dict:
     data = await read_body(request, BODY_LIMIT)
     if not data:
         return {}
+    from .. import json_values
+
     try:
-        body = json.loads(data)
-    except (ValueError, RecursionError):
-        raise Problem(400, "the request body is not JSON") from None
+        body = json_values.parse(data)
+    except ValueError as exc:
+        raise Problem(400, f"the request body is not JSON: {exc}") from None
+    except RecursionError:
+        raise Problem(400, "the request body is not JSON: nested too deep") from None
     if type(body) is not dict:
         raise Problem(400, "the request body must be a JSON object")
     return body
@@ -270,6 +275,7 @@ async def start_task(request: web.Request) -> web.Response:
                              headers={"Location": f"{API}/tasks/{new_id}"})
 
 
+HEARTBEAT = 15.0  # seconds without output after which an event stream sends a comment
 LIMIT_FIELDS = {"fuel": int, "depth": int, "state": int, "deadline": (int, float),
                 "wait": (int, float), "response_body": int}
 
@@ -281,8 +287,9 @@ def _limits(given: dict) -> dict:
         if kinds is None:
             raise Problem(400, f"unknown limit {name!r} (known: {', '.join(LIMIT_FIELDS)})")
         kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        if type(value) not in kinds or value <= 0:
-            raise Problem(400, f"the limit {name!r} must be a positive number")
+        if type(value) not in kinds or not 0 < value <= LIMIT_MAX:
+            raise Problem(400, f"the limit {name!r} must be a positive number, at most "
+                               f"{LIMIT_MAX:.0e}")
         out[name] = value
     return out
 
@@ -382,6 +389,10 @@ async def task_output(request: web.Request) -> web.StreamResponse:
     def read(after: int) -> tuple[list[tuple[int, str]], bool]:
         return output_after(store, tid, after)
     if "text/event-stream" in request.headers.get("Accept", ""):
+        # An EventSource that reconnects says the last event it saw.
+        last = request.headers.get("Last-Event-ID", "")
+        if last.isascii() and last.isdigit() and len(last) < 19:
+            after = max(after, int(last))
         return await _output_events(request, read, after)
     wait = number_param(request, "wait", 0.0, 0.0, WAIT_MAX)
     end = time.monotonic() + wait
@@ -405,20 +416,35 @@ def output_after(store: Any, tid: str, after: int = 0) -> tuple[list[tuple[int, 
 
 async def _output_events(request: web.Request, read: Callable, after: int
                          ) -> web.StreamResponse:
+    # The first read comes before the response starts: an unknown task (or a store
+    # error) is still a problem+json answer of its own.
+    items, finished = await call(request, read, after)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache"})
     await resp.prepare(request)
-    while True:
-        items, finished = await call(request, read, after)
-        for seq, text in items:
-            await resp.write(f"id: {seq}\nevent: output\ndata: {json.dumps(text)}\n\n"
-                             .encode())
-            after = seq
-        if finished and not items:
-            await resp.write(b"event: end\ndata: {}\n\n")
-            break
-        if not items:
-            await asyncio.sleep(0.05)
+    quiet_since = time.monotonic()
+    try:
+        while True:
+            for seq, text in items:
+                await resp.write(f"id: {seq}\nevent: output\ndata: {json.dumps(text)}\n\n"
+                                 .encode())
+                after = seq
+            if finished and not items:
+                await resp.write(b"event: end\ndata: {}\n\n")
+                break
+            if items:
+                quiet_since = time.monotonic()
+            else:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return resp  # the client went away: stop reading for it
+                if time.monotonic() - quiet_since > HEARTBEAT:
+                    await resp.write(b": still here\n\n")  # (a comment: clients skip it)
+                    quiet_since = time.monotonic()
+                await asyncio.sleep(0.05)
+            items, finished = await call(request, read, after)
+    except ConnectionError:
+        return resp  # the client went away while it was written to
     await resp.write_eof()
     return resp
 
@@ -515,14 +541,20 @@ async def callback(request: web.Request) -> web.Response:
     if not exists:
         raise Problem(404, "no such callback")
     body = await read_body(request, CALLBACK_LIMIT)
-    headers = [(k, v) for k, v in request.headers.items()]
+    # Raw bytes as latin-1 (lossless, as the HTTP connector reads a response's), not
+    # request.headers: aiohttp's surrogate escapes could not be stored.
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
     if secret is not None:
         try:
             verify(secret, {k.lower(): v for k, v in headers}, body)
         except SignatureError as exc:
             raise Problem(401, f"the webhook signature does not verify: {exc}") from None
-    value = response_value(0, headers, body)
-    value = Map({kw("method"): request.method, kw("query"): Map(dict(request.query)),
+    try:
+        value = response_value(0, headers, body)
+    except (FlowmetalError, ValueError, RecursionError):  # a body that is not JSON
+        value = {**response_value(0, headers, b""), kw("body"): body.decode("utf-8",
+                                                                            "replace")}
+    value = Map({kw("method"): request.method, kw("query"): query_value(request),
                  **{k: v for k, v in value.items() if k.name != "status"}})
     outcome = await call(request, store.callback_deliver, token, encode_data(value),
                          len(body))
@@ -533,3 +565,14 @@ async def callback(request: web.Request) -> web.Response:
               Delivery.TOO_LARGE: "the request body exceeds the callback's limit",
               Delivery.TOO_MANY: "too many requests wait for the task to take them"}
     raise Problem(outcome.value, detail[outcome])
+
+
+def query_value(request: web.Request) -> Any:
+    """A callback request's ``:query``: a parameter given once maps to its string, one
+    given more than once to a vector of its strings in order."""
+    from ..values import Map, Vector
+
+    merged: dict[str, list[str]] = {}
+    for k, v in request.query.items():
+        merged.setdefault(k, []).append(v)
+    return Map({k: v[0] if len(v) == 1 else Vector(v) for k, v in merged.items()})

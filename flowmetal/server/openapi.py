@@ -6,6 +6,8 @@ from typing import Any
 
 from .. import __version__
 
+LIMIT_MAX = 10 ** 15  # the largest limit a start takes (seconds: 30 million years)
+
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
        "description": "a task id"}
@@ -218,12 +220,14 @@ def document() -> dict:
             "file": nullable_str,
             "args": {"type": ["array", "null"], "items": {"type": "string"}},
             "limits": {"type": ["object", "null"], "properties": {
-                "fuel": {"type": "integer", "minimum": 1},
-                "depth": {"type": "integer", "minimum": 1},
-                "state": {"type": "integer", "minimum": 1},
-                "deadline": {"type": "number", "exclusiveMinimum": 0},
-                "wait": {"type": "number", "exclusiveMinimum": 0},
-                "response_body": {"type": "integer", "minimum": 1}},
+                "fuel": {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX},
+                "depth": {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX},
+                "state": {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX},
+                "deadline": {"type": "number", "exclusiveMinimum": 0,
+                             "maximum": LIMIT_MAX},
+                "wait": {"type": "number", "exclusiveMinimum": 0, "maximum": LIMIT_MAX},
+                "response_body": {"type": "integer", "minimum": 1,
+                                  "maximum": LIMIT_MAX}},
                 "additionalProperties": False},
             "idempotency_key": {"type": ["string", "null"], "minLength": 1,
                                 "maxLength": 255}}},
@@ -297,7 +301,7 @@ def document() -> dict:
                 "202": _json(_ref("TaskSummary"), "not ended yet"),
                 **_problems(400, 404, *_AUTH)},
             params=[_ID, _query("wait", {**_NUMBER_PARAM, "maximum": 300}, "seconds")])},
-        "/api/v1/tasks/{id}/export": {"get": _operation(
+        "/api/v1/tasks/{id}/export": {"post": _operation(
             "Export the task (it is marked moved here)", {
                 "200": {"description": "the export file",
                         "content": {"application/cbor": {"schema": {}}}},

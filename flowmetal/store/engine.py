@@ -596,7 +596,11 @@ def handle_spawn(unit, rec, request_id, req: Request, step, now) -> None:
 
 
 def handle_env(unit, rec, request_id, req: Request, step, now) -> None:
-    answer_value(unit, rec, request_id, True, os.environ.get(req.to or ""), now)
+    value = os.environ.get(req.to or "")
+    if value is not None:
+        # Bytes that are not UTF-8 (kept by Python as lone surrogates) read as U+FFFD.
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    answer_value(unit, rec, request_id, True, value, now)
 
 
 def handle_callback(unit, rec, request_id, req: Request, step, now) -> None:
@@ -1099,9 +1103,10 @@ class TaskStore:
 
     @retrying
     def outbox_renew(self, connector: str, held: list[tuple[str, int, int]],
-                     lease_seconds: float) -> list[bool]:
+                     lease_seconds: float) -> list[bool | None]:
         """Extend the connector's leases on (task, request, epoch) entries it is working
-        on; per entry, whether it still holds it."""
+        on; per entry, whether it still holds it (None: the entry is gone, as when the
+        task stopped waiting for it)."""
         from .outbox import renew_entries
 
         with self.backend.write() as t:

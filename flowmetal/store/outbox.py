@@ -188,15 +188,18 @@ def settle_entries(unit: Unit, connector: str, results: list[OutboxResult]) -> l
 
 
 def renew_entries(unit: Unit, connector: str, held: list[tuple[str, int, int]],
-                  lease_for: float) -> list[bool]:
+                  lease_for: float) -> list[bool | None]:
     """Extend the connector's leases on these (task, request, epoch) entries; per entry,
-    whether it is still the connector's."""
+    whether it is still the connector's (None: the entry is gone, its wait over)."""
     now = unit.now
-    kept = []
+    kept: list[bool | None] = []
     for task_id, request, epoch in held:
         data = unit.t.outbox_get(task_id, request)
+        if data is None:
+            kept.append(None)
+            continue
         try:
-            entry = None if data is None else OutboxEntry.from_bytes(data)
+            entry = OutboxEntry.from_bytes(data)
         except RecordError:
             entry = None
         ok = entry is not None and entry.lease_worker == connector and entry.epoch == epoch

@@ -7,10 +7,19 @@ looked for when a message or a callback request arrives.  The first answer to an
 request answers R, saying which arm (``Answer.arm``); the answers the other arms get
 later find the task no longer waiting on them and are dropped, and their outbox entries
 go at once.  A timeout answers with ``{:op :timeout}``.
+
+An HTTP arm's own ``:timeout`` and an await arm's callback expiry end the arm as they end
+the single wait: a timer of the arm's request (due at the arm's fourth item, so that it
+is disarmed with the others), armed when it comes before the select's own timeout, fails
+that arm with the error the single wait gets.  An await arm on a
+callback already expired or used up fails at once, as ``await`` does.
 """
 
 from __future__ import annotations
 
+import math
+
+from ..connectors.http_request import DEFAULT_TIMEOUT
 from ..runtime.records import (
     Answer,
     AnswerKind,
@@ -19,12 +28,15 @@ from ..runtime.records import (
     RecordError,
     Status,
     TaskRecord,
+    Timer,
+    TimerKind,
     Waiting,
+    encode_data,
 )
 from ..values import Map, kw
 from .base import Request, StepCommit
 from .callbacks import read_callback
-from .engine import Unit, answer_value, deliver, fail_request, wait
+from .engine import MAX_WAIT, Unit, answer_value, deliver, fail_request, task_error, wait
 
 OPS = ("receive", "await", "join", "http")
 
@@ -85,7 +97,15 @@ def handle_select(unit: Unit, rec: TaskRecord, request_id: int, req: Request,
                 unit.t.callback_put(key, rec.id, cb.to_bytes())
                 _answer_arm(unit, rec, request_id, index, op, Answer(sub, True, value), now)
                 return
-            arms.append([op, sub, key])
+            if cb.used_up(now):
+                used = now < cb.expires
+                error = task_error("callback-error" if used else "timeout",
+                                   "await: the callback took its one request already"
+                                   if used else "await: the callback expired")
+                _answer_arm(unit, rec, request_id, index, op,
+                            Answer(sub, False, encode_data(error)), now)
+                return
+            arms.append([op, sub, key, cb.expires])
         elif op == "join":
             target = unit.get(spec.get("task") or "")
             if target is None:
@@ -100,7 +120,8 @@ def handle_select(unit: Unit, rec: TaskRecord, request_id: int, req: Request,
                 return
             arms.append([op, sub, target.id])
         elif op == "http":
-            arms.append([op, sub, None])
+            timeout = (spec.get("spec") or {}).get("timeout", DEFAULT_TIMEOUT)
+            arms.append([op, sub, None, now + timeout])
         else:
             fail_request(unit, rec, request_id, "type-error",
                          f"select: arm {index}: unknown operation {op!r}", now)
@@ -117,6 +138,24 @@ def handle_select(unit: Unit, rec: TaskRecord, request_id: int, req: Request,
             add_entry(unit, rec.id, arm[1], OutboxEntry(
                 "http", spec.get("spec") or {}, idempotency_key(rec.id, arm[1]), now, now))
     wait(unit, rec, request_id, "select", now, req.timeout, arms=arms)
+    _arm_timers(unit, rec, arms, now)
+
+
+def _arm_timers(unit: Unit, rec: TaskRecord, arms: list, now: float) -> None:
+    """Arm the timers of the arms that end before the select's own timeout; the others'
+    ends are forgotten (``None``), the select ending first."""
+    own = rec.waiting.until
+    for arm in arms:
+        if len(arm) < 4 or arm[3] is None:
+            continue
+        due = max(now, min(arm[3], now + MAX_WAIT))
+        if due == math.inf or own is not None and due >= own:
+            arm[3] = None
+            continue
+        arm[3] = due
+        # (the timer's op names the single wait, whose timeout error the arm then gets)
+        unit.t.timer_add(due, rec.id, arm[1],
+                         Timer(TimerKind.TIMEOUT, arm[0], due - now).to_bytes())
 
 
 def _first_message(unit: Unit, rec: TaskRecord, after: int, step: StepCommit
@@ -149,15 +188,18 @@ def as_select_answer(waiting: Waiting, answer: Answer) -> bool:
 
 
 def drop_other_arms(unit: Unit, rec: TaskRecord, waiting: Waiting) -> None:
-    """The select was answered: its HTTP arms' requests are not made any more."""
-    for op, sub, _ in waiting.arms or ():
-        if op == "http":
-            unit.t.outbox_delete(rec.id, sub)
+    """The select was answered: its HTTP arms' requests are not made any more, and its
+    arms' timers are disarmed."""
+    for arm in waiting.arms or ():
+        if arm[0] == "http":
+            unit.t.outbox_delete(rec.id, arm[1])
+        if len(arm) > 3 and arm[3] is not None:
+            unit.t.timer_delete(arm[3], rec.id, arm[1])
 
 
 def receive_arm(waiting: Waiting, seq: int) -> int | None:
     """The request of the select's receive arm that message ``seq`` answers, if any."""
-    for op, sub, after in waiting.arms or ():
+    for op, sub, after, *_ in waiting.arms or ():
         if op == "receive" and seq > after:
             return sub
     return None
@@ -165,7 +207,7 @@ def receive_arm(waiting: Waiting, seq: int) -> int | None:
 
 def await_arm(waiting: Waiting, key: str) -> int | None:
     """The request of the select's arm awaiting the callback kept under ``key``."""
-    for op, sub, digest in waiting.arms or ():
+    for op, sub, digest, *_ in waiting.arms or ():
         if op == "await" and digest == key:
             return sub
     return None
