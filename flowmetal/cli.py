@@ -1375,7 +1375,7 @@ def cmd_shipyard(args: list[str], store_path: str | None) -> int:
 
 def cmd_store(args: list[str], store_path: str | None) -> int:
     """flowmetal store init | store copy SRC DST."""
-    from .store import is_url
+    from .store import StoreError, is_url
     from .store import open_store as open_location
     from .store.engine import copy_store
 
@@ -1391,9 +1391,11 @@ def cmd_store(args: list[str], store_path: str | None) -> int:
         p = _parser("store init", "Create the store, or migrate a PostgreSQL store's "
                     "schema to this Flowmetal's version (refusing a newer one).", store_path)
         ns = p.parse_args(args[1:])
-        from .store import default_path
+        from .store import default_path, is_server
 
-        location = ns.store or default_path()
+        location = ns.store or os.environ.get("FLOWMETAL_SERVER") or default_path()
+        if is_server(location):
+            raise StoreError(needs_store_itself("store init", location))
         if is_url(location):
             from .store.postgres import SCHEMA_VERSION, init_schema
 
@@ -1407,6 +1409,11 @@ def cmd_store(args: list[str], store_path: str | None) -> int:
     if args[0] == "copy":
         if len(args) != 3:
             raise UsageError("store copy needs SRC and DST", usage)
+        from .store import is_server
+
+        for location in args[1:]:
+            if is_server(location):
+                raise StoreError(needs_store_itself("store copy", location))
         src = open_location(args[1], create=False)
         dst = open_location(args[2])
         count = copy_store(src, dst)

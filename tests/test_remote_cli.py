@@ -105,6 +105,9 @@ def test_what_needs_the_store_itself_says_so_and_does_nothing(remote, tmp_path):
         assert "Traceback" not in r.stderr
     with store.view() as view:
         assert list(view.tasks()) == []  # run started no task before it refused
+    r = fm(env, "store", "init", cwd=tmp_path)
+    assert r.returncode == 2 and "flowmetal store init needs the store itself" in r.stderr
+    assert not (tmp_path / ".flowmetal").exists()
 
 
 def test_a_missing_or_wrong_token_is_a_clear_error(remote):
@@ -113,3 +116,36 @@ def test_a_missing_or_wrong_token_is_a_clear_error(remote):
     assert r.returncode == 2 and "refused the token" in r.stderr
     r = fm({k: v for k, v in env.items() if k != "FLOWMETAL_TOKEN"}, "tasks")
     assert r.returncode == 2 and "FLOWMETAL_TOKEN" in r.stderr
+
+
+def test_store_operations_refuse_what_does_not_fit_with_400(remote, tmp_path):
+    import cbor2
+    import requests
+
+    env, store, served = remote
+    task = ok(fm(env, "start", str(write(tmp_path, "(receive)")))).strip()
+    until(lambda: store.get(task).status == "waiting")
+    headers = {"Authorization": f"Bearer {env['FLOWMETAL_TOKEN']}",
+               "Content-Type": "application/cbor"}
+
+    def call(op: str, **args) -> requests.Response:
+        return requests.post(f"{served.url()}/api/v1/store/{op}", data=cbor2.dumps(args),
+                             headers=headers, timeout=30)
+
+    with store.view() as view:
+        real = view.program(store.get(task).program)  # a record under another hash:
+    for op, args in [("send", {"task": task, "message": b"garbage"}),
+                     ("start", {}), ("outbox", {"task": 5}),
+                     ("output", {"task": task, "after": 2 ** 70}),
+                     ("put_programs", {"programs": {"abc": b"x"}}),
+                     ("put_programs", {"programs": {"0" * 64: real}})]:
+        r = call(op, **args)
+        assert r.status_code == 400, (op, r.status_code, r.text)
+        assert r.headers["Content-Type"].startswith("application/problem+json")
+    assert store.get(task).status == "waiting"  # the junk message never reached it
+
+
+def write(tmp_path: Path, source: str) -> Path:
+    path = tmp_path / "program.fm"
+    path.write_text(source + "\n")
+    return path

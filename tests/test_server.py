@@ -217,6 +217,15 @@ def test_bad_requests_get_problems_never_500s(api):
     problem(api("POST", "/api/v1/tasks/x/messages", json={"form": "(unclosed"}), 400)
     problem(api("GET", "/api/v1/nothing"), 404)
     problem(api("DELETE", "/api/v1/tasks"), 405)
+    json_type = {"Content-Type": "application/json"}
+    for body in (b'{"source": "(receive)", "limits": {"wait": NaN}}',
+                 b'{"source": "1", "limits": {"deadline": 1e400}}',
+                 b'{"source": "1", "limits": {"deadline": 1e17}}',
+                 b'{"source": "1", "args": ["\\ud800"]}',
+                 b'{"source": "1", "args": ' + b"[" * 900 + b"]" * 900 + b"}"):
+        problem(api("POST", "/api/v1/tasks", data=body, headers=json_type), 400)
+    problem(api("POST", "/api/v1/tasks", data=b"not gzip at all",
+                headers={**json_type, "Content-Encoding": "gzip"}), 400)
 
 
 # -- callbacks -------------------------------------------------------------------------

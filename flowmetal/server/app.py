@@ -143,7 +143,10 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise Problem(413, f"the request body exceeds {limit} bytes")
     chunks, size = [], 0
     while True:
-        chunk = await request.content.read(min(1 << 16, limit + 1 - size))
+        try:
+            chunk = await request.content.read(min(1 << 16, limit + 1 - size))
+        except web.RequestPayloadError as exc:  # (say, a Content-Encoding it is not in)
+            raise Problem(400, f"the request body cannot be read: {exc}") from None
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)

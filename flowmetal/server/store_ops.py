@@ -9,7 +9,9 @@ from typing import Any
 import cbor2
 from aiohttp import web
 
-from ..runtime.records import RecordError, TaskRecord
+from ..interpreter import STDLIB_FORMAT, chain_hash
+from ..program import program_hash
+from ..runtime.records import RecordError, TaskRecord, decode_data
 from ..store.base import NewTask
 from ..store.remote import CBOR, filter_of
 from ..values import FlowmetalError
@@ -40,6 +42,40 @@ def _tasks(view: Any, where: dict, after: str, limit: int, descending: bool) -> 
     return {"records": [r.to_bytes() for r in records], "skipped": view.skipped}
 
 
+def _programs(records: dict) -> dict:
+    """Program records a client sends, each checked to be what its hash says: a record
+    stored under a hash is never rewritten, so one under the wrong hash would stand in
+    the way of the real one for good (ValueError for the first that is not)."""
+    out = {}
+    for digest, record in records.items():
+        if type(record) is bytes:
+            try:
+                record = cbor2.loads(record)
+            except Exception:
+                raise ValueError(f"the program record {digest!r:.80} is not CBOR") from None
+        if type(record) is not dict or record.get("hash") != digest or \
+                _record_hash(record) != digest:
+            raise ValueError(f"the program record {digest!r:.80} does not match its hash")
+        out[digest] = record
+    return out
+
+
+def _record_hash(record: dict) -> str | None:
+    """The hash a program's record or a standard library's manifest makes of what it
+    holds (None if it holds too little to make one)."""
+    if record.get("format") == STDLIB_FORMAT:  # the chain of its programs' hashes
+        prefix, hashes = record.get("root"), record.get("programs")
+        if type(prefix) is not str or type(hashes) is not list:
+            return None
+        for h in hashes:
+            if type(h) is not str:
+                return None
+            prefix = chain_hash(prefix, h)
+        return prefix
+    fields = [record.get(k) for k in ("file", "source", "base", "analyzer")]
+    return program_hash(*fields) if all(type(f) is str for f in fields) else None
+
+
 def _outbox(view: Any, task: str | None) -> list:
     return [[t, request, entry.to_bytes()] for t, request, entry in view.outbox(task)
             if not isinstance(entry, str)]
@@ -57,10 +93,10 @@ def operation(store: Any, op: str, args: dict) -> Callable[[], Any]:
         "continuation": lambda v: v.continuation(_text(a("task"))),
         "inbox": lambda v: [[seq, m.to_bytes()] for seq, m in v.inbox(_text(a("task")))],
         "log": lambda v: [[seq, e.to_bytes()] for seq, e in
-                          v.log(_text(a("task")), _int(a("after") or 0))],
+                          v.log(_text(a("task")), _seq(a("after") or 0))],
         "output": lambda v: [[seq, text] for seq, text in
-                             v.output(_text(a("task")), _int(a("after") or 0))],
-        "outbox": lambda v: _outbox(v, a("task")),
+                             v.output(_text(a("task")), _seq(a("after") or 0))],
+        "outbox": lambda v: _outbox(v, _text_or_none(a("task"))),
         "program": lambda v: v.program(_text(a("digest"))),
         "program_hashes": lambda v: v.program_hashes(),
         "resolve": lambda v: v.resolve(_text(a("name"))),
@@ -79,7 +115,12 @@ def operation(store: Any, op: str, args: dict) -> Callable[[], Any]:
         return lambda: store.start(new, _dict(a("programs") or {}), _dict(a("names") or {}),
                                    a("key"))
     if op == "send":
-        return lambda: store.send(_text(a("task")), _bytes(a("message")), a("sender"))
+        message = _bytes(a("message"))
+        try:
+            decode_data(message)
+        except Exception:  # (whatever the bytes make the decoder raise)
+            raise Problem(400, "send: the message is not an encoded value") from None
+        return lambda: store.send(_text(a("task")), message, _text_or_none(a("sender")))
     if op == "cancel":
         return lambda: store.cancel(_text(a("task"))).to_bytes()
     if op == "setting":
@@ -90,10 +131,10 @@ def operation(store: Any, op: str, args: dict) -> Callable[[], Any]:
         return lambda: _swap(store, _shared(a("key")), _text_or_none(a("expected")),
                              _text_or_none(a("value")))
     if op == "put_programs":
-        return lambda: store.put_programs(_dict(a("programs")))
+        return lambda: store.put_programs(_programs(_dict(a("programs"))))
     if op == "deploy":
         return lambda: store.deploy(_text(a("name")), _text(a("digest")),
-                                    _dict(a("programs") or {}))
+                                    _programs(_dict(a("programs") or {})))
     raise Problem(404, f"no store operation {op!r}")
 
 
@@ -111,7 +152,10 @@ async def handle(request: web.Request) -> web.Response:
         raise Problem(400, "the body is not CBOR") from None
     if type(args) is not dict:
         raise Problem(400, "the body must be a CBOR map of arguments")
-    fn = operation(request.app[STORE], request.match_info["op"], args)
+    try:
+        fn = operation(request.app[STORE], request.match_info["op"], args)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise Problem(400, f"{request.match_info['op']}: {exc}") from None
     result = await call(request, _checked(fn))
     return web.Response(body=cbor2.dumps({"result": result}), content_type=CBOR)
 
@@ -143,7 +187,7 @@ def _checked(fn: Callable[[], Any]) -> Callable[[], Any]:
     def run() -> Any:
         try:
             return fn()
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
             raise BadArguments(str(exc)) from None
     return run
 
@@ -158,6 +202,13 @@ def _typed(kind: type, what: str) -> Callable[[Any], Any]:
             raise TypeError(f"{what} argument is missing or not {what}")
         return value
     return check
+
+
+def _seq(value: Any) -> int:
+    """A sequence number of a log or an output (ValueError if it cannot be one)."""
+    if not 0 <= _int(value) < 1 << 63:
+        raise ValueError(f"a sequence number is from 0 to 2**63 - 1, not {str(value)[:40]}")
+    return value
 
 
 _text = _typed(str, "a string")
