@@ -116,6 +116,11 @@ def test_a_missing_or_wrong_token_is_a_clear_error(remote):
     assert r.returncode == 2 and "refused the token" in r.stderr
     r = fm({k: v for k, v in env.items() if k != "FLOWMETAL_TOKEN"}, "tasks")
     assert r.returncode == 2 and "FLOWMETAL_TOKEN" in r.stderr
+    wrong = env["FLOWMETAL_SERVER"] + "/nonsense"
+    r = fm({**env, "FLOWMETAL_SERVER": wrong}, "tasks")
+    assert r.returncode == 2 and f"no Flowmetal control plane answers at {wrong}" in r.stderr
+    r = fm(env, "show", "0123")
+    assert r.returncode == 2 and "no task" in r.stderr  # (a 404 of the store's own)
 
 
 def test_store_operations_refuse_what_does_not_fit_with_400(remote, tmp_path):

@@ -7,6 +7,8 @@ from http import HTTPStatus
 
 from aiohttp import web
 
+from ..store.remote import NO_SUCH_PATH
+
 PROBLEM_TYPE = "application/problem+json"
 
 
@@ -45,6 +47,8 @@ async def problems(request: web.Request, handler) -> web.StreamResponse:
             raise
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else \
             HTTPStatus(exc.status).description
+        if type(exc) is web.HTTPNotFound:  # (the router's: no route has this path)
+            detail = f"{NO_SUCH_PATH} {request.path[:200]}"
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow",)}
         return response(exc.status, detail, headers)
     except Exception as exc:  # noqa: BLE001  (the client gets a 500, the log the cause)

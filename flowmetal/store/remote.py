@@ -29,6 +29,7 @@ from .base import NewTask, NotThroughServer, StoreError, StoreUnavailable
 from .tables import ALL_TASKS, TaskFilter
 
 PATH = "/api/v1/store"
+NO_SUCH_PATH = "this server has no path"  # how server.problems begins a 404 of the router
 SWAP_ATTEMPTS = 100  # compare-and-sets an update_setting tries before giving up
 TIMEOUT = 30.0
 CBOR = "application/cbor"
@@ -94,8 +95,13 @@ class RemoteStore:
         detail = _detail(body) or f"HTTP {status}"
         if status in (401, 403):
             raise StoreError(f"the server at {self.location} refused the token: {detail}")
-        if status in (404, 409):
+        if status == 404 and not detail.startswith(NO_SUCH_PATH) and \
+                ctype.startswith("application/problem+json") or status == 409:
             raise TaskError(detail)
+        if status == 404:
+            raise StoreError(f"no Flowmetal control plane answers at {self.location} "
+                             f"(HTTP 404 for {PATH}/{op}): is that the URL flowmetal serve "
+                             "listens on?")
         if status == 503:
             raise StoreUnavailable(f"the server at {self.location}: {detail}")
         raise StoreError(f"the server at {self.location}: {detail}")
