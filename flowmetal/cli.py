@@ -1655,7 +1655,8 @@ def _limits_text(limits: dict) -> str:
         f"fuel {'none' if fuel is None else f'{fuel:,} reductions'}",
         f"depth {depth:,} frames", f"state {size_text(limits['state_bytes'])}",
         f"deadline {duration_text(limits['deadline_seconds'])}",
-        f"wait {duration_text(limits['wait_seconds'])} (waits without :timeout)"])
+        f"wait {duration_text(limits['wait_seconds'])} (waits without :timeout)",
+        f"HTTP response body {size_text(limits['response_body_bytes'])}"])
 
 
 def _detail_text(d: dict) -> str:

@@ -166,7 +166,8 @@ def test_limits_on_the_command_line_bound_the_task(tmp_path):
                  "--deadline", "1d", spin)
     assert show(store, task)["limits"] == {
         "fuel_reductions": 100, "depth_frames": 1000, "state_bytes": 1 << 20,
-        "deadline_seconds": 86400.0, "wait_seconds": 86400.0}
+        "deadline_seconds": 86400.0, "wait_seconds": 86400.0,
+        "response_body_bytes": 1 << 20}
     for args, message in [(["--wait", "soon"], "--wait: expected a duration such as 30s"),
                           (["--fuel", "-3"], "--fuel: expected a positive whole number"),
                           (["--state", "big"], "--state: expected a size such as 1000"),
@@ -405,7 +406,7 @@ def test_json_output_is_structured_and_names_its_units(tmp_path):
     assert parent["age_seconds"] >= 0
     d = show(store, task)
     assert set(d["limits"]) == {"fuel_reductions", "depth_frames", "state_bytes",
-                                "deadline_seconds", "wait_seconds"}
+                                "deadline_seconds", "wait_seconds", "response_body_bytes"}
     assert "state" not in d and "age" not in d
 
 

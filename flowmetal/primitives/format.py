@@ -190,8 +190,8 @@ def _floating(spec: Spec, x: Any) -> str:
 def _char(spec: Spec, x: Any) -> str:
     if type(x) is str and len(x) == 1:
         text = x
-    elif type(x) is int and 0 <= x <= 0x10FFFF:
-        text = chr(x)
+    elif type(x) is int and 0 <= x <= 0x10FFFF and not 0xD800 <= x <= 0xDFFF:
+        text = chr(x)  # (a surrogate is no character: no text can hold one)
     else:
         raise FlowmetalError(f"format: `{spec.text}` needs a one-character string or a "
                              f"code point, got {shown(x)}", "type-error")

@@ -358,7 +358,8 @@ def limits_data(limits: Any) -> dict:
     wait = limits.wait
     return {"fuel_reductions": limits.fuel, "depth_frames": limits.depth,
             "state_bytes": limits.state, "deadline_seconds": limits.deadline,
-            "wait_seconds": None if wait == float("inf") else wait}
+            "wait_seconds": None if wait == float("inf") else wait,
+            "response_body_bytes": limits.response_body}
 
 
 def task_detail(store: Any, task_id: str) -> dict:
