@@ -158,6 +158,10 @@ def test_listing_filters_and_pages(api):
             break
         after = page["next"]
     assert set(ids) <= set(seen) and seen == sorted(seen)
+    failed = api.start("(/ 1 0)")
+    api.result(failed)
+    either = api("GET", "/api/v1/tasks", params={"status": ["done", "failed"]}).json()
+    assert {t["id"] for t in either["tasks"]} >= {*ids, failed}
     one = api("GET", "/api/v1/tasks", params={"id": ids[2], "counts": "true"}).json()
     assert [t["id"] for t in one["tasks"]] == [ids[2]] and one["counts"] == {"done": 1}
     problem(api("GET", "/api/v1/tasks", params={"status": "asleep"}), 400)
@@ -217,6 +221,9 @@ def test_bad_requests_get_problems_never_500s(api):
     problem(api("POST", "/api/v1/tasks/x/messages", json={"form": "(unclosed"}), 400)
     problem(api("GET", "/api/v1/nothing"), 404)
     problem(api("DELETE", "/api/v1/tasks"), 405)
+    assert len(problem(api("GET", "/api/v1/tasks/" + "x" * 5000), 404)) < 200
+    for params in ({"limit": "1.5"}, {"counts": "1"}, {"status": ["done", "bogus"]}):
+        problem(api("GET", "/api/v1/tasks", params=params), 400)
     json_type = {"Content-Type": "application/json"}
     for body in (b'{"source": "(receive)", "limits": {"wait": NaN}}',
                  b'{"source": "1", "limits": {"deadline": 1e400}}',

@@ -208,8 +208,11 @@ def number_param(request: web.Request, name: str, default: float, low: float, hi
 
 
 def task_id(request: web.Request) -> str:
-    """The task id of the path."""
-    return request.match_info["id"]
+    """The task id of the path (no id is that long: 404, not repeated in full)."""
+    tid = request.match_info["id"]
+    if len(tid) > ID_MAX:
+        raise Problem(404, f"no task {tid[:ID_MAX]}... (an id of {len(tid)} characters)")
+    return tid
 
 
 # -- handlers -------------------------------------------------------------------------
@@ -278,6 +281,7 @@ async def start_task(request: web.Request) -> web.Response:
                              headers={"Location": f"{API}/tasks/{new_id}"})
 
 
+ID_MAX = 64  # characters of the longest task id a path may name (ids have 21)
 HEARTBEAT = 15.0  # seconds without output after which an event stream sends a comment
 LIMIT_FIELDS = {"fuel": int, "depth": int, "state": int, "deadline": (int, float),
                 "wait": (int, float), "response_body": int}
@@ -312,23 +316,29 @@ async def list_tasks(request: web.Request) -> web.Response:
     a time (``next`` is the ``after`` of the next page); with ``counts=true``, how many
     match, by status."""
     q = request.query
-    limit = int(number_param(request, "limit", 100, 1, PAGE_MAX))
+    limit = number_param(request, "limit", 100, 1, PAGE_MAX)
+    if limit != int(limit):
+        raise Problem(400, "the parameter 'limit' must be a whole number")
     order = q.get("order", "asc")
     if order not in ("asc", "desc"):
         raise Problem(400, "the parameter 'order' is asc or desc")
+    counts = q.get("counts", "false")
+    if counts not in ("true", "false"):
+        raise Problem(400, "the parameter 'counts' is true or false")
     return web.json_response(await call(
         request, tasks_page, request.app[STORE], task_filter(request), q.get("after", ""),
-        limit, q.get("counts") in ("1", "true"), order == "desc"))
+        int(limit), counts == "true", order == "desc"))
 
 
 def task_filter(request: web.Request) -> TaskFilter:
     """The task filter of a listing's query parameters (status, program, name, parent,
     id prefix, since, until)."""
     q = request.query
-    status = q.get("status")
-    if status is not None and status not in STATUSES:
-        raise Problem(400, f"the parameter 'status' is one of {', '.join(STATUSES)}")
-    return TaskFilter(status=(status,) if status else (), program=q.get("program") or None,
+    status = tuple(q.getall("status", ()))
+    if any(s not in STATUSES for s in status):
+        raise Problem(400, f"the parameter 'status' is one of {', '.join(STATUSES)} (given "
+                           "more than once: any of them)")
+    return TaskFilter(status=status, program=q.get("program") or None,
                       name=q.get("name") or None, parent=q.get("parent") or None,
                       id_prefix=q.get("id") or None,
                       created_after=_time_param(request, "since"),

@@ -259,9 +259,9 @@ def document() -> dict:
                 body=_ref("StartTask")),
             "get": _operation("List tasks", {"200": _json(_ref("TaskPage")),
                                              **_problems(400, *_AUTH)}, params=[
-                _query("status", {"type": "string", "enum": [
-                    "runnable", "waiting", "done", "failed", "cancelled", "moved"]},
-                    "only tasks with this status"),
+                _query("status", {"type": "array", "items": {"type": "string", "enum": [
+                    "runnable", "waiting", "done", "failed", "cancelled", "moved"]}},
+                    "only tasks with this status (given more than once: any of them)"),
                 _query("program", {"type": "string"}, "a program hash or prefix"),
                 _query("name", {"type": "string"}, "the task's name"),
                 _query("parent", {"type": "string"}, "the parent task"),
