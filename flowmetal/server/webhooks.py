@@ -35,8 +35,9 @@ def secret_key(secret: str) -> bytes:
     except (binascii.Error, ValueError):
         key = b""
     if len(key) < 16:
-        raise FlowmetalError("callback: :secret must be whsec_ and at least 16 bytes in "
-                             "base64", "type-error")
+        raise FlowmetalError("callback: :secret must be at least 16 bytes in base64, "
+                             "as Standard Webhooks secrets are (whsec_ before it, or not)",
+                             "type-error")
     return key
 
 
