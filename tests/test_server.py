@@ -176,6 +176,11 @@ def test_a_start_retried_with_its_idempotency_key_starts_one_task(api):
                 headers={"Idempotency-Key": key})
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["id"] == again.json()["id"]
+    same = api("POST", "/api/v1/tasks", json={"idempotency_key": key, "source": "(+ 1 2)"})
+    assert same.status_code == 200 and same.json()["id"] == first.json()["id"]
+    other = api("POST", "/api/v1/tasks", json={"source": "(+ 1 3)"},
+                headers={"Idempotency-Key": key})
+    assert first.json()["id"] in problem(other, 422)
 
 
 def test_deploy_then_start_by_name_and_by_hash(api):

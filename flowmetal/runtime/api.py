@@ -24,13 +24,16 @@ SAME = object()  # start's default *file*: the program's file name
 
 def start(store, source: str, file: str, args: list[str] | None = None,
           limits: dict | None = None, trace: bool = False, script: Any = SAME,
-          name: str | None = None, key: str | None = None) -> str:
+          name: str | None = None, key: str | None = None,
+          fingerprint: str | None = None) -> str:
     """Analyze a program and submit it as a new runnable task; its id.
 
     The program sees ``args`` as ``*command-line-args*`` and ``script`` (default:
     ``file``) as ``*file*``.  The program, the standard library it was analyzed against
     and every program it spawns by a literal name are stored with it.  Read and syntax
-    errors raise before anything is stored.
+    errors raise before anything is stored.  A start with the idempotency ``key`` of an
+    earlier one starts nothing and gives that one's id (``KeyReused`` if both gave a
+    ``fingerprint`` of what they asked for, and they differ).
     """
     import os
 
@@ -46,14 +49,16 @@ def start(store, source: str, file: str, args: list[str] | None = None,
     rec = TaskRecord(new_task_id(), name or os.path.basename(file), program.hash,
                      limits=Limits.of(limits), trace=trace,
                      programs=list(code_of(m, programs | {program.hash})), spawnable=names)
-    return store.start(NewTask(rec, state, {"file": file}), records, key=key)
+    return store.start(NewTask(rec, state, {"file": file}), records, key=key,
+                       **({} if fingerprint is None else {"fingerprint": fingerprint}))
 
 
 def start_stored(store, program: str, args: list[str] | None = None,
-                 limits: dict | None = None, key: str | None = None) -> str:
+                 limits: dict | None = None, key: str | None = None,
+                 fingerprint: str | None = None) -> str:
     """Start a task running a program of the store, named by a deployed name or by its
-    hash (or a unique prefix of at least 8 digits of it); its id.  ``key`` as in
-    ``start``."""
+    hash (or a unique prefix of at least 8 digits of it); its id.  ``key`` and
+    ``fingerprint`` as in ``start``."""
     import os
 
     from .code import CodeUnavailable, base_globals, load_program, program_machine
@@ -73,7 +78,7 @@ def start_stored(store, program: str, args: list[str] | None = None,
                      limits=Limits.of(limits),
                      programs=list(code_of(m, programs | {digest})))
     return store.start(NewTask(rec, state, {"file": loaded.file, "started_as": program}),
-                       key=key)
+                       key=key, **({} if fingerprint is None else {"fingerprint": fingerprint}))
 
 
 def _program_hash(view, text: str) -> str | None:

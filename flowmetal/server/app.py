@@ -11,6 +11,7 @@ operations run on one thread of their own, so the event loop never waits on the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 import time
@@ -23,6 +24,7 @@ from aiohttp import web
 from ..runtime.records import TaskError
 from ..source import strip_shebang
 from ..store.base import StoreError, StoreUnavailable
+from ..store.engine import KeyReused
 from ..store.tables import TaskFilter
 from ..values import FlowmetalError
 from .openapi import LIMIT_MAX
@@ -90,6 +92,8 @@ async def call(request: web.Request, fn: Callable, *args: Any) -> Any:
                       {"Retry-After": "1"}) from None
     except StoreError as exc:
         raise Problem(503, f"store error: {exc}") from None
+    except KeyReused as exc:  # (the IETF idempotency-key draft's status for it)
+        raise Problem(422, str(exc)) from None
     except TaskError as exc:
         text = str(exc)
         raise Problem(404 if text.startswith("no ") else 409, text) from None
@@ -269,13 +273,18 @@ async def start_task(request: web.Request) -> web.Response:
         raise Problem(400, "an idempotency key has 1 to 255 characters")
     store = request.app[STORE]
     earlier = None if key is None else await call(request, store.start_key, key)
+    # What this start asks for, so that a key reused for another start is refused.
+    asked = None if key is None else hashlib.sha256(json.dumps(
+        {k: v for k, v in body.items() if k != "idempotency_key"}, sort_keys=True,
+        separators=(",", ":")).encode()).hexdigest()
     if source is not None:
         source = strip_shebang(source)
         file = field(body, "file", str) or "api.fm"
         new_id = await call(request, api.start, store, source, file, args, limits, False,
-                            api.SAME, None, key)
+                            api.SAME, None, key, asked)
     else:
-        new_id = await call(request, api.start_stored, store, program, args, limits, key)
+        new_id = await call(request, api.start_stored, store, program, args, limits, key,
+                            asked)
     detail = await call(request, _summary, store, new_id)
     return web.json_response(detail, status=201 if earlier is None else 200,
                              headers={"Location": f"{API}/tasks/{new_id}"})

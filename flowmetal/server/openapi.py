@@ -16,6 +16,7 @@ _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"
 def _problems(*statuses: int) -> dict:
     text = {400: "bad request", 401: "no valid token", 403: "revoked or read-only token",
             404: "no such task", 409: "the task cannot do that now", 413: "body too large",
+            422: "the idempotency key was used for another start",
             503: "the store cannot be used now"}
     return {str(s): {"description": text.get(s, "error"),
                      "content": {"application/problem+json": {"schema": _PROBLEM}}}
@@ -253,7 +254,7 @@ def document() -> dict:
             "post": _operation("Start a task", {
                 "201": _json(_ref("TaskSummary"), "started"),
                 "200": _json(_ref("TaskSummary"), "started before, with this key"),
-                **_problems(400, 404, 409, 413, *_AUTH)},
+                **_problems(400, 404, 409, 413, 422, *_AUTH)},
                 params=[{"name": "Idempotency-Key", "in": "header", "required": False,
                          "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
                 body=_ref("StartTask")),

@@ -60,6 +60,10 @@ WAIT_NAMES = {"next-message": "receive"}
 EXPORT_FORMAT = "flowmetal-task-export/2"
 
 
+class KeyReused(TaskError):
+    """A start's idempotency key was used by a start that asked for something else."""
+
+
 class MigrationError(TaskError):
     """A task cannot be exported or imported (running, finished, bad file, duplicate)."""
 
@@ -837,18 +841,27 @@ class TaskStore:
 
     @retrying
     def start(self, task: NewTask, programs: dict[str, dict] | None = None,
-              names: dict[str, str] | None = None, key: str | None = None) -> str:
+              names: dict[str, str] | None = None, key: str | None = None,
+              fingerprint: str | None = None) -> str:
         """Store the programs (and names) and a new runnable task; its id.  With an
         idempotency ``key`` already used by an earlier start, nothing is stored and the
-        id is that start's (the caller can tell by comparing it with the new record's)."""
+        id is that start's (the caller can tell by comparing it with the new record's);
+        ``KeyReused`` if both starts gave a ``fingerprint`` of what they asked for and
+        the two differ."""
         if key is not None:
             key = _key_digest(key)
+        kept = task.record.id if fingerprint is None else f"{task.record.id} {fingerprint}"
         with self.backend.write() as t:
             if key is not None:
                 earlier = t.setting_get(START_KEY + key)
                 if earlier is not None:
-                    return earlier
-                t.setting_put(START_KEY + key, task.record.id)
+                    earlier_id, _, asked = earlier.partition(" ")
+                    if fingerprint is not None and asked and asked != fingerprint:
+                        raise KeyReused(f"the idempotency key was used by the start of "
+                                        f"task {earlier_id}, which asked for something "
+                                        "else")
+                    return earlier_id
+                t.setting_put(START_KEY + key, kept)
             _put_programs(t, programs or {})
             for name, digest in (names or {}).items():
                 t.put_name(name, digest)
@@ -860,7 +873,8 @@ class TaskStore:
             add_task(unit, task, unit.now)
             unit.flush()
             if key is not None:
-                t.setting_put(START_KEY + key, rec.id)
+                t.setting_put(START_KEY + key, rec.id if fingerprint is None else
+                              f"{rec.id} {fingerprint}")
         return rec.id
 
     @retrying
@@ -996,7 +1010,8 @@ class TaskStore:
 
     def start_key(self, key: str) -> str | None:
         """The task an earlier ``start`` with this idempotency key made, if any."""
-        return self.setting(START_KEY + _key_digest(key))
+        kept = self.setting(START_KEY + _key_digest(key))
+        return None if kept is None else kept.partition(" ")[0]
 
     @retrying
     def set_setting(self, key: str, value: str | None) -> None:
