@@ -1136,12 +1136,17 @@ def cmd_send(args: list[str], store_path: str | None) -> int:
     store = open_store(ns.store, create=False)
     task_id = api.find_task(store, ns.id)
     seq = api.send(store, task_id, message)
-    rec = api.get(store, task_id)
+    with store.view() as view:
+        rec = view.task(task_id)
+        queued = any(s == seq for s, _ in view.inbox(task_id))
     answer = rec.answer
     if answer is not None and answer.kind == "message" and answer.seq == seq:
         _out(f"message {seq} sent to task {task_id}: it wakes the receive waiting for it\n")
-    else:
+    elif queued:
         _out(f"message {seq} queued in the inbox of task {task_id} ({rec.status})\n")
+    else:  # (a worker ran the task on it already)
+        _out(f"message {seq} sent to task {task_id}: taken by its receive (the task is "
+             f"{rec.status} now)\n")
     return EXIT_OK
 
 
