@@ -243,3 +243,31 @@ def test_a_task_waiting_on_a_request_moves_to_another_store(store, service, tmp_
         assert service.keys("/slow/0.2")[f"flowmetal-{tid}-1"] == 1
     finally:
         drop()
+
+
+def test_a_select_arm_s_own_timeout_moves_with_its_task(store, service, tmp_path):
+    from flowmetal.runtime.migrate import export_task, import_task
+
+    other_kind = "postgres" if store.location.startswith("/") else "lmdb"
+    other, drop = make_store(other_kind, tmp_path, "other")
+    try:
+        tid = api.start(store, f"""
+        (let [r (select (on-http {{:url "{service.url('/slow/5')}"}} :timeout 1) :timeout 30)]
+          [(:op r) (get-in r [:error :type])])
+        """, str(tmp_path / "s.fm"))
+        worker = Worker(store, poll=0.01)
+        worker.round()
+        worker.round()  # the select is committed, its arm's timer armed
+        worker.stop()
+        path = tmp_path / "task.fmt"
+        with open(path, "wb") as f:
+            export_task(store, tid, f.write)
+        with store.view() as view:
+            assert view.next_timer() is None  # none of its timers is left behind
+        import_task(other, path.read_bytes())
+        started = time.monotonic()
+        finish(other, tid)
+        assert value(other, tid) == "[:http :timeout]"
+        assert time.monotonic() - started < 4  # the arm's timeout, not the select's
+    finally:
+        drop()

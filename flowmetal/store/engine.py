@@ -1469,6 +1469,8 @@ def _mark_moved(unit: Unit, rec: TaskRecord, now: float) -> None:
     t = unit.t
     if rec.waiting is not None and rec.waiting.until is not None:
         t.timer_delete(rec.waiting.until, rec.id, rec.waiting.request)
+    for due, request in _arm_timers(rec.waiting):
+        t.timer_delete(due, rec.id, request)
     if rec.limits.deadline:
         t.timer_delete(rec.created + rec.limits.deadline, rec.id, 0)
     t.runnable_remove(rec.id)
@@ -1508,6 +1510,19 @@ def _wait_again(unit: Unit, rec: TaskRecord, wait_: list | None, now: float) -> 
         due, request, timer = wait_
         unit.t.timer_add(due, rec.id, request, timer)
         unit.woke = True
+    for due, request in _arm_timers(waiting):
+        op = next(arm[0] for arm in waiting.arms if arm[1] == request)
+        unit.t.timer_add(due, rec.id, request,
+                         Timer(TimerKind.TIMEOUT, op, max(0.0, due - now)).to_bytes())
+        unit.woke = True
+
+
+def _arm_timers(waiting: Waiting | None) -> list[tuple[float, int]]:
+    """The (due, request) of the timers of a select's arms (``store.select``)."""
+    if waiting is None or waiting.op != "select":
+        return []
+    return [(arm[3], arm[1]) for arm in waiting.arms or () if len(arm) > 3 and
+            arm[3] is not None]
 
 
 def _apply_draft(unit: Unit, draft: Any, step: StepCommit) -> bool:
