@@ -132,13 +132,11 @@ def decode(text: str | bytes) -> Any:
     except json.JSONDecodeError as exc:
         raise FlowmetalError(f"json-decode: not JSON at line {exc.lineno} column "
                              f"{exc.colno}: {exc.msg}", "json-error") from None
-    except ValueError as exc:
+    except ValueError as exc:  # (bytes that are not UTF-8 too)
         raise FlowmetalError(f"json-decode: {exc}", "json-error") from None
     except RecursionError:
         raise FlowmetalError(f"json-decode: nested deeper than {MAX_DEPTH}",
                              "json-error") from None
-    except UnicodeDecodeError as exc:
-        raise FlowmetalError(f"json-decode: {exc}", "json-error") from None
 
 
 def _not_json(name: str) -> Any:
