@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
 
 TIMEOUT = 30
+
+
+def readable(stream, seconds: float) -> bool:
+    """Whether a pipe (a file or its descriptor) has something to read within
+    ``seconds``: poll, not select, since a test process that has opened many stores has
+    descriptors past select's FD_SETSIZE."""
+    poller = select.poll()
+    poller.register(stream, select.POLLIN)
+    return bool(poller.poll(max(0.0, seconds) * 1000))
 
 
 def env() -> dict:

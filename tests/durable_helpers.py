@@ -438,8 +438,9 @@ class ForkServer:
 
     def _read(self, timeout: float) -> None:
         fd = self.proc.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
-        if not ready:
+        poller = select.poll()  # (not select: descriptors past FD_SETSIZE)
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(max(0.0, timeout) * 1000):
             return
         data = os.read(fd, 65536)
         if not data:

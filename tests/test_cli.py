@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -21,6 +20,8 @@ from flowmetal import cli
 from flowmetal.report import format_error
 from flowmetal.source import strip_shebang
 from flowmetal.values import Map, Vector, kw
+
+from .cli_helpers import readable
 
 TIMEOUT = 30
 
@@ -63,8 +64,7 @@ def _sigint_default() -> None:
 
 def read_line_soon(stream, seconds: float = 10) -> str:
     """The next line of a pipe, failing instead of hanging if none arrives in time."""
-    ready, _, _ = select.select([stream], [], [], seconds)
-    assert ready, "no output arrived while the program was running"
+    assert readable(stream, seconds), "no output arrived while the program was running"
     return stream.readline()
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from .cli_helpers import readable
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -115,8 +116,7 @@ def test_countdown_survives_kill_9_and_resume_prints_the_rest_once():
     seen = []
     try:
         while len(seen) < 3:
-            ready, _, _ = select.select([proc.stdout], [], [], 10)
-            assert ready, f"the countdown stopped printing after {seen}"
+            assert readable(proc.stdout, 10), f"the countdown stopped printing after {seen}"
             seen.append(proc.stdout.readline())
         proc.kill()
         proc.wait(timeout=10)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from prompt_toolkit.output import DummyOutput
 from flowmetal.repl.console import Console
 from flowmetal.repl.interactive import indentation, make_session, run_interactive, signature
 from flowmetal.repl.repl import Repl
+
+from .cli_helpers import readable
 
 WAIT = 15  # seconds any one wait may take before the test fails
 
@@ -445,8 +446,7 @@ def test_the_repl_in_a_terminal_shows_what_a_user_sees(tmp_path):
     screen = Screen()
 
     def pump(seconds: float = 0.05) -> None:
-        ready, _, _ = select.select([fd], [], [], seconds)
-        if ready:
+        if readable(fd, seconds):
             try:
                 screen.feed(os.read(fd, 65536).decode("utf-8", "replace"))
             except OSError:

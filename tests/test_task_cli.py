@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import signal
 import subprocess
 import sysconfig
@@ -21,6 +20,8 @@ from flowmetal import cli
 from flowmetal.runtime import api
 from flowmetal.runtime.worker import Worker
 from flowmetal.store import open_store
+
+from .cli_helpers import readable
 
 TIMEOUT = 30
 
@@ -67,8 +68,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> tuple[str, str]:
 
 
 def read_line(proc: subprocess.Popen, seconds: float = 10) -> str:
-    ready, _, _ = select.select([proc.stdout], [], [], seconds)
-    assert ready, "no output arrived while the program was running"
+    assert readable(proc.stdout, seconds), "no output arrived while the program was running"
     return proc.stdout.readline()
 
 

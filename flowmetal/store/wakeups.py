@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import select
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,9 +49,13 @@ class Wakeups:
         """Return when another process wakes this one, or after ``timeout`` seconds."""
         sock = self._own()
         if sock is None:
-            select.select([], [], [], max(0.0, timeout))
+            time.sleep(max(0.0, timeout))
             return
-        ready, _, _ = select.select([sock], [], [], max(0.0, timeout))
+        # poll, not select: a process with a thousand files open has descriptors past
+        # select's FD_SETSIZE.
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        ready = poller.poll(max(0.0, timeout) * 1000)
         with contextlib.suppress(OSError):  # drained: the socket would block
             while ready and sock.recv(64):
                 continue
