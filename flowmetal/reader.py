@@ -8,8 +8,9 @@ The notation is the Clojure family's data notation:
   and radix (``2r1010``, ``36rZZ``, radix 2 to 36); ratios ``1/3`` (normalized, so ``4/2``
   reads as ``2``); floats ``1.5``, ``1.``, ``-2.0e-3``, ``1e10``; ``##Inf``, ``##-Inf``, ``##NaN``;
 - strings in double quotes, which may span lines, with the escapes ``\\n \\t \\r \\" \\\\ \\0``
-  and ``\\uXXXX`` (exactly four hex digits naming one character: a surrogate, D800 to
-  DFFF, is none, so write characters outside the BMP directly);
+  and ``\\uXXXX`` (exactly four hex digits naming one character; a character outside the
+  BMP is a surrogate pair, ``\\ud83d\\ude00``, as in Java and JSON, and a lone surrogate is
+  an error);
 - keywords ``:k``, ``:ns/k``; ``true``, ``false``, ``nil``; everything else that is a run of
   non-delimiter characters is a symbol;
 - ``'x`` reads as ``(quote x)``, ``~x`` as ``(unquote x)``, ``~@x`` as ``(unquote-splicing x)``,
@@ -390,12 +391,19 @@ class _Reader:
                 j += 2
             elif esc == "u":
                 digits = text[j + 2 : j + 6]
-                if _HEX4.fullmatch(digits) and not 0xD800 <= int(digits, 16) <= 0xDFFF:
-                    parts.append(chr(int(digits, 16)))
+                code = int(digits, 16) if _HEX4.fullmatch(digits) else None
+                low = text[j + 8 : j + 12] if text.startswith("\\u", j + 6) else ""
+                if code is not None and not 0xD800 <= code <= 0xDFFF:
+                    parts.append(chr(code))
                     j += 6
-                elif _HEX4.fullmatch(digits):
+                elif code is not None and code < 0xDC00 and _HEX4.fullmatch(low) and \
+                        0xDC00 <= int(low, 16) <= 0xDFFF:
+                    # A surrogate pair, as Java and JSON write a character past the BMP.
+                    parts.append(chr(0x10000 + (code - 0xD800) * 0x400 + int(low, 16) - 0xDC00))
+                    j += 12
+                elif code is not None:
                     raise self.error(
-                        f"invalid escape `\\u{digits}` in string: a surrogate, not a "
+                        f"invalid escape `\\u{digits}` in string: a lone surrogate, not a "
                         "character",
                         j,
                         j + 6,

@@ -93,7 +93,7 @@ def test_strings(value, text):
 
 def test_a_lone_surrogate_prints_escaped_and_reads_as_no_character():
     assert to_string("\ud800") == r'"\ud800"'  # (no text can hold it as it is)
-    with pytest.raises(ReadError, match="a surrogate, not a character"):
+    with pytest.raises(ReadError, match="a lone surrogate, not a character"):
         read_one(r'"\ud800"')
 
 

@@ -284,11 +284,12 @@ def test_string_escapes():
     assert read_one(text) == '\n\t\r"\\\x00Aéé\x00\uffff'
 
 
-def test_unicode_escape_is_one_character_and_a_surrogate_is_none():
+def test_unicode_escape_is_one_character_and_a_lone_surrogate_is_none():
     assert read_one(r'"\u00411"') == "A1"
-    for text in (r'"\ud83d\ude00"', r'"a\uDFFF"'):
+    assert read_one(r'"\ud83d\ude00!"') == "\U0001F600!"  # a pair, as Java and JSON write
+    for text in (r'"\ud83d"', r'"a\uDFFF"', r'"\ud83d\u0041"', r'"\ude00\ud83d"'):
         with pytest.raises(ReadError, match=r"1:\d+: invalid escape `\\u[dD]...` in "
-                                            "string: a surrogate, not a character"):
+                                            "string: a lone surrogate, not a character"):
             read_one(text)
 
 
