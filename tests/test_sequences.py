@@ -221,6 +221,35 @@ def test_abort_cancels_the_run_and_its_worker_learns_it(world):
     slow.expect(rf"abandoned checknumber {event_id} \(410: ")
 
 
+def test_run_controls_refuse_what_is_no_run_and_a_resume_of_a_run_not_paused(world):
+    plain = world.api("POST", "/tasks", {"source": "(receive)"}).json()["id"]
+    until(lambda: world.api("GET", f"/tasks/{plain}").json()["status"] == "waiting", 10,
+          "the task waits")
+    for action in ("pause", "resume", "abort"):
+        r = world.api("POST", f"/sequences/{plain}/{action}")
+        assert r.status_code == 404 and "not a sequence run" in r.json()["detail"], r.text
+    assert world.api("GET", f"/tasks/{plain}").json()["status"] == "waiting"  # (untouched)
+    slow, run, _ = slow_run(world, "not-paused", "py-not-paused")
+    r = world.api("POST", f"/sequences/{run['task']}/resume")
+    assert r.status_code == 409 and "is not paused" in r.json()["detail"], r.text
+    world.control(run["task"], "abort")
+    slow.stop()
+
+
+def test_bad_event_data_is_a_400_never_a_500(world):
+    for project in ([1], {"a": 1}):
+        r = world.api("POST", "/event", {
+            "specversion": "1.0", "id": f"bad-{type(project).__name__}", "source": "test",
+            "type": "sh.keptn.event.dev.check.triggered", "data": {"project": project}})
+        assert r.status_code == 400 and "data.project must be a string" in r.text, r.text
+    text = shipyard("huge", "- name: checknumber\n").replace("concurrency: 1",
+                                                               "concurrency: " + "9" * 5001)
+    r = requests.put(f"{world.url}/api/v1/project/huge/shipyard", data=text.encode(),
+                     headers={"Authorization": f"Bearer {world.token}",
+                              "Content-Type": "application/yaml"}, timeout=60)
+    assert r.status_code == 400 and "concurrency" in r.json()["detail"], r.text
+
+
 def test_runs_of_one_stage_and_service_queue_while_another_service_runs(world):
     project = world.apply(shipyard("queued", "- name: checknumber\n"))
     # Long enough tasks that the first is still running when the other service's starts

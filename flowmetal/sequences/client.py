@@ -43,6 +43,7 @@ def control(store: Any, task_id: str, action: str) -> dict:
     else:
         from ..runtime import api
 
+        store.transact(lambda unit: runs.run_record(unit, task_id))  # (a run, not ended)
         status = str(api.cancel(store, task_id).status)
         store.set_setting(runs.PAUSED + task_id, None)
     return {"task": task_id, "action": action, "status": status}

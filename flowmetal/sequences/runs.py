@@ -141,7 +141,7 @@ def pause(store: Any, task_id: str) -> str:
     its next heartbeat; it is triggered again on resume), and no task starts until
     ``resume``.  The run's status."""
     def work(unit: Unit) -> str:
-        rec = _run_record(unit, task_id)
+        rec = run_record(unit, task_id)
         now = unit.now
         waiting = rec.waiting
         unit.t.setting_put(PAUSED + rec.id, str(now))
@@ -154,22 +154,41 @@ def pause(store: Any, task_id: str) -> str:
 def resume(store: Any, task_id: str) -> str:
     """Let a paused run go on; the run's status."""
     def work(unit: Unit) -> str:
-        rec = _run_record(unit, task_id)
+        from ..runtime.records import TaskError
+
+        rec = run_record(unit, task_id)
+        if unit.t.setting_get(PAUSED + rec.id) is None:
+            raise TaskError(f"run {task_id} is not paused")
         unit.t.setting_put(PAUSED + rec.id, None)
         post(unit, rec, encode_data(RESUME), None, unit.now)
         return str(rec.status)
     return store.transact(work)
 
 
-def _run_record(unit: Unit, task_id: str) -> TaskRecord:
+def run_record(unit: Unit, task_id: str) -> TaskRecord:
+    """The record of the run ``task_id`` (TaskError if it is no run, or has ended)."""
     from ..runtime.records import TaskError
 
     rec = unit.get(task_id)
-    if rec is None:
-        raise TaskError(f"no task {task_id}")
+    if rec is None or not _is_run(unit, rec):
+        raise TaskError(f"no run {task_id[:64]}" + ("" if rec is None else
+                                                     " (that task is not a sequence run)"))
     if rec.finished:
         raise TaskError(f"run {task_id} has ended ({rec.status})")
     return rec
+
+
+def _is_run(unit: Unit, rec: TaskRecord) -> bool:
+    """Whether the task runs a sequence (the program ``start_run`` starts)."""
+    import cbor2
+
+    data = unit.t.get_program(rec.program) if rec.program else None
+    try:
+        program = cbor2.loads(data) if data is not None else None
+    except Exception:  # (an unreadable record: not a run's)
+        return False
+    return type(program) is dict and program.get("file") == RUN_FILE and \
+        program.get("source") == RUN_SOURCE
 
 
 # -- what the runs are doing -----------------------------------------------------------
@@ -271,6 +290,8 @@ def resolve_run(store: Any, stage: str, sequence: str, event: dict) -> dict:
 
     data = event.get("data") or {}
     project = data.get("project")
+    if project is not None and type(project) is not str:
+        raise RunError(f"data.project must be a string, not {type(project).__name__}")
     if project is None:
         known = projects(store)
         if len(known) != 1:

@@ -306,7 +306,11 @@ def _scalar(node: yaml.ScalarNode, path: Path, at: _Located) -> Any:
     if tag == "bool":
         return _CONSTRUCT.construct_yaml_bool(node)
     if tag == "int":
-        return _CONSTRUCT.construct_yaml_int(node)
+        try:
+            return _CONSTRUCT.construct_yaml_int(node)
+        except ValueError:  # (more digits than Python reads)
+            raise at.error(path, f"the number of {len(node.value)} characters is too "
+                                 "long") from None
     if tag == "float":
         value = _CONSTRUCT.construct_yaml_float(node)
         if not math.isfinite(value):
@@ -530,8 +534,10 @@ class _Validator:
                     f"in stage {name!r}")
         concurrency = raw.get("concurrency", 1)
         if type(concurrency) is not int or not 1 <= concurrency <= CONCURRENCY_MAX:
+            shown = concurrency if type(concurrency) is not int or \
+                concurrency.bit_length() < 64 else "a number that long"
             raise self.fail(path + ("concurrency",), f"must be a whole number from 1 to "
-                            f"{CONCURRENCY_MAX}, not {concurrency!r}")
+                            f"{CONCURRENCY_MAX}, not {shown!r:.60}")
         return Stage(name, sequences, concurrency)
 
     def sequence(self, data: Any, path: Path) -> Sequence:

@@ -60,6 +60,11 @@ async def post_event(request: web.Request) -> web.Response:
         if kind.phase != Phase.TRIGGERED:
             raise Problem(400, f"{ev.type}: only a sequence's .triggered event starts "
                           "anything; a run sends its own .finished")
+        project = (body.get("data") or {}).get("project") \
+            if type(body.get("data")) is dict else None
+        if project is not None and type(project) is not str:
+            raise Problem(400, f"data.project must be a string, not "
+                               f"{type(project).__name__}")
         try:
             task_id, run = await call(request, runs.trigger, store, kind.stage,
                                       kind.sequence, body)
@@ -107,8 +112,9 @@ def _finished_data(data: dict) -> dict:
     status = data.get("status", "succeeded")
     if result not in ("pass", "warning", "fail"):
         raise Problem(400, f"data.result must be pass, warning or fail, not {result!r:.40}")
-    if status not in ("succeeded", "errored"):
-        raise Problem(400, f"data.status must be succeeded or errored, not {status!r:.40}")
+    if status not in ("succeeded", "errored", "unknown"):  # (Keptn's three)
+        raise Problem(400, f"data.status must be succeeded, errored or unknown, not "
+                           f"{status!r:.40}")
     return {**data, "result": result, "status": status}
 
 
