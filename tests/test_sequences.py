@@ -5,6 +5,7 @@ the control plane (fetch and lock, .started, heartbeats, .finished)."""
 from __future__ import annotations
 
 import textwrap
+import uuid
 
 import pytest
 import requests
@@ -234,6 +235,23 @@ def test_run_controls_refuse_what_is_no_run_and_a_resume_of_a_run_not_paused(wor
     assert r.status_code == 409 and "is not paused" in r.json()["detail"], r.text
     world.control(run["task"], "abort")
     slow.stop()
+
+
+def test_a_triggered_event_sent_again_is_its_run_with_its_context(world):
+    project = world.apply(shipyard("replayed", "- name: checknumber\n"))
+    shared = "shared-" + uuid.uuid4().hex
+    plain = world.api("POST", "/tasks", {"source": "(receive)"},
+                      headers={"Idempotency-Key": shared}).json()["id"]
+    first = world.trigger(project, "dev", "check", {"number": 3}, event_id=shared)
+    assert first["task"] != plain  # an event's id is no key of a start's
+    event = {"specversion": "1.0", "id": shared, "source": "tests",
+             "type": "sh.keptn.event.dev.check.triggered",
+             "data": {"project": project, "service": "svc", "number": 3}}
+    again = world.api("POST", "/event", event)
+    assert again.status_code == 200, again.text
+    assert (again.json()["task"], again.json()["keptnContext"]) == \
+        (first["task"], first["keptnContext"])
+    world.control(first["task"], "abort")
 
 
 def test_bad_event_data_is_a_400_never_a_500(world):

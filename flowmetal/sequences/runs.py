@@ -28,6 +28,8 @@ WORKERS = "sequence-workers"    # setting: task type -> worker -> when it last a
 RUNS_KEPT = 500
 RUN_SOURCE = "(run-sequence (json-decode (first *command-line-args*)))\n"
 RUN_FILE = "sequence-run.fm"
+EVENT_KEY = "keptn-event:"  # a triggering event's id, as the idempotency key of its run
+CONTEXTS = uuid.UUID("6f1a9d3e-2b47-4c1e-9a55-3f6e0c7d8b21")  # namespace of run contexts
 
 
 class RunError(Exception):
@@ -56,7 +58,7 @@ def make_run(shipyard: Shipyard, version: int, project: str, stage: str, sequenc
         service = data["service"] = "default"
     return {
         "project": project, "stage": stage, "sequence": sequence, "service": service,
-        "version": version, "context": event.get("shkeptncontext") or str(uuid.uuid4()),
+        "version": version, "context": event.get("shkeptncontext") or _context_of(event),
         "triggeredid": event.get("id"), "concurrency": st.concurrency,
         "queue": queue_key(project, stage, service),
         "tasks": [{"name": t.name, "triggered-after": t.triggered_after,
@@ -79,6 +81,15 @@ def followers(run: dict, finished: dict) -> list[dict]:
     return [make_run(shipyard, run["version"], run["project"], stage, sequence, event)
             for stage, sequence in shipyard.followers(run["stage"], run["sequence"],
                                                       finished)]
+
+
+def _context_of(event: dict) -> str:
+    """A new run's Keptn context: made from the triggering event's id, so that the event
+    sent again names the same run's context (a fresh one for an event without an id)."""
+    event_id = event.get("id")
+    if type(event_id) is str and event_id:
+        return str(uuid.uuid5(CONTEXTS, event_id))
+    return str(uuid.uuid4())
 
 
 def start_run(store: Any, run: dict, key: str | None = None) -> str:
@@ -310,7 +321,9 @@ def trigger(store: Any, stage: str, sequence: str, event: dict) -> tuple[str, di
     """Start a run of ``stage.sequence`` for the triggered ``event`` (its id is the
     idempotency key: the same event starts one run); (task id, run map)."""
     run = resolve_run(store, stage, sequence, event)
-    return start_run(store, run, key=event.get("id")), run
+    event_id = event.get("id")
+    # (Keys of their own: an event's id is no start's Idempotency-Key of the API.)
+    return start_run(store, run, key=f"{EVENT_KEY}{event_id}" if event_id else None), run
 
 
 BUILT_IN = frozenset()  # task types the store's own workers serve (none are offered out)

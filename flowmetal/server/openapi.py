@@ -161,7 +161,9 @@ def _sequence_paths() -> dict:
                     "project": {"type": "string"}}}, "a run started"),
                 "200": _json({"type": "object", "properties": {
                     "triggeredid": {"type": "string"}, "phase": {"type": "string"},
-                    "lockedUntil": {"type": "string"}}}, "taken"),
+                    "lockedUntil": {"type": "string"}, "keptnContext": {"type": "string"},
+                    "task": {"type": "string"}, "project": {"type": "string"}}},
+                    "taken; or, for a .triggered sent again, the run it started"),
                 **_problems(400, 404, 413, *_AUTH), **refused}, body=_ref("KeptnEvent"))},
         "/api/v1/task-events/claim": {"post": _operation(
             "Fetch and lock task events of these types (a long poll with waitSeconds)", {

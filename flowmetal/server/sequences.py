@@ -65,13 +65,16 @@ async def post_event(request: web.Request) -> web.Response:
         if project is not None and type(project) is not str:
             raise Problem(400, f"data.project must be a string, not "
                                f"{type(project).__name__}")
+        earlier = await call(request, store.start_key, runs.EVENT_KEY + ev.id)
         try:
             task_id, run = await call(request, runs.trigger, store, kind.stage,
                                       kind.sequence, body)
         except RunError as exc:
             raise Problem(404, str(exc)) from None
+        # (The same event again: its run, 200, and the same context, made from its id.)
         return web.json_response({"keptnContext": run["context"], "task": task_id,
-                                  "project": run["project"]}, status=201)
+                                  "project": run["project"]},
+                                 status=201 if earlier is None else 200)
     triggered = ev.triggeredid
     if not triggered:
         raise Problem(400, f"{ev.type}: triggeredid must name the task's .triggered event")
