@@ -195,10 +195,12 @@ def nth(coll: Any, index: Any, *default: Any) -> Any:
     if type(index) is not int:
         raise _type_error("nth", "an integer index", index)
     t = type(coll)
+    if coll is None:  # (Clojure's: nil has nothing at any index)
+        return default[0] if default else None
     if t is Vector or t is str:
         if 0 <= index < len(coll):
             return coll[index]
-    elif t is Pair or coll is EMPTY or coll is None:
+    elif t is Pair or coll is EMPTY:
         node = coll
         i = index
         while type(node) is Pair and i > 0:

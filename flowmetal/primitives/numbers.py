@@ -106,32 +106,45 @@ def div(*xs: Any) -> Any:
     return total
 
 
-def _int_div(op: str, a: Any, b: Any) -> tuple[int, int]:
-    a, b = integer(op, a), integer(op, b)
+def _divisor(op: str, a: Any, b: Any) -> tuple[Any, Any]:
+    a, b = num(op, a), num(op, b)
     if b == 0:
-        raise FlowmetalError("division by zero", "arithmetic-error")
+        raise FlowmetalError(f"{op}: division by zero", "arithmetic-error")
     return a, b
 
 
 @define("quot", min_args=2)
-def quot(a: Any, b: Any) -> int:
-    """Integer quotient, truncated toward zero."""
-    a, b = _int_div("quot", a, b)
-    q = abs(a) // abs(b)
-    return q if (a < 0) == (b < 0) else -q
+def quot(a: Any, b: Any) -> Any:
+    """The quotient truncated toward zero, as Clojure's: exact for integers and ratios,
+    a float when either is a float (``(quot 7.5 2)`` is 3.0)."""
+    a, b = _divisor("quot", a, b)
+    if type(a) is int and type(b) is int:
+        q = abs(a) // abs(b)
+        return q if (a < 0) == (b < 0) else -q
+    if type(a) is float or type(b) is float:
+        q = a / b
+        if not math.isfinite(q):
+            raise FlowmetalError(f"quot: {shown(a)} / {shown(b)} has no finite quotient",
+                                 "arithmetic-error")
+        return float(math.trunc(q))
+    return math.trunc(Fraction(a) / Fraction(b))
 
 
 @define("rem", min_args=2)
-def rem(a: Any, b: Any) -> int:
-    """Remainder of ``quot``: has the sign of the dividend."""
+def rem(a: Any, b: Any) -> Any:
+    """The remainder of ``quot``: it has the sign of the dividend."""
+    a, b = _divisor("rem", a, b)
+    if type(a) is float or type(b) is float:
+        return math.fmod(a, b)
     return a - b * quot(a, b)
 
 
 @define("mod", min_args=2)
-def mod(a: Any, b: Any) -> int:
-    """Modulus: has the sign of the divisor."""
-    a, b = _int_div("mod", a, b)
-    return a % b
+def mod(a: Any, b: Any) -> Any:
+    """The modulus: it has the sign of the divisor (Clojure's ``mod``, from ``rem``)."""
+    a, b = _divisor("mod", a, b)
+    m = rem(a, b)
+    return m if m == 0 or (a > 0) == (b > 0) else m + b
 
 
 @define("inc", min_args=1)
@@ -229,14 +242,16 @@ def is_odd(x: Any) -> Any:
 
 @define("max", min_args=1, max_args=None)
 def max_(*xs: Any) -> Any:
-    """The largest argument."""
-    return max(num("max", x) for x in xs)
+    """The largest argument (##NaN if one is, wherever it is)."""
+    xs = tuple(num("max", x) for x in xs)
+    return next((x for x in xs if x != x), None) if any(x != x for x in xs) else max(xs)
 
 
 @define("min", min_args=1, max_args=None)
 def min_(*xs: Any) -> Any:
-    """The smallest argument."""
-    return min(num("min", x) for x in xs)
+    """The smallest argument (##NaN if one is, wherever it is)."""
+    xs = tuple(num("min", x) for x in xs)
+    return next((x for x in xs if x != x), None) if any(x != x for x in xs) else min(xs)
 
 
 @define("abs", min_args=1)
