@@ -244,14 +244,16 @@ def is_odd(x: Any) -> Any:
 def max_(*xs: Any) -> Any:
     """The largest argument (##NaN if one is, wherever it is)."""
     xs = tuple(num("max", x) for x in xs)
-    return next((x for x in xs if x != x), None) if any(x != x for x in xs) else max(xs)
+    nan = next((x for x in xs if x != x), None)
+    return max(xs) if nan is None else nan
 
 
 @define("min", min_args=1, max_args=None)
 def min_(*xs: Any) -> Any:
     """The smallest argument (##NaN if one is, wherever it is)."""
     xs = tuple(num("min", x) for x in xs)
-    return next((x for x in xs if x != x), None) if any(x != x for x in xs) else min(xs)
+    nan = next((x for x in xs if x != x), None)
+    return min(xs) if nan is None else nan
 
 
 @define("abs", min_args=1)

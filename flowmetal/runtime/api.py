@@ -50,7 +50,7 @@ def start(store, source: str, file: str, args: list[str] | None = None,
                      limits=Limits.of(limits), trace=trace,
                      programs=list(code_of(m, programs | {program.hash})), spawnable=names)
     return store.start(NewTask(rec, state, {"file": file}), records, key=key,
-                       **({} if fingerprint is None else {"fingerprint": fingerprint}))
+                       fingerprint=fingerprint)
 
 
 def start_stored(store, program: str, args: list[str] | None = None,
@@ -78,7 +78,7 @@ def start_stored(store, program: str, args: list[str] | None = None,
                      limits=Limits.of(limits),
                      programs=list(code_of(m, programs | {digest})))
     return store.start(NewTask(rec, state, {"file": loaded.file, "started_as": program}),
-                       key=key, **({} if fingerprint is None else {"fingerprint": fingerprint}))
+                       key=key, fingerprint=fingerprint)
 
 
 def _program_hash(view, text: str) -> str | None:

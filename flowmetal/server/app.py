@@ -571,11 +571,7 @@ async def callback(request: web.Request) -> web.Response:
             verify(secret, {k.lower(): v for k, v in headers}, body)
         except SignatureError as exc:
             raise Problem(401, f"the webhook signature does not verify: {exc}") from None
-    try:
-        value = response_value(0, headers, body)
-    except (FlowmetalError, ValueError, RecursionError):  # a body that is not JSON
-        value = {**response_value(0, headers, b""), kw("body"): body.decode("utf-8",
-                                                                            "replace")}
+    value = response_value(0, headers, body)  # (:json only where the body decodes)
     value = Map({kw("method"): request.method, kw("query"): query_value(request),
                  **{k: v for k, v in value.items() if k.name != "status"}})
     outcome = await call(request, store.callback_deliver, token, encode_data(value),

@@ -113,7 +113,7 @@ def operation(store: Any, op: str, args: dict) -> Callable[[], Any]:
             raise Problem(400, f"start: {exc}") from None
         new = NewTask(rec, _bytes(a("state")), _dict(a("logged") or {}))
         return lambda: store.start(new, _dict(a("programs") or {}), _dict(a("names") or {}),
-                                   a("key"))
+                                   a("key"), _text_or_none(a("fingerprint")))
     if op == "send":
         message = _bytes(a("message"))
         try:

@@ -149,11 +149,12 @@ class RemoteStore:
         return rec
 
     def start(self, task: NewTask, programs: dict[str, dict] | None = None,
-              names: dict[str, str] | None = None, key: str | None = None) -> str:
+              names: dict[str, str] | None = None, key: str | None = None,
+              fingerprint: str | None = None) -> str:
         """Store a new task (and its programs) on the server; its id."""
         return self.call("start", task=task.record.to_bytes(), state=task.state,
                          logged=task.logged, programs=_plain(programs), names=names or {},
-                         key=key)
+                         key=key, fingerprint=fingerprint)
 
     def send(self, task_id: str, message: bytes, sender: str | None = None) -> int:
         """Queue an encoded message for the task; its sequence number."""
